@@ -1,0 +1,25 @@
+"""skopt_nn: PyTorch networks as scikit-learn estimators.
+
+A network's whole training and compression recipe (optimizer, learning-rate
+schedule, pruning, knowledge distillation, early stopping) is a set of
+ordinary sklearn hyperparameters, tuned by any sklearn or scikit-optimize
+search.
+"""
+
+from ._base import DivergenceError
+from .estimators import NNClassifier, NNRegressor
+from .modules import CNN, MLP, TorchModule
+from .schedules import LRSchedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NNClassifier",
+    "NNRegressor",
+    "MLP",
+    "CNN",
+    "TorchModule",
+    "LRSchedule",
+    "DivergenceError",
+    "__version__",
+]

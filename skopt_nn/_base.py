@@ -1,0 +1,498 @@
+"""Shared estimator logic: validation, building the skorch net, the epoch loop.
+
+The public estimators are plain sklearn estimators. ``fit`` validates the
+data, resolves every spec (module, optimizer, schedule, pruning,
+distillation) into torch/skorch objects, trains a skorch ``NeuralNet`` kept as
+``net_``, and only then publishes the fitted attributes. A fit that fails
+puts every fitted attribute back as it was, so an earlier model stays usable.
+
+Recipe parts plug in through two small protocols (see ``_fit_core``):
+
+* a pruning spec gives ``_make_callback(module, max_epochs=..., steps_per_epoch=...,
+  start_epoch=..., generator=...)`` -> skorch callback, and
+  ``_finalize(module, callback) -> (module, info)`` where ``info`` has
+  ``"sparsity"`` and ``"layers"``;
+* a distillation spec gives ``_prepare(X, y, task=..., classes=..., random_state=...)``
+  -> ``(teacher_outputs, fitted_teacher)``, ``_criterion(task)`` -> loss module
+  taking ``(y_pred, (y_true, teacher_out))``, and
+  ``_augmenter(fitted_teacher, task=..., generator=..., target_scaler=...)``
+  -> ``None`` or ``fn(X_batch, y_batch) -> (X_batch, y_batch)``.
+"""
+
+import contextlib
+import copy
+import math
+import numbers
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, _fit_context
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, InvalidParameterError
+from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch import NeuralNet
+from skorch.callbacks import Callback
+from torch import nn
+
+from .data import BatchIterator, TensorData, as_float_tensor
+from .modules import count_params, resolve_module
+from .optim import resolve_optimizer
+from .schedules import ScheduleCallback, resolve_schedule
+
+__all__ = ["DivergenceError", "BaseNN"]
+
+
+class DivergenceError(ValueError):
+    """Raised when the training loss stops being finite.
+
+    Searches record such a fit as a failed point (``error_score``) and go on.
+    """
+
+
+class _DivergenceGuard(Callback):
+    """Stop at the first batch whose training loss is not finite."""
+
+    def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
+        if training and loss is not None and not math.isfinite(loss.item()):
+            epoch = len(net.history)
+            lr = net.optimizer_.param_groups[0]["lr"]
+            raise DivergenceError(
+                f"Training diverged in epoch {epoch}: the training loss became "
+                f"{loss.item()} (lr={lr:g}). Try a lower lr, a warm-up "
+                "(LRSchedule(..., warmup_epochs=1)), or scaled inputs (StandardScaler)."
+            )
+
+
+class _Holdout:
+    """skorch ``train_split`` that returns a validation set chosen in ``fit``."""
+
+    def __init__(self, valid):
+        self.valid = valid
+
+    def __call__(self, dataset, y=None, **kwargs):
+        return dataset, self.valid
+
+
+class _Net(NeuralNet):
+    """skorch net with an optional per-batch transform of the training inputs.
+
+    The transform is where distillation's transfer-set augmentation adds
+    synthetic rows labelled by the teacher.
+    """
+
+    batch_transform_ = None
+
+    def train_step_single(self, batch, **fit_params):
+        if self.batch_transform_ is not None:
+            batch = self.batch_transform_(*batch)
+        return super().train_step_single(batch, **fit_params)
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidParameterError(
+            f"The 'device' parameter must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r} instead."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available on this machine.")
+    return str(dev)
+
+
+@contextlib.contextmanager
+def _seeded(seed, device):
+    """Seed torch inside the block without touching the caller's global RNG."""
+    devices = []
+    if device.startswith("cuda"):
+        devices = [torch.device(device).index or 0]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class BaseNN(BaseEstimator):
+    """Logic shared by ``NNClassifier`` and ``NNRegressor``; not public."""
+
+    _parameter_constraints = {
+        "module": "no_validation",
+        "optimizer": "no_validation",
+        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "lr_schedule": "no_validation",
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "pruning": "no_validation",
+        "distillation": "no_validation",
+        "callbacks": [None, list],
+        "device": "no_validation",
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+    }
+
+    # Set by the subclasses.
+    _task = None
+
+    def __init__(
+        self,
+        module=None,
+        *,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        momentum=0.9,
+        batch_size=128,
+        max_epochs=200,
+        lr_schedule="constant",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        pruning=None,
+        distillation=None,
+        callbacks=None,
+        device="cpu",
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+    ):
+        self.module = module
+        self.optimizer = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr_schedule = lr_schedule
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.pruning = pruning
+        self.distillation = distillation
+        self.callbacks = callbacks
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.warm_start = warm_start
+
+    # -- fitted views onto the skorch net (one copy of the weights in a pickle)
+    @property
+    def module_(self):
+        """The trained ``torch.nn.Module``."""
+        try:
+            return self.__dict__["net_"].module_
+        except KeyError:
+            raise AttributeError("module_") from None
+
+    @property
+    def history_(self):
+        """skorch ``History`` of the fit: one row per epoch."""
+        try:
+            return self.__dict__["net_"].history
+        except KeyError:
+            raise AttributeError("history_") from None
+
+    # -- hooks for the subclasses
+    def _encode_y(self, y, *, first_call, classes=None):
+        """Return ``(y_tensor, n_outputs)``; sets label attributes on first call."""
+        raise NotImplementedError
+
+    def _criterion(self):
+        raise NotImplementedError
+
+    def _validation_stratify(self, y_encoded):
+        return None
+
+    # -- fit entry points
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network on ``X``, ``y``.
+
+        With ``warm_start=True`` and a fitted model, training continues from
+        the current weights and optimizer state; otherwise it starts afresh.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data; float64 is converted to float32 once.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        continuing = self.warm_start and hasattr(self, "net_")
+        return self._guarded_fit(X, y, continuing=continuing, epochs=self.max_epochs)
+
+    def _partial_fit(self, X, y, classes=None):
+        self._validate_params()
+        continuing = hasattr(self, "net_")
+        return self._guarded_fit(X, y, continuing=continuing, epochs=1, classes=classes, partial=True)
+
+    def _guarded_fit(self, X, y, **kwargs):
+        saved = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("__")}
+        net = saved.get("net_")
+        snapshot = None
+        if net is not None and kwargs["continuing"]:
+            snapshot = (
+                copy.deepcopy(net.module_.state_dict()),
+                copy.deepcopy(net.optimizer_.state_dict()),
+                len(net.history),
+            )
+        try:
+            return self._fit_core(X, y, **kwargs)
+        except BaseException:
+            for key in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+                if key not in saved:
+                    delattr(self, key)
+            vars(self).update(saved)
+            if snapshot is not None:
+                net.module_.load_state_dict(snapshot[0])
+                net.optimizer_.load_state_dict(snapshot[1])
+                del net.history[snapshot[2] :]
+            raise
+
+    def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False):
+        owner = type(self).__name__
+        if y is None:
+            raise ValueError(
+                f"{owner} requires y to be passed, but the target y is None."
+            )
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            reset=not continuing,
+            dtype=[np.float32, np.float64],
+            y_numeric=self._task == "regression",
+            multi_output=self._task == "regression",
+        )
+        device = _resolve_device(self.device)
+        schedule = resolve_schedule(self.lr_schedule, owner)
+        opt_cls, opt_kwargs = resolve_optimizer(
+            self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum, owner=owner
+        )
+        y_t, n_outputs = self._encode_y(y, first_call=not continuing, classes=classes)
+        X_t = as_float_tensor(X)
+
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        start_epoch = self.n_iter_ if continuing else 0
+        if partial:
+            seed = (seed + start_epoch) % np.iinfo(np.int32).max
+
+        with _seeded(seed, device):
+            generator = torch.Generator().manual_seed(seed)
+
+            teacher_out, teacher = None, None
+            criterion = self._criterion()
+            if self.distillation is not None:
+                teacher_out, teacher = self.distillation._prepare(
+                    X, y, task=self._task, classes=getattr(self, "classes_", None),
+                    random_state=seed,
+                )
+                teacher_out = self._encode_teacher(teacher_out)
+                criterion = self.distillation._criterion(self._task)
+                y_t = (y_t, teacher_out)
+
+            data = TensorData(X_t, y_t)
+            train, valid = data, None
+            if self.early_stopping and not partial:
+                train, valid = self._split(data, y, seed)
+            steps_per_epoch = -(-len(train) // self.batch_size)
+
+            if continuing:
+                net = self.net_
+                module = net.module_
+            else:
+                module = resolve_module(self.module, owner).build(X.shape[1], n_outputs)
+                if not isinstance(module, nn.Module):
+                    raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
+
+            callbacks = [
+                (
+                    "lr_schedule",
+                    ScheduleCallback(
+                        schedule,
+                        lr=self.lr,
+                        max_epochs=self.max_epochs,
+                        steps_per_epoch=steps_per_epoch,
+                        start_epoch=start_epoch if partial else 0,
+                    ),
+                ),
+                ("divergence", _DivergenceGuard()),
+            ]
+            pruner = None
+            if self.pruning is not None:
+                pruner = self.pruning._make_callback(
+                    module,
+                    max_epochs=self.max_epochs,
+                    steps_per_epoch=steps_per_epoch,
+                    start_epoch=start_epoch if partial else 0,
+                    generator=generator,
+                )
+                callbacks.append(("pruning", pruner))
+            callbacks += copy.deepcopy(self.callbacks or [])
+
+            device_data = self._place(train, device), self._place(valid, device)
+            if continuing:
+                net.callbacks = callbacks
+                net.train_split = _Holdout(device_data[1])
+                net.iterator_train__generator = generator
+                net.criterion = criterion
+                net.initialize_callbacks()
+                net.initialize_criterion()
+            else:
+                net = _Net(
+                    module=module,
+                    criterion=criterion,
+                    optimizer=opt_cls,
+                    lr=self.lr,
+                    batch_size=self.batch_size,
+                    max_epochs=epochs,
+                    train_split=_Holdout(device_data[1]),
+                    iterator_train=BatchIterator,
+                    iterator_train__shuffle=True,
+                    iterator_train__generator=generator,
+                    iterator_valid=BatchIterator,
+                    callbacks=callbacks,
+                    device=device,
+                    verbose=self.verbose,
+                    **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
+                )
+                net.initialize()
+            if self.distillation is not None:
+                net.batch_transform_ = self.distillation._augmenter(
+                    teacher, task=self._task, generator=generator,
+                    target_scaler=getattr(self, "_y_scaler_", None),
+                )
+            loss_curve = list(self.loss_curve_) if continuing else []
+            n_run = self._train(net, device_data[0], epochs, loss_curve)
+
+            if pruner is not None:
+                module, info = self.pruning._finalize(net.module_, pruner)
+                if module is not net.module_:
+                    net.module_ = module
+                    net.initialize_optimizer()
+                self.sparsity_ = info["sparsity"]
+                self.pruning_summary_ = info["layers"]
+
+        # Nothing below can fail: publish the fitted state.
+        net.batch_transform_ = None
+        net.train_split = None
+        net.iterator_train__generator = None
+        if not self.warm_start and not partial:
+            net.optimizer_.state.clear()  # no optimizer state in pickles
+        net.module_.eval()
+        self.net_ = net
+        self.n_iter_ = start_epoch + n_run
+        self.loss_curve_ = loss_curve
+        self.n_params_ = count_params(net.module_)
+        if getattr(self.distillation, "keep_teacher", False):
+            self.teacher_ = teacher
+        return self
+
+    def _encode_teacher(self, teacher_out):
+        return torch.as_tensor(np.asarray(teacher_out, dtype=np.float32))
+
+    def _split(self, data, y, seed):
+        n = len(data)
+        n_valid = int(math.ceil(self.validation_fraction * n))
+        if n_valid < 1 or n - n_valid < 1:
+            raise ValueError(
+                f"early_stopping with validation_fraction={self.validation_fraction} "
+                f"cannot split {n} samples into a training and a validation set."
+            )
+        index = np.arange(n)
+        stratify = self._validation_stratify(y)
+        try:
+            train_idx, valid_idx = train_test_split(
+                index, test_size=n_valid, random_state=seed, stratify=stratify
+            )
+        except ValueError:  # a class too small to stratify
+            train_idx, valid_idx = train_test_split(index, test_size=n_valid, random_state=seed)
+        return data.subset(np.sort(train_idx)), data.subset(np.sort(valid_idx))
+
+    @staticmethod
+    def _place(data, device):
+        """Move a data set to the device once; keep it on the CPU if it does not fit."""
+        if data is None or device == "cpu":
+            return data
+        try:
+            return data.to(device)
+        except torch.OutOfMemoryError:
+            return TensorData(data.X.pin_memory(), data.y)
+
+    def _train(self, net, train, epochs, loss_curve):
+        """Run up to ``epochs`` epochs; stop on a plateau like sklearn's MLP."""
+        monitor = "valid_loss" if self.early_stopping and net.train_split.valid is not None else "train_loss"
+        best, best_state, stale, n_run = math.inf, None, 0, 0
+        net.notify("on_train_begin", X=train, y=None)
+        try:
+            for _ in range(epochs):
+                try:
+                    net.fit_loop(train, None, epochs=1)
+                except KeyboardInterrupt:  # skorch callbacks stop training this way
+                    break
+                n_run += 1
+                row = net.history[-1]
+                loss_curve.append(float(row["train_loss"]))
+                if getattr(net, "recipe_busy_", False):
+                    # The recipe (e.g. pruning in progress) is still changing
+                    # the network: do not stop or keep weights from before.
+                    best, best_state, stale = math.inf, None, 0
+                    continue
+                value = float(row[monitor])
+                if not math.isfinite(value):
+                    raise DivergenceError(
+                        f"Training diverged in epoch {len(net.history)}: {monitor} is {value}. "
+                        "Try a lower lr or scaled inputs (StandardScaler)."
+                    )
+                stale = stale + 1 if value > best - self.tol else 0
+                if value < best:
+                    best = value
+                    if monitor == "valid_loss":
+                        best_state = copy.deepcopy(net.module_.state_dict())
+                if stale >= self.n_iter_no_change:
+                    break
+        finally:
+            net.notify("on_train_end", X=train, y=None)
+        if best_state is not None:
+            net.module_.load_state_dict(best_state)
+        return n_run
+
+    # -- prediction
+    def _forward(self, X):
+        """Network outputs for ``X`` as a float32 array, computed in batches."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        X_t = as_float_tensor(X)
+        net = self.net_
+        module, device = net.module_, torch.device(net.device)
+        module.eval()
+        batch = max(int(self.batch_size), 4096)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(X_t), batch):
+                xb = X_t[start : start + batch].to(device, non_blocking=True)
+                out.append(module(xb).float().cpu())
+        if not out:
+            return np.empty((0, self.n_outputs_), dtype=np.float32)
+        return torch.cat(out).numpy()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags

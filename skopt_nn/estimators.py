@@ -1,0 +1,317 @@
+"""The public estimators: ``NNClassifier`` and ``NNRegressor``."""
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+from torch import nn
+
+from ._base import BaseNN
+
+__all__ = ["NNClassifier", "NNRegressor"]
+
+_PARAMS_DOC = """
+    Parameters
+    ----------
+    module : spec, nn.Module subclass or None, default=None
+        The network: a spec (``MLP``, ``CNN``, ``TorchModule``), an
+        ``nn.Module`` subclass (built as ``TorchModule(cls)``) or ``None`` for
+        ``MLP()`` (one hidden layer of 100 ReLU units). Nested parameters are
+        searchable as ``module__<name>``.
+    optimizer : str or torch.optim.Optimizer subclass, default="adam"
+        ``sgd``, ``adam``, ``adamw``, ``rmsprop`` or ``adagrad``
+        (case-insensitive), or an optimizer class.
+    lr : float, default=1e-3
+        Learning rate (the peak rate for ``onecycle``).
+    weight_decay : float, default=0.0
+        L2 penalty passed to the optimizer.
+    momentum : float, default=0.9
+        Momentum, used by the optimizers that take one (``sgd``, ``rmsprop``).
+    batch_size : int, default=128
+        Rows per training batch.
+    max_epochs : int, default=200
+        Upper bound on training epochs.
+    lr_schedule : str or LRSchedule, default="constant"
+        Learning-rate schedule: a name or an ``LRSchedule`` spec whose
+        options are searchable as ``lr_schedule__<option>``. Step counts
+        come from the rows each fit actually trains on.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified for
+        classifiers), stop when the validation loss has not improved by
+        ``tol`` for ``n_iter_no_change`` epochs, and keep the best weights.
+        When False, training stops the same way on the training loss, as
+        sklearn's ``MLPClassifier`` does.
+    validation_fraction : float, default=0.1
+        Share of the data held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping.
+    tol : float, default=1e-4
+        Minimum loss improvement that counts.
+    pruning : Pruning or None, default=None
+        Pruning recipe, searchable as ``pruning__<name>``.
+    distillation : Distillation or None, default=None
+        Distillation recipe, searchable as ``distillation__<name>``.
+    callbacks : list of (name, skorch callback) or None, default=None
+        Extra skorch callbacks; they are copied at every fit.
+    device : str, default="cpu"
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. A model trained on
+        a GPU loads and predicts on a CPU-only machine.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, shuffling, dropout and the validation
+        split. With an int, two fits give bit-identical models on the CPU.
+    verbose : int, default=0
+        Print one line per epoch when positive.
+    warm_start : bool, default=False
+        Continue training the fitted network (and its optimizer state) on
+        the next ``fit``; the optimizer state is then kept in pickles.
+"""
+
+_ATTRS_DOC = """
+    net_ : skorch.NeuralNet
+        The trained skorch net.
+    module_ : torch.nn.Module
+        The trained network (``net_.module_``), in eval mode.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Feature names, when ``X`` has string column names.
+    history_ : skorch.History
+        Per-epoch (and per-batch) record of losses and learning rate.
+    loss_curve_ : list of float
+        Training loss at the end of each epoch.
+    n_iter_ : int
+        Number of epochs run.
+    n_params_ : int
+        Number of parameters of the trained network.
+    sparsity_ : float
+        Fraction of zero weights among prunable weights (with ``pruning``).
+"""
+
+
+class NNClassifier(ClassifierMixin, BaseNN):
+    __doc__ = (
+        """Neural network classifier whose training recipe is a set of hyperparameters.
+
+    The network outputs one logit per class and trains with cross-entropy
+    through a skorch net. Labels of any type (strings, ints, bools) come back
+    as given.
+"""
+        + _PARAMS_DOC
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+"""
+        + _ATTRS_DOC
+        + """
+    See Also
+    --------
+    NNRegressor : The regression counterpart.
+    sklearn.neural_network.MLPClassifier : sklearn's own multi-layer perceptron.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skopt_nn import NNClassifier, MLP
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = make_pipeline(StandardScaler(), NNClassifier(
+    ...     MLP(hidden_layer_sizes=(16,)), lr=0.01, max_epochs=50, random_state=0))
+    >>> clf.fit(X, y).score(X, y) > 0.9
+    True
+    >>> clf.predict_proba(X[:1]).shape
+    (1, 3)
+    """
+    )
+
+    _task = "classification"
+
+    def _encode_y(self, y, *, first_call, classes=None):
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if classes is not None and first_call:
+            classes = unique_labels(classes)
+        elif first_call:
+            classes = unique_labels(y)
+        else:
+            classes = self.classes_
+        if first_call and len(classes) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs samples of at least 2 classes in the data, "
+                f"but the data contains only one class: {classes[0]!r}."
+            )
+        encoded = np.searchsorted(classes, y)
+        encoded = np.clip(encoded, 0, len(classes) - 1)
+        unseen = classes[encoded] != y
+        if unseen.any():
+            raise ValueError(
+                f"y contains labels not seen in the first fit: {sorted(set(y[unseen].tolist()))}; "
+                f"known classes are {classes.tolist()}."
+            )
+        if first_call:
+            self.classes_ = classes
+            self.n_outputs_ = len(classes)
+        return torch.as_tensor(encoded, dtype=torch.long), len(classes)
+
+    def _validation_stratify(self, y):
+        return y
+
+    def _criterion(self):
+        return nn.CrossEntropyLoss()
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """Train for one epoch, continuing from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            All classes that can appear in ``y``; required on the first call.
+
+        Returns
+        -------
+        self : object
+        """
+        if not hasattr(self, "net_") and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if hasattr(self, "net_") and classes is not None and not np.array_equal(
+            unique_labels(classes), self.classes_
+        ):
+            raise ValueError(
+                f"`classes={classes!r}` is not the same as on last call to partial_fit, "
+                f"was: {self.classes_!r}"
+            )
+        return self._partial_fit(X, y, classes=classes)
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        logits = self._forward(X).astype(np.float64)
+        return softmax(logits, axis=1)
+
+    def predict(self, X):
+        """Most probable class for each row of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        return self.classes_[np.argmax(self._forward(X), axis=1)]
+
+
+class NNRegressor(RegressorMixin, BaseNN):
+    __doc__ = (
+        """Neural network regressor whose training recipe is a set of hyperparameters.
+
+    Targets are standardised inside ``fit`` (mean and scale learnt from the
+    data given to that fit) and predictions are mapped back, so one learning
+    rate suits targets of any scale; ``loss_curve_`` is the mean squared
+    error in standardised units. Several targets (2-D ``y``) are supported.
+"""
+        + _PARAMS_DOC
+        + """
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of regression targets.
+"""
+        + _ATTRS_DOC
+        + """
+    See Also
+    --------
+    NNClassifier : The classification counterpart.
+    sklearn.neural_network.MLPRegressor : sklearn's own multi-layer perceptron.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skopt_nn import NNRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(200, 3))
+    >>> y = X @ [1.0, -2.0, 0.5] + 100
+    >>> reg = NNRegressor(lr=0.01, max_epochs=100, random_state=0).fit(X, y)
+    >>> reg.score(X, y) > 0.95
+    True
+    """
+    )
+
+    _task = "regression"
+
+    def _encode_y(self, y, *, first_call, classes=None):
+        y = np.asarray(y, dtype=np.float64)
+        y2 = y.reshape(len(y), -1)
+        if first_call:
+            mean = y2.mean(axis=0)
+            scale = y2.std(axis=0)
+            scale[scale == 0] = 1.0
+            self._y_scaler_ = (mean, scale)
+            self.n_outputs_ = y2.shape[1]
+        elif y2.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {y2.shape[1]} targets, but {type(self).__name__} was fitted with {self.n_outputs_}."
+            )
+        mean, scale = self._y_scaler_
+        y_std = ((y2 - mean) / scale).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(y_std)), y2.shape[1]
+
+    def _encode_teacher(self, teacher_out):
+        mean, scale = self._y_scaler_
+        out = np.asarray(teacher_out, dtype=np.float64).reshape(-1, self.n_outputs_)
+        return torch.from_numpy(((out - mean) / scale).astype(np.float32))
+
+    def _criterion(self):
+        return nn.MSELoss()
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """Train for one epoch, continuing from the current weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self : object
+        """
+        return self._partial_fit(X, y)
+
+    def predict(self, X):
+        """Predicted targets for ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        """
+        check_is_fitted(self)
+        mean, scale = self._y_scaler_
+        out = self._forward(X).astype(np.float64) * scale + mean
+        return out.ravel() if self.n_outputs_ == 1 else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

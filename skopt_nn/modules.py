@@ -1,0 +1,347 @@
+"""Network specs: parameter holders that build a ``torch.nn.Module`` at fit time.
+
+A spec stores hyperparameters only; ``build(n_features_in, n_outputs)`` makes
+a fresh module sized for the data. Specs are sklearn ``BaseEstimator``
+objects, so ``clone``, ``set_params(module__width=64)`` and every search work
+on them as on a Pipeline step.
+"""
+
+import copy
+import inspect
+import math
+import numbers
+
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import InvalidParameterError
+from torch import nn
+
+from ._registry import Registry
+
+__all__ = ["MLP", "CNN", "TorchModule", "ACTIVATIONS", "resolve_module"]
+
+ACTIVATIONS = Registry("activation")
+for _name, _cls in {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "logistic": nn.Sigmoid,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "identity": nn.Identity,
+}.items():
+    ACTIVATIONS.register(_name, _cls)
+
+
+def _check_int(value, name, owner, low=1):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {owner} must be an int >= {low}; got {value!r}."
+        )
+    return int(value)
+
+
+def _check_fraction(value, name, owner):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < 1:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {owner} must be a float in [0, 1); got {value!r}."
+        )
+    return float(value)
+
+
+class MLP(BaseEstimator):
+    """Fully connected network spec.
+
+    Depth and width can be set as a tuple (``hidden_layer_sizes``, as in
+    sklearn's ``MLPClassifier``) or as two scalars (``n_layers``, ``width``)
+    that Bayesian search can sample directly. When either scalar is set, it
+    wins over the tuple.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(100,)
+        Width of each hidden layer; ``()`` gives a linear model.
+    activation : str, default="relu"
+        ``relu``, ``tanh``, ``logistic``, ``gelu``, ``silu``, ``elu``,
+        ``leaky_relu`` or ``identity``.
+    dropout : float, default=0.0
+        Dropout probability after every hidden layer.
+    batch_norm : bool, default=False
+        Add ``BatchNorm1d`` after every hidden linear layer.
+    n_layers : int, default=None
+        Number of hidden layers; overrides the length of ``hidden_layer_sizes``.
+    width : int, default=None
+        Width of every hidden layer; overrides ``hidden_layer_sizes``.
+
+    Examples
+    --------
+    >>> from skopt_nn import MLP
+    >>> MLP(width=32, n_layers=2).layer_sizes()
+    (32, 32)
+    >>> net = MLP(hidden_layer_sizes=(8,)).build(4, 3)
+    >>> net
+    Sequential(
+      (0): Linear(in_features=4, out_features=8, bias=True)
+      (1): ReLU()
+      (2): Linear(in_features=8, out_features=3, bias=True)
+    )
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        dropout=0.0,
+        batch_norm=False,
+        n_layers=None,
+        width=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self.n_layers = n_layers
+        self.width = width
+
+    def layer_sizes(self):
+        """The hidden layer widths this spec builds."""
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+            sizes = (sizes,)
+        try:
+            sizes = tuple(sizes)
+        except TypeError:
+            raise InvalidParameterError(
+                "The 'hidden_layer_sizes' parameter of MLP must be a tuple of ints; "
+                f"got {self.hidden_layer_sizes!r}."
+            ) from None
+        for s in sizes:
+            _check_int(s, "hidden_layer_sizes", "MLP")
+        if self.n_layers is None and self.width is None:
+            return tuple(int(s) for s in sizes)
+        n = len(sizes) if self.n_layers is None else _check_int(self.n_layers, "n_layers", "MLP", 0)
+        default_width = sizes[0] if sizes else 100
+        w = default_width if self.width is None else _check_int(self.width, "width", "MLP")
+        return (int(w),) * n
+
+    def build(self, n_features_in, n_outputs):
+        """Return a fresh ``nn.Sequential`` for the given input and output sizes."""
+        sizes = self.layer_sizes()
+        act = ACTIVATIONS.get(self.activation, param="activation", owner="MLP")
+        dropout = _check_fraction(self.dropout, "dropout", "MLP")
+        layers, width_in = [], n_features_in
+        for width in sizes:
+            layers.append(nn.Linear(width_in, width))
+            if self.batch_norm:
+                layers.append(nn.BatchNorm1d(width))
+            layers.append(act())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width_in = width
+        layers.append(nn.Linear(width_in, n_outputs))
+        return nn.Sequential(*layers)
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class CNN(BaseEstimator):
+    """Convolutional image network spec for flat feature rows.
+
+    Rows of ``X`` are reshaped to ``input_shape`` inside the module, so the
+    net works straight after a ``StandardScaler`` in a ``Pipeline``. Each
+    entry of ``channels`` adds a convolution, an activation and (while the
+    image is at least 2 pixels wide) a 2x2 max-pool; then a hidden fully
+    connected layer of ``hidden`` units and the output layer.
+
+    Parameters
+    ----------
+    input_shape : tuple of int, default=(1, 28, 28)
+        ``(channels, height, width)`` of one image; ``(1, 8, 8)`` for
+        sklearn's digits.
+    channels : tuple of int, default=(32, 64)
+        Output channels of each convolution.
+    kernel_size : int, default=3
+        Size of every convolution kernel ("same" padding).
+    hidden : int, default=128
+        Units of the fully connected hidden layer.
+    dropout : float, default=0.0
+        Dropout before the output layer.
+    activation : str, default="relu"
+        Activation after every convolution and the hidden layer.
+    batch_norm : bool, default=False
+        Add ``BatchNorm2d`` after every convolution.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skopt_nn import CNN
+    >>> net = CNN(input_shape=(1, 8, 8)).build(64, 10)
+    >>> net(torch.zeros(5, 64)).shape
+    torch.Size([5, 10])
+    """
+
+    def __init__(
+        self,
+        input_shape=(1, 28, 28),
+        channels=(32, 64),
+        kernel_size=3,
+        hidden=128,
+        dropout=0.0,
+        activation="relu",
+        batch_norm=False,
+    ):
+        self.input_shape = input_shape
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.hidden = hidden
+        self.dropout = dropout
+        self.activation = activation
+        self.batch_norm = batch_norm
+
+    def build(self, n_features_in, n_outputs):
+        """Return a fresh ``nn.Sequential`` for the given input and output sizes."""
+        shape = tuple(int(s) for s in self.input_shape)
+        if len(shape) != 3:
+            raise InvalidParameterError(
+                f"The 'input_shape' parameter of CNN must be (channels, height, width); got {self.input_shape!r}."
+            )
+        if math.prod(shape) != n_features_in:
+            raise ValueError(
+                f"CNN input_shape={shape} needs {math.prod(shape)} features per row, "
+                f"but X has {n_features_in} features."
+            )
+        act = ACTIVATIONS.get(self.activation, param="activation", owner="CNN")
+        k = _check_int(self.kernel_size, "kernel_size", "CNN")
+        hidden = _check_int(self.hidden, "hidden", "CNN")
+        dropout = _check_fraction(self.dropout, "dropout", "CNN")
+        chans = (self.channels,) if isinstance(self.channels, numbers.Integral) else tuple(self.channels)
+        c_in, h, w = shape
+        layers = [nn.Unflatten(1, shape)]
+        for c_out in chans:
+            c_out = _check_int(c_out, "channels", "CNN")
+            layers.append(nn.Conv2d(c_in, c_out, k, padding=k // 2))
+            h, w = h + 2 * (k // 2) - k + 1, w + 2 * (k // 2) - k + 1
+            if self.batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(act())
+            if h >= 2 and w >= 2:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c_in = c_out
+        layers += [nn.Flatten(), nn.Linear(c_in * h * w, hidden), act()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(hidden, n_outputs))
+        return nn.Sequential(*layers)
+
+
+class TorchModule:
+    """Spec for any user ``nn.Module`` class; its kwargs become searchable.
+
+    ``build`` calls ``module_class(**kwargs)``, filling in ``n_features_in``
+    and ``n_outputs`` when the constructor takes parameters of those names
+    and they were not given. The kwargs are reached in searches as
+    ``module__<kwarg>``.
+
+    Parameters
+    ----------
+    module_class : type
+        A subclass of ``torch.nn.Module``; its ``forward`` must take one
+        float tensor of shape ``(n_samples, n_features)`` and return one
+        output per class (logits) or per regression target.
+    **kwargs
+        Arguments of ``module_class``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from skopt_nn import TorchModule
+    >>> class Net(nn.Module):
+    ...     def __init__(self, n_features_in, n_outputs, hidden=8):
+    ...         super().__init__()
+    ...         self.body = nn.Sequential(nn.Linear(n_features_in, hidden), nn.ReLU(),
+    ...                                   nn.Linear(hidden, n_outputs))
+    ...     def forward(self, x):
+    ...         return self.body(x)
+    >>> spec = TorchModule(Net, hidden=16)
+    >>> spec.set_params(hidden=4).build(3, 2).body[0]
+    Linear(in_features=3, out_features=4, bias=True)
+    """
+
+    def __init__(self, module_class, **kwargs):
+        self.module_class = module_class
+        self.kwargs = kwargs
+
+    def get_params(self, deep=True):
+        return {"module_class": self.module_class, **self.kwargs}
+
+    def set_params(self, **params):
+        for key, value in params.items():
+            if key == "module_class":
+                self.module_class = value
+            else:
+                self.kwargs[key] = value
+        return self
+
+    def __repr__(self):
+        name = getattr(self.module_class, "__name__", repr(self.module_class))
+        args = [name] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"TorchModule({', '.join(args)})"
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self.get_params() == other.get_params()
+
+    __hash__ = None
+
+    def build(self, n_features_in, n_outputs):
+        """Instantiate the module class for the given input and output sizes."""
+        cls = self.module_class
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise InvalidParameterError(
+                f"The 'module_class' parameter of TorchModule must be a torch.nn.Module subclass; got {cls!r}."
+            )
+        kwargs = dict(self.kwargs)
+        try:
+            accepted = inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            accepted = {}
+        for key, value in (("n_features_in", n_features_in), ("n_outputs", n_outputs)):
+            if key in accepted and key not in kwargs:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def resolve_module(module, owner=None):
+    """Turn an estimator's ``module`` parameter into a spec with ``build``."""
+    if module is None:
+        return MLP()
+    if isinstance(module, type) and issubclass(module, nn.Module):
+        return TorchModule(module)
+    if isinstance(module, nn.Module):
+        return _Instance(module)
+    if hasattr(module, "build"):
+        return module
+    where = f" of {owner}" if owner else ""
+    raise InvalidParameterError(
+        f"The 'module' parameter{where} must be None, a spec (MLP, CNN, TorchModule), "
+        f"an nn.Module subclass or an nn.Module instance; got {module!r} instead."
+    )
+
+
+class _Instance:
+    """An ``nn.Module`` instance given as ``module``: copied fresh at every fit."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def build(self, n_features_in, n_outputs):
+        return copy.deepcopy(self.module)
+
+
+def count_params(module):
+    """Number of parameters of a module."""
+    return sum(p.numel() for p in module.parameters())
+
