@@ -214,7 +214,8 @@ class NNClassifier(ClassifierMixin, BaseNN):
         -------
         y : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self._forward(X), axis=1)]
+        logits = self._forward(X)
+        return self.classes_[np.argmax(logits, axis=1)]
 
 
 class NNRegressor(RegressorMixin, BaseNN):
