@@ -10,6 +10,8 @@ from ._base import DivergenceError
 from .estimators import NNClassifier, NNRegressor
 from .modules import CNN, MLP, TorchModule
 from .schedules import LRSchedule
+from .search import default_space, make_search
+from .spaces import Categorical, Integer, Real, SearchSpace
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,12 @@ __all__ = [
     "CNN",
     "TorchModule",
     "LRSchedule",
+    "SearchSpace",
+    "Real",
+    "Integer",
+    "Categorical",
+    "make_search",
+    "default_space",
     "DivergenceError",
     "__version__",
 ]
