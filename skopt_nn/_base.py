@@ -15,7 +15,7 @@ Recipe parts plug in through two small protocols (see ``_fit_core``):
 * a distillation spec gives ``_prepare(X, y, task=..., classes=..., random_state=...)``
   -> ``(teacher_outputs, fitted_teacher)``, ``_criterion(task)`` -> loss module
   taking ``(y_pred, (y_true, teacher_out))``, and
-  ``_augmenter(fitted_teacher, task=..., generator=..., target_scaler=...)``
+  ``_augmenter(fitted_teacher, task=..., generator=..., target_scaler=..., classes=...)``
   -> ``None`` or ``fn(X_batch, y_batch) -> (X_batch, y_batch)``.
 """
 
@@ -352,6 +352,16 @@ class BaseNN(BaseEstimator):
                 net.train_split = _Holdout(device_data[1])
                 net.iterator_train__generator = generator
                 net.criterion = criterion
+                if type(net.optimizer_) is not opt_cls:
+                    # A new optimizer choice between warm-started fits takes effect.
+                    for key in [k for k in vars(net) if k.startswith("optimizer__")]:
+                        delattr(net, key)
+                    for key, value in opt_kwargs.items():
+                        setattr(net, f"optimizer__{key}", value)
+                    net.optimizer = opt_cls
+                    net.initialize_optimizer()
+                for group in net.optimizer_.param_groups:
+                    group.update(opt_kwargs)
                 net.initialize_callbacks()
                 net.initialize_criterion()
             else:
@@ -377,6 +387,7 @@ class BaseNN(BaseEstimator):
                 net.batch_transform_ = self.distillation._augmenter(
                     teacher, task=self._task, generator=generator,
                     target_scaler=getattr(self, "_y_scaler_", None),
+                    classes=getattr(self, "classes_", None),
                 )
             loss_curve = list(self.loss_curve_) if continuing else []
             n_run = self._train(net, device_data[0], epochs, loss_curve)

@@ -1,0 +1,21 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits, load_iris
+
+# The suite runs on 2-core CI machines next to other processes: one torch
+# thread per test process keeps timings steady and avoids oversubscription.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    return X.astype(np.float32), y
+
+
+@pytest.fixture(scope="session")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
