@@ -1,0 +1,527 @@
+"""Configured searches over skopt_nn estimators, and a robust Bayesian search.
+
+:func:`make_search` turns one :class:`~skopt_nn.SearchSpace` into a grid,
+random, Bayesian or successive-halving search; :func:`default_space` proposes
+a space for an estimator; :class:`RobustBayesSearchCV` is scikit-optimize's
+``BayesSearchCV`` made to accept any categorical choice and to survive fits
+that fail.
+"""
+
+import contextlib
+import numbers
+import threading
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import sklearn.model_selection._search as _sk_search
+from sklearn.exceptions import FitFailedWarning
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sklearn.utils import check_random_state
+from skopt import BayesSearchCV
+from skopt.space import Categorical as _SkoptCategorical
+from skopt.space import Dimension, check_dimension
+from skopt.utils import dimensions_aslist, eval_callbacks, point_asdict
+
+from ._base import BaseNN
+from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
+
+__all__ = ["make_search", "default_space", "RobustBayesSearchCV"]
+
+_METHODS = ("bayes", "grid", "halving", "random")
+
+
+# -- finding the skopt_nn estimator inside a Pipeline or meta-estimator -------
+
+
+def _find_target(estimator):
+    """Return ``(prefix, nn_estimator)`` for the skopt_nn estimator to tune.
+
+    The shallowest skopt_nn estimator among the nested parameters wins, so a
+    distillation teacher nested inside the student is never picked. Without
+    one, a Pipeline's final step (or the estimator itself) is the target, so
+    spaces also aim at plain sklearn estimators.
+    """
+    if isinstance(estimator, BaseNN):
+        return "", estimator
+    found = [
+        (name, value)
+        for name, value in estimator.get_params(deep=True).items()
+        if isinstance(value, BaseNN)
+    ]
+    if found:
+        depth = min(name.count("__") for name, _ in found)
+        shallowest = [(n, v) for n, v in found if n.count("__") == depth]
+        if len(shallowest) > 1:
+            names = sorted(n for n, _ in shallowest)
+            raise ValueError(
+                f"{type(estimator).__name__} holds several skopt_nn estimators "
+                f"{names}; pass prefix= to say which one the space is for."
+            )
+        name, target = shallowest[0]
+        return name + "__", target
+    steps = getattr(estimator, "steps", None)
+    if steps:
+        name, final = steps[-1]
+        if hasattr(final, "get_params"):
+            return name + "__", final
+    return "", estimator
+
+
+def _route(space, estimator, prefix, target):
+    """Aim each name of ``space`` at ``target`` unless it already has a home.
+
+    A name naming a parameter of the target gets ``prefix``; one that
+    already starts with ``prefix``, or names only a parameter of the outer
+    estimator (another Pipeline step), is kept as written.
+    """
+    if not prefix:
+        return space
+    target_params = target.get_params(deep=False)
+    # Step names only show up among the deep parameters.
+    outer_params = {key.partition("__")[0] for key in estimator.get_params(deep=True)}
+    routed = {}
+    for name, dim in space.items():
+        head = name.partition("__")[0]
+        if name.startswith(prefix) or (head in outer_params and head not in target_params):
+            routed[name] = dim
+        elif head in target_params:
+            routed[prefix + name] = dim
+        else:
+            raise ValueError(
+                f"Invalid parameter {name!r} for estimator {type(target).__name__} "
+                f"(step {prefix[:-2]!r}); valid parameters are {sorted(target_params)}."
+            )
+    return SearchSpace(routed)
+
+
+def _as_space(space):
+    if isinstance(space, SearchSpace):
+        return space
+    if isinstance(space, Mapping):
+        return SearchSpace(space)
+    raise TypeError(
+        f"space must be a SearchSpace or a dict of dimensions; got {type(space).__name__}."
+    )
+
+
+# -- default_space ------------------------------------------------------------
+
+
+def default_space(estimator):
+    """Propose a search space for the active parts of a skopt_nn estimator.
+
+    The space reads the estimator's parameters (``get_params``) and covers
+    what a first search usually tunes:
+
+    - ``lr`` (log scale, 1e-4 to 1e-1) and ``weight_decay`` (log, 1e-6 to 1e-2);
+    - ``batch_size`` (16 to 256, log) and ``optimizer`` (``sgd``, ``adam``,
+      ``adamw``) when it is given by name;
+    - ``lr_schedule`` (``constant``, ``cosine``, ``onecycle``) when it is
+      given by name;
+    - the network: width and depth (``module__width``,
+      ``module__n_layers``) or the dense head of a CNN (``module__hidden``),
+      and ``module__dropout``. A ``module=None`` estimator gets the default
+      ``MLP()`` pinned in the space so these have an object to land on;
+    - ``pruning__amount`` and ``pruning__schedule`` when ``pruning`` is set,
+      ``distillation__temperature`` and ``distillation__alpha`` when
+      ``distillation`` is set.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A skopt_nn estimator, or a Pipeline or meta-estimator holding one
+        (the names then carry its step's prefix).
+
+    Returns
+    -------
+    SearchSpace
+
+    See Also
+    --------
+    make_search : use the space (or a narrowed copy of it).
+
+    Examples
+    --------
+    >>> from skopt_nn import NNClassifier, MLP, default_space
+    >>> space = default_space(NNClassifier(MLP()))
+    >>> space["lr"]
+    Real(0.0001, 0.1, log=True)
+    >>> "pruning__amount" in space
+    False
+    """
+    prefix, target = _find_target(estimator)
+    if not isinstance(target, BaseNN):
+        raise TypeError(
+            "default_space needs a skopt_nn estimator (NNClassifier, NNRegressor) "
+            f"or a Pipeline holding one; got {type(target).__name__}."
+        )
+    params = target.get_params(deep=True)
+    dims = {}
+
+    def offer(name, dim):
+        if name in params:
+            dims[name] = dim
+
+    offer("lr", Real(1e-4, 1e-1, log=True))
+    offer("batch_size", Integer(16, 256, log=True))
+    if isinstance(params.get("optimizer"), str):
+        offer("optimizer", Categorical(["sgd", "adam", "adamw"]))
+    offer("weight_decay", Real(1e-6, 1e-2, log=True))
+    if isinstance(params.get("lr_schedule"), str):
+        offer("lr_schedule", Categorical(["constant", "cosine", "onecycle"]))
+
+    if "module" in params and params["module"] is None:
+        from .modules import MLP
+
+        # set_params applies module=MLP() before module__*, so the nested
+        # values land on the pinned spec within the same candidate.
+        dims["module"] = Categorical([MLP()])
+        params.update({f"module__{k}": v for k, v in MLP().get_params().items()})
+    if "module__width" in params and "module__n_layers" in params:
+        dims["module__width"] = Integer(16, 256, log=True)
+        dims["module__n_layers"] = Integer(1, 3)
+    offer("module__hidden", Integer(32, 256, log=True))
+    offer("module__dropout", Real(0.0, 0.5))
+
+    if params.get("pruning") is not None:
+        offer("pruning__amount", Real(0.3, 0.9))
+        offer("pruning__schedule", Categorical(["one_shot", "gradual"]))
+    if params.get("distillation") is not None:
+        offer("distillation__temperature", Real(1.0, 10.0, log=True))
+        offer("distillation__alpha", Real(0.1, 0.9))
+
+    return SearchSpace(dims).prefixed(prefix)
+
+
+# -- the robust Bayesian search -----------------------------------------------
+
+_patch_lock = threading.Lock()
+_patch_depth = 0
+_original_check = getattr(_sk_search, "_warn_or_raise_about_fit_failures", None)
+
+
+def _warn_even_if_all_failed(results, error_score):
+    try:
+        _original_check(results, error_score)
+    except ValueError as exc:
+        if not all(result.get("fit_error") is not None for result in results):
+            raise
+        warnings.warn(
+            f"Every fit of this Bayesian-search step failed; its score is set to "
+            f"{error_score} and the search goes on.{str(exc).partition('failed.')[2]}",
+            FitFailedWarning,
+        )
+
+
+@contextlib.contextmanager
+def _tolerate_failed_steps():
+    """Let one all-failed batch of candidates through as a warning.
+
+    sklearn raises when every fit of one ``evaluate_candidates`` call fails,
+    a sound check for a grid evaluated at once but fatal to a sequential
+    optimizer, whose every step is one or a few candidates. The check is
+    looked up in sklearn's search module at call time, so it is swapped
+    there for the length of a step, with a lock so overlapping searches
+    restore it correctly.
+    """
+    global _patch_depth
+    if _original_check is None:
+        yield
+        return
+    with _patch_lock:
+        _patch_depth += 1
+        _sk_search._warn_or_raise_about_fit_failures = _warn_even_if_all_failed
+    try:
+        yield
+    finally:
+        with _patch_lock:
+            _patch_depth -= 1
+            if _patch_depth == 0:
+                _sk_search._warn_or_raise_about_fit_failures = _original_check
+
+
+def _to_skopt_dimension(value, name):
+    """Render one entry of a Bayes subspace as a skopt dimension."""
+    if isinstance(value, (Real, Integer, Categorical)):
+        return value.skopt(name)
+    if isinstance(value, _SkoptCategorical) and not isinstance(value, KeyedCategorical):
+        if not all(_is_plain(c) for c in value.categories):
+            return KeyedCategorical(value.categories, prior=value.prior, name=name)
+        return value
+    if isinstance(value, Dimension):
+        return value
+    if isinstance(value, list) and not all(_is_plain(c) for c in value):
+        return KeyedCategorical(value, name=name)
+    # Plain lists and tuples keep scikit-optimize's own reading: (low, high)
+    # is a range, a list of strings is categorical.
+    return check_dimension(value)
+
+
+def _subspaces(search_spaces):
+    """``[(dims, n_iter or None)]`` with every value a skopt dimension."""
+    if isinstance(search_spaces, Mapping):
+        search_spaces = [search_spaces]
+    if not isinstance(search_spaces, list) or not search_spaces:
+        raise TypeError(
+            "search_spaces must be a SearchSpace, a dict of dimensions or a "
+            f"non-empty list of them (or of (dict, n_iter) tuples); got {search_spaces!r}."
+        )
+    subspaces = []
+    for entry in search_spaces:
+        n_iter = None
+        if isinstance(entry, tuple):
+            if len(entry) != 2 or not isinstance(entry[1], numbers.Integral) or entry[1] < 0:
+                raise ValueError(
+                    "A (space, n_iter) entry of search_spaces must hold a dict and a "
+                    f"non-negative int; got {entry!r}."
+                )
+            entry, n_iter = entry
+        if not isinstance(entry, Mapping) or not entry:
+            raise TypeError(
+                f"Each search space must be a non-empty dict of dimensions; got {entry!r}."
+            )
+        dims = {name: _to_skopt_dimension(value, name) for name, value in entry.items()}
+        subspaces.append((dims, n_iter))
+    return subspaces
+
+
+def _decode(dims, point):
+    """Map an optimizer point (list, sorted by name) to estimator parameters."""
+    native = [np.asarray(value).item() for value in point]
+    params = dict(point_asdict(dims, native))
+    for name, value in params.items():
+        if isinstance(dims[name], KeyedCategorical):
+            params[name] = dims[name].decode(value)
+    return params, native
+
+
+class RobustBayesSearchCV(BayesSearchCV):
+    """scikit-optimize's ``BayesSearchCV`` for any choices and failing fits.
+
+    Same parameters and attributes as :class:`skopt.BayesSearchCV`. Two
+    differences:
+
+    - **Any categorical choice.** Tuples (``module__hidden_layer_sizes``),
+      ``None`` and spec objects work as categories: the optimizer sees one
+      string key per choice (:class:`~skopt_nn.spaces.KeyedCategorical`)
+      and the estimator, ``cv_results_['params']``, ``best_params_`` and
+      ``best_estimator_`` see the real values. ``search_spaces`` may also be
+      a :class:`~skopt_nn.SearchSpace`.
+    - **Failed fits do not end the search.** With a non-``'raise'``
+      ``error_score``, a candidate whose fits fail is recorded as sklearn
+      records it (``error_score``, NaN by default, with a
+      ``FitFailedWarning``), and the optimizer is told the worst finite
+      score measured so far for it, so it learns to avoid the region
+      without a huge value distorting its surrogate model. Points that
+      failed before any finite score existed are updated once one does.
+
+    ``optimizers_`` and ``optimizer_results_`` hold the optimizer's view:
+    keys for keyed categories, penalties for failed points.
+    ``error_score`` keeps scikit-optimize's default ``'raise'``;
+    :func:`skopt_nn.make_search` sets ``np.nan``.
+
+    See Also
+    --------
+    make_search : builds this search from a SearchSpace.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import MLP, NNClassifier, Categorical, Real, SearchSpace
+    >>> from skopt_nn.search import RobustBayesSearchCV
+    >>> X, y = load_iris(return_X_y=True)
+    >>> space = SearchSpace({
+    ...     "lr": Real(1e-3, 1e-1, log=True),
+    ...     "module__hidden_layer_sizes": Categorical([(8,), (8, 8)]),
+    ... })
+    >>> search = RobustBayesSearchCV(
+    ...     NNClassifier(MLP(), max_epochs=2, random_state=0), space,
+    ...     n_iter=3, cv=2, error_score=np.nan, random_state=0,
+    ... ).fit(X, y)
+    >>> search.best_params_["module__hidden_layer_sizes"] in [(8,), (8, 8)]
+    True
+    """
+
+    def _check_search_space(self, search_space):
+        _subspaces(search_space)
+
+    @property
+    def total_iterations(self):
+        """Number of candidates ``fit`` evaluates over all subspaces."""
+        return sum(
+            self.n_iter if n_iter is None else n_iter
+            for _, n_iter in _subspaces(self.search_spaces)
+        )
+
+    def _score_key(self, results):
+        if isinstance(self.scoring, str) or self.scoring is None:
+            return "mean_test_score"
+        if callable(self.scoring):
+            names = [k[len("mean_test_"):] for k in results if k.startswith("mean_test_")]
+            if len(names) == 1:
+                return f"mean_test_{names[0]}"
+            self._check_refit_for_multimetric(names)
+        return f"mean_test_{self.refit}"
+
+    def _run_search(self, evaluate_candidates):
+        self.optimizer_kwargs_["random_state"] = check_random_state(self.random_state)
+        callbacks = getattr(self, "_callbacks", None) or []
+        subspaces = _subspaces(self.search_spaces)
+        self.optimizers_ = [self._make_optimizer(dims) for dims, _ in subspaces]
+        self._optim_results = []
+        results = scores = None
+
+        for (dims, n_iter), optimizer in zip(subspaces, self.optimizers_):
+            n_iter = self.n_iter if n_iter is None else n_iter
+            failed = []  # positions in optimizer.yi that stand in for failures
+            result = None
+            while n_iter > 0:
+                n_points = min(n_iter, self.n_points)
+                n_iter -= n_points
+                decoded = [_decode(dims, p) for p in optimizer.ask(n_points=n_points)]
+                with _tolerate_failed_steps():
+                    results = evaluate_candidates([params for params, _ in decoded])
+                scores = np.asarray(results[self._score_key(results)], dtype=float)
+                finite = scores[np.isfinite(scores)]
+                # The optimizer minimises; a failure costs as much as the
+                # worst score seen, or 0 until any score is seen.
+                penalty = -finite.min() if finite.size else 0.0
+                start = len(optimizer.yi)
+                told = []
+                for offset, score in enumerate(scores[-n_points:]):
+                    if np.isfinite(score):
+                        told.append(-float(score))
+                    else:
+                        failed.append(start + offset)
+                        told.append(penalty)
+                # Earlier stand-ins follow the worst score as it moves; the
+                # surrogate is refitted on them by the tell below.
+                for position in failed:
+                    if position < start:
+                        optimizer.yi[position] = penalty
+                result = optimizer.tell([native for _, native in decoded], told)
+                if eval_callbacks(callbacks, result):
+                    break
+            self._optim_results.append(result)
+        if results is not None and not np.isfinite(scores).any():
+            # As sklearn's searches do when nothing fits: no best point exists.
+            raise ValueError(
+                f"All the {scores.size} candidates of the Bayesian search failed; "
+                "set error_score='raise' to see why."
+            )
+
+
+# -- make_search --------------------------------------------------------------
+
+
+def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_points=None, **kwargs):
+    """Build a configured search over ``estimator`` from one search space.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A skopt_nn estimator, or a Pipeline (or other meta-estimator) holding
+        one; the space's names are then prefixed with that step's name.
+    space : SearchSpace or dict, default=None
+        Dimensions keyed by parameter name. A plain dict may hold
+        :class:`~skopt_nn.Real`, :class:`~skopt_nn.Integer`,
+        :class:`~skopt_nn.Categorical` or lists of choices. ``None`` uses
+        :func:`default_space`.
+    method : {"bayes", "grid", "random", "halving"}, default="bayes"
+        ``"bayes"``: :class:`RobustBayesSearchCV` (a ``skopt.BayesSearchCV``);
+        ``"grid"``: ``GridSearchCV`` over ``space.grid(grid_points)``;
+        ``"random"``: ``RandomizedSearchCV`` over ``space.distributions()``;
+        ``"halving"``: ``HalvingRandomSearchCV`` over the same distributions
+        with the epochs as the resource (``resource="max_epochs"``,
+        ``max_resources`` the estimator's ``max_epochs``).
+    prefix : str, default=None
+        Prefix for the names of ``space``; ``None`` finds the skopt_nn
+        estimator's step, ``""`` uses the names as written.
+    grid_points : int, default=None
+        Points per range dimension for ``method="grid"`` (3 when None).
+    **kwargs
+        Passed to the search class, e.g. ``n_iter``, ``cv``, ``scoring``,
+        ``n_jobs``, ``random_state``; they override the defaults here.
+        ``error_score`` defaults to ``np.nan`` for every method, so a fit
+        that fails (a :class:`~skopt_nn.DivergenceError`, say) is recorded
+        with a ``FitFailedWarning`` and the search goes on.
+
+    Returns
+    -------
+    search : BaseSearchCV
+        Unfitted; call ``fit(X, y)``.
+
+    See Also
+    --------
+    SearchSpace, default_space, RobustBayesSearchCV
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skopt_nn import MLP, NNClassifier, Categorical, Real, make_search
+    >>> X, y = load_iris(return_X_y=True)
+    >>> pipe = make_pipeline(
+    ...     StandardScaler(), NNClassifier(MLP((8,)), max_epochs=3, random_state=0)
+    ... )
+    >>> search = make_search(
+    ...     pipe,
+    ...     {"lr": Real(1e-3, 1e-1, log=True),
+    ...      "module__hidden_layer_sizes": Categorical([(8,), (8, 8)])},
+    ...     method="grid", grid_points=2, cv=2,
+    ... )
+    >>> sorted(search.param_grid)
+    ['nnclassifier__lr', 'nnclassifier__module__hidden_layer_sizes']
+    >>> search.fit(X, y).best_params_["nnclassifier__module__hidden_layer_sizes"] in [(8,), (8, 8)]
+    True
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {list(_METHODS)}; got {method!r}.")
+    if grid_points is not None and method != "grid":
+        raise ValueError(f"grid_points only applies to method='grid'; got method={method!r}.")
+    if prefix is None:
+        prefix, target = _find_target(estimator)
+        space = default_space(estimator) if space is None else _route(
+            _as_space(space), estimator, prefix, target
+        )
+    else:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a string or None; got {prefix!r}.")
+        space = (default_space(estimator) if space is None else _as_space(space)).prefixed(prefix)
+    if not space:
+        raise ValueError("space must hold at least one dimension; got an empty space.")
+
+    kwargs.setdefault("error_score", np.nan)
+    if method == "bayes":
+        return RobustBayesSearchCV(estimator, space.skopt(), **kwargs)
+    if method == "grid":
+        return GridSearchCV(estimator, space.grid(3 if grid_points is None else grid_points), **kwargs)
+    if method == "random":
+        return RandomizedSearchCV(estimator, space.distributions(), **kwargs)
+
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import HalvingRandomSearchCV
+
+    if "resource" not in kwargs:
+        epochs_name = _epochs_param(estimator)
+        if epochs_name is not None:
+            kwargs["resource"] = epochs_name
+            kwargs.setdefault("max_resources", estimator.get_params()[epochs_name])
+    resource = kwargs.get("resource", "n_samples")
+    if resource in space:
+        raise ValueError(
+            f"{resource!r} is the halving resource and cannot also be searched; "
+            "drop it from the space or pass another resource=."
+        )
+    return HalvingRandomSearchCV(estimator, space.distributions(), **kwargs)
+
+
+def _epochs_param(estimator):
+    """The estimator's epoch budget as a halving resource name, if it has one."""
+    prefix, target = _find_target(estimator)
+    if "max_epochs" in target.get_params(deep=False):
+        return prefix + "max_epochs"
+    return None
