@@ -71,26 +71,28 @@ def _find_target(estimator):
 def _route(space, estimator, prefix, target):
     """Aim each name of ``space`` at ``target`` unless it already has a home.
 
-    A name naming a parameter of the target gets ``prefix``; one that
-    already starts with ``prefix``, or names only a parameter of the outer
-    estimator (another Pipeline step), is kept as written.
+    A name that starts with ``prefix`` is kept as written; one whose first
+    part names a parameter of the target gets ``prefix``; one naming only a
+    parameter of the outer estimator (another Pipeline step, say) is kept.
+    Anything else is refused now rather than at the first fit.
     """
-    if not prefix:
-        return space
-    target_params = target.get_params(deep=False)
+    target_params = set(target.get_params(deep=False))
     # Step names only show up among the deep parameters.
-    outer_params = {key.partition("__")[0] for key in estimator.get_params(deep=True)}
+    outer_heads = {key.partition("__")[0] for key in estimator.get_params(deep=True)}
     routed = {}
     for name, dim in space.items():
         head = name.partition("__")[0]
-        if name.startswith(prefix) or (head in outer_params and head not in target_params):
+        if prefix and name.startswith(prefix):
             routed[name] = dim
         elif head in target_params:
             routed[prefix + name] = dim
+        elif prefix and head in outer_heads:
+            routed[name] = dim
         else:
+            step = f" (step {prefix[:-2]!r})" if prefix else ""
             raise ValueError(
-                f"Invalid parameter {name!r} for estimator {type(target).__name__} "
-                f"(step {prefix[:-2]!r}); valid parameters are {sorted(target_params)}."
+                f"Invalid parameter {name!r} for estimator {type(target).__name__}"
+                f"{step}; valid parameters are {sorted(target_params)}."
             )
     return SearchSpace(routed)
 
@@ -482,15 +484,14 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         raise ValueError(f"method must be one of {list(_METHODS)}; got {method!r}.")
     if grid_points is not None and method != "grid":
         raise ValueError(f"grid_points only applies to method='grid'; got method={method!r}.")
-    if prefix is None:
-        prefix, target = _find_target(estimator)
-        space = default_space(estimator) if space is None else _route(
-            _as_space(space), estimator, prefix, target
-        )
+    if space is None:
+        space = default_space(estimator)  # already carries the step prefix
+    elif prefix is None:
+        space = _route(_as_space(space), estimator, *_find_target(estimator))
+    elif isinstance(prefix, str):
+        space = _as_space(space).prefixed(prefix)
     else:
-        if not isinstance(prefix, str):
-            raise TypeError(f"prefix must be a string or None; got {prefix!r}.")
-        space = (default_space(estimator) if space is None else _as_space(space)).prefixed(prefix)
+        raise TypeError(f"prefix must be a string or None; got {prefix!r}.")
     if not space:
         raise ValueError("space must hold at least one dimension; got an empty space.")
 
