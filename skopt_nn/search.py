@@ -21,7 +21,7 @@ from sklearn.utils import check_random_state
 from skopt import BayesSearchCV
 from skopt.space import Categorical as _SkoptCategorical
 from skopt.space import Dimension, check_dimension
-from skopt.utils import dimensions_aslist, eval_callbacks, point_asdict
+from skopt.utils import eval_callbacks, point_asdict
 
 from ._base import BaseNN
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
@@ -389,7 +389,7 @@ class RobustBayesSearchCV(BayesSearchCV):
                 finite = scores[np.isfinite(scores)]
                 # The optimizer minimises; a failure costs as much as the
                 # worst score seen, or 0 until any score is seen.
-                penalty = -finite.min() if finite.size else 0.0
+                penalty = -float(finite.min()) if finite.size else 0.0
                 start = len(optimizer.yi)
                 told = []
                 for offset, score in enumerate(scores[-n_points:]):
@@ -499,7 +499,8 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
     if method == "bayes":
         return RobustBayesSearchCV(estimator, space.skopt(), **kwargs)
     if method == "grid":
-        return GridSearchCV(estimator, space.grid(3 if grid_points is None else grid_points), **kwargs)
+        n = 3 if grid_points is None else grid_points
+        return GridSearchCV(estimator, space.grid(n), **kwargs)
     if method == "random":
         return RandomizedSearchCV(estimator, space.distributions(), **kwargs)
 

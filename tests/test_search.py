@@ -5,10 +5,12 @@ import warnings
 import joblib
 import numpy as np
 import pytest
+import sklearn.model_selection._search as sk_search
 import skopt.space
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sklearn.model_selection._validation import _warn_or_raise_about_fit_failures
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from skopt import BayesSearchCV
@@ -129,6 +131,27 @@ def test_bayes_search_records_diverging_fits_as_nan_and_finishes(data):
     assert np.isfinite(told).all()
     np.testing.assert_allclose(told[failed], np.nanmin(scores))
     np.testing.assert_allclose(told[~failed], scores[~failed])
+    # sklearn's all-fits-failed check is back in place for other searches.
+    assert sk_search._warn_or_raise_about_fit_failures is _warn_or_raise_about_fit_failures
+
+
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.FitFailedWarning")
+def test_bayes_search_handles_subspaces_batches_and_multiple_metrics(data):
+    X, y = data
+    net = NNClassifier(MLP((8,)), optimizer="sgd", batch_size=16, max_epochs=2, random_state=0)
+    spaces = [
+        ({"lr": Real(1e-3, 1e30, log=True)}, 3),
+        {"module__hidden_layer_sizes": TUPLES, "lr": Categorical([0.01, 1e25])},
+    ]
+    search = RobustBayesSearchCV(
+        net, spaces, n_iter=4, n_points=2, cv=2, error_score=np.nan, random_state=0,
+        scoring=["accuracy", "neg_log_loss"], refit="accuracy",
+    ).fit(X, y)
+    assert len(search.cv_results_["params"]) == search.total_iterations == 7
+    assert np.isnan(search.cv_results_["mean_test_accuracy"]).any()
+    assert all(np.isfinite(opt.yi).all() for opt in search.optimizers_)
+    assert search.best_params_["lr"] < 1e15
 
 
 @pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
@@ -183,14 +206,18 @@ def test_make_search_with_an_explicit_prefix_uses_it():
 
 @pytest.mark.parametrize("estimator", [pipeline(), NNClassifier()], ids=["pipeline", "bare"])
 def test_make_search_names_the_valid_parameters_for_an_unknown_one(estimator):
-    with pytest.raises(ValueError, match="Invalid parameter 'learning_rate' for estimator NNClassifier"):
+    message = "Invalid parameter 'learning_rate' for estimator NNClassifier"
+    with pytest.raises(ValueError, match=message):
         make_search(estimator, {"learning_rate": [0.1]}, "grid")
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"method": "tpe"}, r"method must be one of \['bayes', 'grid', 'halving', 'random'\]; got 'tpe'"),
+        (
+            {"method": "tpe"},
+            r"method must be one of \['bayes', 'grid', 'halving', 'random'\]; got 'tpe'",
+        ),
         ({"method": "random", "grid_points": 2}, "grid_points only applies to method='grid'"),
         ({"space": {}}, "at least one dimension"),
     ],
