@@ -7,6 +7,7 @@ search.
 """
 
 from ._base import DivergenceError
+from .distillation import Distillation
 from .estimators import NNClassifier, NNRegressor
 from .modules import CNN, MLP, TorchModule
 from .schedules import LRSchedule
@@ -22,6 +23,7 @@ __all__ = [
     "CNN",
     "TorchModule",
     "LRSchedule",
+    "Distillation",
     "SearchSpace",
     "Real",
     "Integer",

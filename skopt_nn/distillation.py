@@ -1,0 +1,509 @@
+"""Knowledge distillation as a searchable hyperparameter.
+
+A ``Distillation`` spec names a teacher and the recipe for learning from it.
+Inside every ``fit`` of the student the teacher is resolved once:
+
+* an sklearn-style estimator (unfitted *or* fitted, a ``Pipeline``, a skorch
+  net, another ``NNClassifier``) is cloned and fitted on the rows that fit
+  was given, so cross-validation and every search stay leak-free;
+* a fitted model wrapped in ``sklearn.frozen.FrozenEstimator`` is used as it
+  is and never refitted;
+* a ``torch.nn.Module`` is used as it is (it has no ``fit``).
+
+Its outputs for the training rows are computed in one pass and travel with
+the targets as ``(y, teacher_out)``; the loss mixes the teacher's soft
+targets with the hard labels (Hinton et al. 2015). An optional transfer set
+(``augment``) adds synthetic rows to every batch, labelled by the teacher on
+the fly (Bucila et al. 2006).
+"""
+
+import numbers
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils._param_validation import Interval, InvalidParameterError
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ._registry import Registry
+
+__all__ = ["Distillation", "DistillationLoss", "AUGMENTS"]
+
+# Floor for teacher probabilities before the log: a random forest gives exact
+# zeros, and log(0) would make the softened teacher distribution degenerate.
+_PROBA_FLOOR = 1e-12
+# A student class the teacher never saw gets a logit this far below the row's
+# lowest score: its softened probability is zero at any sensible temperature.
+_MISSING_CLASS_GAP = 1e4
+# Label given to synthetic rows of a classification batch: they carry no
+# hard label, so the cross-entropy term skips them.
+_NO_LABEL = -1
+
+
+def _mixup(X, n_new, generator, noise_scale):
+    """Convex combinations of random pairs of rows, weights drawn uniformly."""
+    n = len(X)
+    first = torch.randint(n, (n_new,), generator=generator).to(X.device)
+    second = torch.randint(n, (n_new,), generator=generator).to(X.device)
+    lam = torch.rand((n_new,) + (1,) * (X.dim() - 1), generator=generator).to(X.device, X.dtype)
+    return lam * X[first] + (1 - lam) * X[second]
+
+
+def _noise(X, n_new, generator, noise_scale):
+    """Random rows plus Gaussian noise scaled by each feature's spread in the batch."""
+    rows = torch.randint(len(X), (n_new,), generator=generator).to(X.device)
+    spread = X.std(dim=0, unbiased=False)
+    eps = torch.randn((n_new,) + tuple(X.shape[1:]), generator=generator).to(X.device, X.dtype)
+    return X[rows] + noise_scale * spread * eps
+
+
+AUGMENTS = Registry("augment")
+AUGMENTS.register("mixup", _mixup)
+AUGMENTS.register("noise", _noise)
+
+
+class DistillationLoss(nn.Module):
+    """Loss of a student learning from a teacher's outputs and the true targets.
+
+    Classification (Hinton et al. 2015)::
+
+        alpha * T**2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(y, s)
+
+    Regression::
+
+        alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)
+
+    where ``s`` are the student's outputs and ``t`` the teacher's. The KL term
+    is averaged over all rows; the hard term over the rows that have a label
+    (synthetic rows are marked by the label ``-1`` for classification and
+    ``NaN`` for regression).
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+        What the student predicts.
+    temperature : float, default=4.0
+        Softmax temperature ``T``; ignored for regression.
+    alpha : float, default=0.5
+        Weight of the teacher term.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skopt_nn.distillation import DistillationLoss
+    >>> loss = DistillationLoss("classification", temperature=2.0, alpha=0.0)
+    >>> s, y = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
+    >>> bool(torch.isclose(loss(s, (y, torch.zeros(1, 2))), torch.nn.functional.cross_entropy(s, y)))
+    True
+    """
+
+    def __init__(self, task, temperature=4.0, alpha=0.5):
+        super().__init__()
+        self.task = task
+        self.temperature = float(temperature)
+        self.alpha = float(alpha)
+
+    def forward(self, y_pred, target):
+        y_true, teacher = target
+        soft = hard = 0.0
+        if self.task == "classification":
+            if self.alpha > 0:
+                T = self.temperature
+                soft = F.kl_div(
+                    F.log_softmax(y_pred / T, dim=1),
+                    F.log_softmax(teacher / T, dim=1),
+                    reduction="batchmean",
+                    log_target=True,
+                ) * (T * T)
+            if self.alpha < 1:
+                hard = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL)
+        else:
+            y_pred = y_pred.reshape(teacher.shape)
+            if self.alpha > 0:
+                soft = F.mse_loss(y_pred, teacher)
+            if self.alpha < 1:
+                y_true = y_true.reshape(teacher.shape)
+                labelled = ~torch.isnan(y_true)
+                diff = torch.where(labelled, y_pred - torch.nan_to_num(y_true), 0.0)
+                hard = diff.pow(2).sum() / labelled.sum().clamp(min=1)
+        return self.alpha * soft + (1 - self.alpha) * hard
+
+
+class Distillation(BaseEstimator):
+    """Knowledge-distillation recipe: a teacher and how the student learns from it.
+
+    Every parameter is searchable through the student, as
+    ``distillation__<name>``; the teacher's own parameters are reached as
+    ``distillation__teacher__<name>``.
+
+    Parameters
+    ----------
+    teacher : estimator, FrozenEstimator or torch.nn.Module
+        - An sklearn-style estimator (``HistGradientBoostingClassifier()``,
+          a ``Pipeline``, a skorch net, an ``NNClassifier``...): cloned and
+          fitted inside every ``fit`` of the student, on the data that fit
+          was given, so cross-validation scores stay honest. This holds for a
+          *fitted* estimator too: its fitted state is not used (a warning
+          says so), exactly as sklearn's searches and ``clone`` would drop it.
+        - ``sklearn.frozen.FrozenEstimator(fitted_model)``: used as it is,
+          never refitted. Use it for a teacher trained on other data; under
+          cross-validation on the data it was trained on, it leaks.
+        - A ``torch.nn.Module``: used as it is. For a classifier student it
+          must output one logit per class, in the order of the student's
+          ``classes_``; for a regressor, predictions in target units.
+    temperature : float, default=4.0
+        Softmax temperature of the soft targets; higher spreads the teacher's
+        probability over more classes. Ignored for regression.
+    alpha : float, default=0.5
+        Weight of the teacher term, in [0, 1]: 1 learns from the teacher
+        only, 0 ignores it.
+    augment : {"mixup", "noise"} or None, default=None
+        Transfer set: add synthetic rows to every training batch, labelled
+        by the teacher, which only the teacher term learns from. ``"mixup"``
+        mixes random pairs of rows with uniform weights, ``"noise"`` adds
+        Gaussian noise to random rows. Draws come from the student's
+        ``random_state``.
+    augment_ratio : float, default=1.0
+        Synthetic rows per real row in each batch (at least one row).
+    noise_scale : float, default=0.1
+        For ``augment="noise"``: noise standard deviation as a fraction of
+        each feature's standard deviation in the batch.
+    keep_teacher : bool, default=False
+        Expose the fitted teacher as the student's ``teacher_`` attribute
+        (and so keep it in the student's pickle).
+
+    See Also
+    --------
+    NNClassifier, NNRegressor : The students.
+    sklearn.frozen.FrozenEstimator : Mark a fitted teacher as not to be refitted.
+
+    Notes
+    -----
+    Teacher scores, in order of preference: logits (``NNClassifier``,
+    skorch nets trained with ``CrossEntropyLoss``, ``nn.Module``), then
+    ``log(predict_proba)`` floored at ``log(1e-12)``, then
+    ``decision_function``. Log-probabilities differ from logits by a constant
+    per row, which the softmax ignores, so at any temperature they give the
+    same soft targets. The teacher's ``classes_`` are matched to the
+    student's by label; a student class the teacher lacks gets a logit far
+    below the others.
+
+    Teacher outputs for the training rows are computed once per fit. With
+    ``augment``, the teacher also labels each batch's synthetic rows, one
+    pass per batch.
+
+    References
+    ----------
+    Hinton, Vinyals and Dean (2015). Distilling the knowledge in a neural
+    network. arXiv:1503.02531.
+
+    Bucila, Caruana and Niculescu-Mizil (2006). Model compression. KDD.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.ensemble import RandomForestClassifier
+    >>> from skopt_nn import MLP, Distillation, NNClassifier
+    >>> X, y = load_iris(return_X_y=True)
+    >>> student = NNClassifier(
+    ...     MLP(hidden_layer_sizes=(16,)), lr=0.05, max_epochs=60, random_state=0,
+    ...     distillation=Distillation(RandomForestClassifier(n_estimators=20), alpha=0.7),
+    ... )
+    >>> student.fit(X, y).score(X, y) > 0.9
+    True
+    >>> student.set_params(distillation__temperature=2.0, distillation__teacher__max_depth=3)
+    ... # doctest: +ELLIPSIS
+    NNClassifier(...)
+    >>> student.distillation.teacher
+    RandomForestClassifier(max_depth=3, n_estimators=20)
+    """
+
+    _parameter_constraints = {
+        "teacher": "no_validation",
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, 1, closed="both")],
+        "augment": "no_validation",  # checked against AUGMENTS, case-insensitive
+        "augment_ratio": [Interval(numbers.Real, 0, None, closed="neither")],
+        "noise_scale": [Interval(numbers.Real, 0, None, closed="left")],
+        "keep_teacher": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        teacher,
+        *,
+        temperature=4.0,
+        alpha=0.5,
+        augment=None,
+        augment_ratio=1.0,
+        noise_scale=0.1,
+        keep_teacher=False,
+    ):
+        self.teacher = teacher
+        self.temperature = temperature
+        self.alpha = alpha
+        self.augment = augment
+        self.augment_ratio = augment_ratio
+        self.noise_scale = noise_scale
+        self.keep_teacher = keep_teacher
+
+    # -- protocol used by BaseNN._fit_core
+    def _prepare(self, X, y, *, task, classes=None, random_state=None):
+        """Fit (or take) the teacher and score the training rows once.
+
+        Returns ``(teacher_outputs, fitted_teacher)``: logits with columns in
+        the order of ``classes`` for classification, predictions in target
+        units for regression.
+        """
+        self._validate_params()
+        if self.augment is not None:
+            self._augment_fn()
+        teacher = self._fitted_teacher(X, y, task=task, random_state=random_state)
+        return _teacher_scores(teacher, X, task=task, classes=classes), teacher
+
+    def _criterion(self, task):
+        return DistillationLoss(task, temperature=self.temperature, alpha=self.alpha)
+
+    def _augmenter(self, teacher, *, task, generator, target_scaler=None, classes=None):
+        if self.augment is None:
+            return None
+        return _TransferSet(
+            self._augment_fn(),
+            teacher,
+            task=task,
+            classes=classes,
+            target_scaler=target_scaler,
+            ratio=float(self.augment_ratio),
+            noise_scale=float(self.noise_scale),
+            generator=generator,
+        )
+
+    # -- helpers
+    def _augment_fn(self):
+        if self.augment in AUGMENTS:
+            return AUGMENTS.get(self.augment)
+        raise InvalidParameterError(
+            AUGMENTS.error_message(self.augment, param="augment", owner="Distillation", extra=" or None")
+        )
+
+    def _fitted_teacher(self, X, y, *, task, random_state):
+        teacher = self.teacher
+        if isinstance(teacher, nn.Module):
+            return teacher
+        if not hasattr(teacher, "fit"):
+            raise InvalidParameterError(
+                "The 'teacher' parameter of Distillation must be an estimator with fit "
+                "(unfitted, or fitted and wrapped in sklearn.frozen.FrozenEstimator) or a "
+                f"torch.nn.Module; got {teacher!r} instead."
+            )
+        if task == "regression" and is_classifier(teacher):
+            raise ValueError(
+                f"A regressor cannot be distilled from a classifier teacher; got {_name(teacher)}."
+            )
+        if isinstance(teacher, FrozenEstimator):
+            try:
+                return teacher.fit(X, y)
+            except NotFittedError:
+                raise NotFittedError(
+                    f"The FrozenEstimator teacher wraps an unfitted {_name(teacher)}. Fit it "
+                    "first, or pass the unfitted estimator itself to have it fitted inside "
+                    "every fit of the student."
+                ) from None
+        if _is_fitted(teacher):
+            warnings.warn(
+                f"The teacher {_name(teacher)} is already fitted; Distillation refits a clone "
+                "of it on the data given to fit, so that cross-validation stays leak-free. "
+                "To use the fitted model as it is, wrap it in sklearn.frozen.FrozenEstimator.",
+                UserWarning,
+                stacklevel=4,
+            )
+        fitted = clone(teacher, safe=False)
+        _seed_unset_random_states(fitted, random_state)
+        return fitted.fit(X, y)
+
+
+def _name(estimator):
+    while isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    return type(estimator).__name__
+
+
+def _is_fitted(estimator):
+    try:
+        check_is_fitted(estimator)
+    except (NotFittedError, TypeError):
+        return False
+    return True
+
+
+def _seed_unset_random_states(estimator, random_state):
+    """Give every ``random_state=None`` of the teacher a seed from the student's.
+
+    An int ``random_state`` on the student then makes the whole fit, teacher
+    included, reproducible; seeds the user set on the teacher are kept.
+    """
+    if random_state is None or not hasattr(estimator, "get_params"):
+        return
+    rng = np.random.RandomState(random_state)
+    unset = sorted(
+        key
+        for key, value in estimator.get_params(deep=True).items()
+        if value is None and (key == "random_state" or key.endswith("__random_state"))
+    )
+    if unset:
+        estimator.set_params(**{key: int(rng.randint(np.iinfo(np.int32).max)) for key in unset})
+
+
+def _unfrozen(model):
+    while isinstance(model, FrozenEstimator):
+        model = model.estimator
+    return model
+
+
+def _module_forward(module, X):
+    """Outputs of a plain ``nn.Module`` for ``X``, in batches, without gradients."""
+    params = next(module.parameters(), None)
+    device = params.device if params is not None else torch.device("cpu")
+    dtype = params.dtype if params is not None and params.is_floating_point() else torch.float32
+    was_training = module.training
+    module.eval()
+    try:
+        out = []
+        with torch.no_grad():
+            X_t = torch.as_tensor(np.asarray(X), dtype=dtype)
+            for start in range(0, len(X_t), 4096):
+                out.append(module(X_t[start : start + 4096].to(device)).detach().double().cpu())
+    finally:
+        module.train(was_training)
+    if not out:
+        return np.empty((0, 0))
+    return torch.cat(out).numpy()
+
+
+def _logits(model, X):
+    """Logits of teachers that have them, else None."""
+    model = _unfrozen(model)
+    if isinstance(model, nn.Module):
+        return _module_forward(model, X)
+    from ._base import BaseNN  # lazy: specs do not depend on the estimators
+
+    if isinstance(model, BaseNN) and is_classifier(model):
+        return model._forward(X).astype(np.float64)
+    from skorch import NeuralNet
+
+    if isinstance(model, NeuralNet) and isinstance(getattr(model, "criterion_", None), nn.CrossEntropyLoss):
+        return model.forward(np.asarray(X, dtype=np.float32), training=False).double().numpy()
+    return None
+
+
+def _class_scores(teacher, X):
+    """Scores whose softmax is the teacher's class distribution, and its classes."""
+    classes = None if isinstance(teacher, nn.Module) else getattr(teacher, "classes_", None)
+    scores = _logits(teacher, X)
+    if scores is None and hasattr(teacher, "predict_proba"):
+        proba = np.asarray(teacher.predict_proba(X), dtype=np.float64)
+        scores = np.log(np.clip(proba, _PROBA_FLOOR, None))
+    elif scores is None and hasattr(teacher, "decision_function"):
+        scores = np.asarray(teacher.decision_function(X), dtype=np.float64)
+        if scores.ndim == 1:
+            # binary: the score is the log-odds of classes_[1]
+            scores = np.column_stack([-scores / 2, scores / 2])
+    elif scores is None:
+        raise ValueError(
+            f"The teacher {_name(teacher)} gives no class scores: a classifier student needs "
+            "a teacher with predict_proba or decision_function, or one that outputs logits."
+        )
+    return np.asarray(scores, dtype=np.float64), classes
+
+
+def _map_classes(scores, teacher_classes, classes):
+    """Reorder teacher columns to the student's ``classes``."""
+    if scores.ndim != 2:
+        raise ValueError(f"The teacher's class scores must be 2-D; got shape {scores.shape}.")
+    if teacher_classes is None:
+        if scores.shape[1] != len(classes):
+            raise ValueError(
+                f"The teacher gives {scores.shape[1]} scores per row but the student has "
+                f"{len(classes)} classes; a teacher without classes_ must output one score per "
+                f"class, in the order of the student's classes_ {list(classes)}."
+            )
+        return scores
+    teacher_classes = list(np.asarray(teacher_classes).tolist())
+    if scores.shape[1] != len(teacher_classes):
+        raise ValueError(
+            f"The teacher gives {scores.shape[1]} scores per row for {len(teacher_classes)} classes."
+        )
+    column = {label: j for j, label in enumerate(teacher_classes)}
+    index = [column.get(label, -1) for label in np.asarray(classes).tolist()]
+    if all(j < 0 for j in index):
+        raise ValueError(
+            f"None of the teacher's classes {teacher_classes} is among the student's classes "
+            f"{list(classes)}; fit the teacher on the same labels."
+        )
+    out = np.empty((len(scores), len(index)))
+    # Teacher classes the student lacks are dropped: the softmax over the rest
+    # is the teacher's distribution given that the label is a student class.
+    floor = (scores.min(axis=1) if len(scores) else np.zeros(0)) - _MISSING_CLASS_GAP
+    for k, j in enumerate(index):
+        out[:, k] = scores[:, j] if j >= 0 else floor
+    return out
+
+
+def _teacher_scores(teacher, X, *, task, classes=None):
+    """One pass of the teacher over ``X``: the student's training signal."""
+    if task == "classification":
+        scores, teacher_classes = _class_scores(teacher, X)
+        return _map_classes(scores, teacher_classes, classes)
+    if isinstance(teacher, nn.Module):
+        pred = _module_forward(teacher, X)
+    else:
+        pred = teacher.predict(X)
+    pred = np.asarray(pred, dtype=np.float64)
+    return pred.reshape(len(pred), -1)
+
+
+class _TransferSet:
+    """Per-batch transform adding synthetic rows labelled by the teacher.
+
+    Synthetic rows get no hard label, so only the distillation term learns
+    from them.
+    """
+
+    def __init__(self, make, teacher, *, task, classes, target_scaler, ratio, noise_scale, generator):
+        self.make = make
+        self.teacher = teacher
+        self.task = task
+        self.classes = classes
+        self.target_scaler = target_scaler
+        self.ratio = ratio
+        self.noise_scale = noise_scale
+        self.generator = generator
+
+    def __call__(self, X, y):
+        y_true, teacher_out = y
+        n_new = max(1, int(round(self.ratio * len(X))))
+        with torch.no_grad():
+            X_new = self.make(X, n_new, self.generator, self.noise_scale)
+        scores = _teacher_scores(
+            self.teacher, X_new.cpu().numpy(), task=self.task, classes=self.classes
+        )
+        if self.task == "regression" and self.target_scaler is not None:
+            mean, scale = self.target_scaler
+            scores = (scores - mean) / scale
+        scores = torch.as_tensor(scores, dtype=teacher_out.dtype, device=teacher_out.device)
+        scores = scores.reshape((n_new,) + tuple(teacher_out.shape[1:]))
+        if self.task == "classification":
+            no_label = torch.full((n_new,), _NO_LABEL, dtype=y_true.dtype, device=y_true.device)
+        else:
+            no_label = torch.full(
+                (n_new,) + tuple(y_true.shape[1:]), float("nan"), dtype=y_true.dtype, device=y_true.device
+            )
+        return (
+            torch.cat([X, X_new]),
+            (torch.cat([y_true, no_label]), torch.cat([teacher_out, scores])),
+        )

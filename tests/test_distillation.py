@@ -1,0 +1,413 @@
+"""Knowledge distillation: leak-free teachers, soft targets, transfer sets."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.datasets import load_diabetes, make_classification
+from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeClassifier
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+from skorch import NeuralNetClassifier
+from torch import nn
+
+from skopt_nn import MLP, NNClassifier, NNRegressor
+from skopt_nn.distillation import Distillation, DistillationLoss
+from skopt_nn.schedules import SCHEDULES
+
+# What every RecordingTeacher did, across clones: sklearn clones the teacher
+# for every fold, so the record has to live outside the instances.
+FITS = []
+SCORED_ROWS = []
+
+
+@pytest.fixture(autouse=True)
+def _clear_records():
+    FITS.clear()
+    SCORED_ROWS.clear()
+
+
+class RecordingTeacher(ClassifierMixin, BaseEstimator):
+    """Logistic regression that records the rows it is fitted on and scores."""
+
+    def __init__(self, C=1.0):
+        self.C = C
+
+    def fit(self, X, y):
+        FITS.append(np.array(X, copy=True))
+        self.model_ = LogisticRegression(C=self.C, max_iter=1000).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        SCORED_ROWS.append(len(X))
+        return self.model_.predict_proba(X)
+
+    def predict(self, X):
+        return self.model_.predict(X)
+
+
+class ReversedClassesTeacher(ClassifierMixin, BaseEstimator):
+    """A classifier whose ``classes_`` (and probability columns) are not sorted."""
+
+    def fit(self, X, y):
+        self.model_ = LogisticRegression(max_iter=1000).fit(X, y)
+        self.classes_ = self.model_.classes_[::-1]
+        return self
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(X)[:, ::-1]
+
+    def predict(self, X):
+        return self.model_.predict(X)
+
+
+class SkorchModule(nn.Module):
+    def __init__(self, n_in=4, n_out=3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_in, 16), nn.ReLU(), nn.Linear(16, n_out))
+
+    def forward(self, X):
+        return self.net(X)
+
+
+def _student(teacher, **kw):
+    distill = {k: kw.pop(k) for k in list(kw) if k in ("alpha", "temperature", "augment",
+                                                      "augment_ratio", "noise_scale", "keep_teacher")}
+    params = dict(module=MLP((16,)), lr=0.02, max_epochs=30, random_state=0)
+    params.update(kw)
+    return NNClassifier(**params, distillation=Distillation(teacher, **distill))
+
+
+def _row_index(X):
+    return {row.tobytes(): i for i, row in enumerate(np.asarray(X))}
+
+
+@pytest.fixture(scope="module")
+def unique_rows():
+    X, y = make_classification(n_samples=150, n_features=5, n_informative=4, n_redundant=0,
+                               n_classes=3, random_state=0)
+    return X.astype(np.float32), y
+
+
+def test_teacher_is_fitted_once_per_fold_on_that_folds_training_rows(unique_rows):
+    X, y = unique_rows
+    student = _student(RecordingTeacher(), max_epochs=5, early_stopping=True)
+    cross_val_score(student, X, y, cv=3)
+
+    index = _row_index(X)
+    seen = [sorted(index[row.tobytes()] for row in rows) for rows in FITS]
+    expected = [sorted(train) for train, _ in StratifiedKFold(3).split(X, y)]
+    assert seen == expected  # one fit per fold, on exactly its training rows
+    for rows, (_, test) in zip(seen, StratifiedKFold(3).split(X, y)):
+        assert not set(rows) & set(test)
+
+
+def test_frozen_teacher_is_never_refitted(unique_rows):
+    X, y = unique_rows
+    teacher = FrozenEstimator(RecordingTeacher().fit(X, y))
+    coef = teacher.estimator.model_.coef_.copy()
+    student = _student(teacher, max_epochs=5)
+
+    student.fit(X, y)
+    cross_val_score(student, X, y, cv=3)
+
+    assert len(FITS) == 1  # only the fit before freezing
+    assert len(SCORED_ROWS) == 4  # one pass per student fit, still the same model
+    np.testing.assert_array_equal(teacher.estimator.model_.coef_, coef)
+
+
+def test_frozen_teacher_that_is_not_fitted_is_refused(iris):
+    X, y = iris
+    with pytest.raises(NotFittedError, match="FrozenEstimator teacher wraps an unfitted"):
+        _student(FrozenEstimator(LogisticRegression())).fit(X, y)
+
+
+def test_fitted_teacher_is_refitted_on_the_fit_data_with_a_warning(unique_rows):
+    X, y = unique_rows
+    teacher = LogisticRegression(max_iter=1000).fit(X[:60], y[:60])
+    coef = teacher.coef_.copy()
+    student = _student(teacher, max_epochs=3, keep_teacher=True)
+    with pytest.warns(UserWarning, match="FrozenEstimator"):
+        student.fit(X, y)
+    np.testing.assert_array_equal(teacher.coef_, coef)  # the user's model is untouched
+    refit = LogisticRegression(max_iter=1000).fit(X, y)
+    np.testing.assert_allclose(student.teacher_.coef_, refit.coef_, rtol=1e-6)
+
+
+def test_teacher_scores_the_training_rows_once_per_fit(iris):
+    X, y = iris
+    student = _student(RecordingTeacher(), max_epochs=6, batch_size=32, early_stopping=True,
+                       n_iter_no_change=100)
+    student.fit(X, y)
+    assert student.n_iter_ == 6
+    assert SCORED_ROWS == [len(X)]
+
+
+def test_transfer_set_adds_teacher_labelled_rows_to_every_batch(iris):
+    X, y = iris
+    student = _student(RecordingTeacher(), max_epochs=3, batch_size=50, augment="mixup",
+                       augment_ratio=0.5, n_iter_no_change=100)
+    student.fit(X, y)
+    # one pass over the training rows, then one per batch over its synthetic rows only
+    assert SCORED_ROWS == [150] + [25] * (3 * 3)
+
+
+@pytest.mark.parametrize("augment", ["mixup", "noise"])
+def test_augmented_fit_is_reproducible_whatever_the_global_rng(iris, augment):
+    X, y = iris
+    student = _student(RandomForestClassifier(n_estimators=10), max_epochs=5, augment=augment)
+    torch.manual_seed(1)
+    np.random.seed(1)
+    first = clone(student).fit(X, y).predict_proba(X)
+    torch.manual_seed(2)
+    np.random.seed(2)
+    second = clone(student).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_student_of_teacher_size_agrees_with_its_teacher_on_held_out_digits(digits):
+    X, y = digits
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    teacher = NNClassifier(MLP((64,)), lr=0.01, max_epochs=40, random_state=0)
+    student = NNClassifier(
+        MLP((64,)), lr=0.01, max_epochs=40, random_state=1,
+        distillation=Distillation(teacher, alpha=1.0, temperature=4.0, keep_teacher=True),
+    ).fit(X_train, y_train)
+    agreement = np.mean(student.predict(X_test) == student.teacher_.predict(X_test))
+    assert agreement >= 0.95
+
+
+def test_string_labels_follow_the_teachers_class_order(iris):
+    X, y = iris
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    X_train, X_test, y_train, _ = train_test_split(X, names, test_size=0.4, random_state=0, stratify=names)
+    student = _student(ReversedClassesTeacher(), alpha=1.0, max_epochs=60, keep_teacher=True)
+    student.fit(X_train, y_train)
+    assert list(student.classes_) == ["setosa", "versicolor", "virginica"]
+    assert list(student.teacher_.classes_) == ["virginica", "versicolor", "setosa"]
+    agreement = np.mean(student.predict(X_test) == student.teacher_.predict(X_test))
+    assert agreement >= 0.95
+
+
+def test_classes_missing_from_the_teacher_get_a_very_low_logit(iris):
+    X, y = iris
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    two = names != "virginica"
+    teacher = FrozenEstimator(LogisticRegression().fit(X[two], names[two]))
+    out, _ = Distillation(teacher)._prepare(
+        X, names, task="classification", classes=np.array(["setosa", "versicolor", "virginica"])
+    )
+    proba = teacher.predict_proba(X)
+    np.testing.assert_allclose(out[:, :2] - out[:, :1], np.log(proba) - np.log(proba[:, :1]), atol=1e-8)
+    assert np.all(out[:, 2] < out[:, :2].min(axis=1) - 1000)
+
+    # a class the student does not have is dropped, the others keep their order
+    out, _ = Distillation(FrozenEstimator(LogisticRegression().fit(X, names)))._prepare(
+        X, names, task="classification", classes=np.array(["virginica", "setosa"])
+    )
+    assert out.shape == (150, 2)
+    picked = np.array(["virginica", "setosa"])[out.argmax(1)]
+    assert np.mean(picked[names != "versicolor"] == names[names != "versicolor"]) >= 0.95
+
+
+@pytest.mark.parametrize(
+    "teacher, rows",
+    [(LinearSVC(), slice(0, 100)), (RidgeClassifier(), slice(None))],
+    ids=["binary", "multiclass"],
+)
+def test_teacher_without_predict_proba_distils_through_decision_function(iris, teacher, rows):
+    X, y = iris[0][rows], iris[1][rows]
+    out, fitted = Distillation(teacher)._prepare(X, y, task="classification", classes=np.unique(y))
+    np.testing.assert_array_equal(np.unique(y)[out.argmax(1)], fitted.predict(X))
+
+
+def test_nn_module_teacher_is_used_as_it_is(iris):
+    X, y = iris
+    trained = NNClassifier(MLP((16,)), lr=0.02, max_epochs=40, random_state=0).fit(X, y)
+    module = trained.module_
+    weights = {k: v.clone() for k, v in module.state_dict().items()}
+    student = _student(module, alpha=1.0, max_epochs=60, random_state=1)
+    student.fit(X, y)
+    assert np.mean(student.predict(X) == trained.predict(X)) >= 0.95
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, weights[key])
+
+
+def test_nn_module_teacher_with_wrong_number_of_outputs_is_refused(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="2 scores per row but the student has 3 classes"):
+        _student(nn.Linear(4, 2)).fit(X, y)
+
+
+def test_skorch_net_teacher_gives_logits_and_is_fitted_inside_fit(iris):
+    X, y = iris
+    net = NeuralNetClassifier(SkorchModule, criterion=nn.CrossEntropyLoss, max_epochs=20, lr=0.1,
+                              train_split=None, verbose=0)
+    student = _student(net, alpha=1.0, max_epochs=60, keep_teacher=True).fit(X, y)
+    teacher = student.teacher_
+    assert teacher is not net and not hasattr(net, "module_")
+    assert np.mean(student.predict(X) == teacher.predict(X)) >= 0.95
+
+    out, _ = Distillation(FrozenEstimator(teacher))._prepare(X, y, task="classification", classes=np.arange(3))
+    np.testing.assert_allclose(out, teacher.forward(X).numpy(), rtol=1e-5)
+
+
+def test_loss_is_hintons_soft_target_loss_plus_cross_entropy():
+    gen = torch.Generator().manual_seed(0)
+    s, t = torch.randn(8, 4, generator=gen), torch.randn(8, 4, generator=gen)
+    y = torch.randint(4, (8,), generator=gen)
+    T, a = 3.0, 0.3
+    p, q = F.softmax(t / T, 1), F.softmax(s / T, 1)
+    kl = (p * (p.log() - q.log())).sum(1).mean()
+    expected = a * T * T * kl + (1 - a) * F.cross_entropy(s, y)
+    got = DistillationLoss("classification", temperature=T, alpha=a)(s, (y, t))
+    assert torch.isclose(got, expected, rtol=1e-5)
+
+    # rows labelled -1 (synthetic) count only in the teacher term
+    y_syn = torch.cat([y, torch.full((4,), -1)])
+    s2, t2 = torch.cat([s, s[:4]]), torch.cat([t, t[:4]])
+    hard_only = DistillationLoss("classification", alpha=0.0)(s2, (y_syn, t2))
+    assert torch.isclose(hard_only, F.cross_entropy(s, y))
+
+
+def test_regression_loss_mixes_mse_to_teacher_and_to_targets():
+    s, t, y = torch.tensor([[1.0], [2.0]]), torch.tensor([[0.0], [4.0]]), torch.tensor([[1.0], [float("nan")]])
+    loss = DistillationLoss("regression", alpha=0.25)(s, (y, t))
+    expected = 0.25 * (1 + 4) / 2 + 0.75 * 0.0  # the NaN (synthetic) row has no target
+    assert loss.item() == pytest.approx(expected)
+
+
+def test_regression_student_tracks_a_gradient_boosting_teacher_on_held_out_rows():
+    X, y = load_diabetes(return_X_y=True)
+    X_train, X_test, y_train, _ = train_test_split(X, y, test_size=0.3, random_state=0)
+    scaler = StandardScaler().fit(X_train)
+    X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+
+    def fidelity(teacher, **kw):
+        student = NNRegressor(
+            MLP((64, 64)), lr=0.01, max_epochs=150, batch_size=64, random_state=0,
+            distillation=Distillation(teacher, alpha=1.0, keep_teacher=True, **kw),
+        ).fit(X_train, y_train)
+        return r2_score(student.teacher_.predict(X_test), student.predict(X_test))
+
+    assert fidelity(HistGradientBoostingRegressor(max_depth=3, learning_rate=0.05)) >= 0.8
+    # a deeper, rougher teacher needs a transfer set to be followed off the training rows
+    assert fidelity(HistGradientBoostingRegressor(), augment="noise", augment_ratio=3, noise_scale=0.5) >= 0.8
+
+
+def test_regression_teacher_outputs_are_scaled_like_the_targets():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 3))
+    y = X @ [3.0, -2.0, 1.0] * 50 + 1000
+    student = NNRegressor(MLP((16,)), lr=0.01, max_epochs=60, random_state=0,
+                          distillation=Distillation(LinearRegression(), alpha=1.0, augment="mixup"))
+    assert student.fit(X, y).score(X, y) > 0.95
+
+
+def test_regressor_refuses_a_classifier_teacher_and_vice_versa(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="cannot be distilled from a classifier"):
+        NNRegressor(distillation=Distillation(LogisticRegression())).fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="gives no class scores"):
+        _student(LinearRegression()).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"alpha": 1.5}, "'alpha' parameter of Distillation must be a float in the range \\[0.0, 1.0\\]"),
+        ({"temperature": 0}, "'temperature' parameter of Distillation"),
+        ({"augment": "cutmix"}, "'augment' parameter of Distillation must be one of \\['mixup', 'noise'\\] or None"),
+        ({"augment_ratio": 0}, "'augment_ratio' parameter of Distillation"),
+        ({"keep_teacher": "yes"}, "'keep_teacher' parameter of Distillation"),
+    ],
+)
+def test_invalid_parameters_are_reported_at_fit(iris, params, match):
+    X, y = iris
+    spec = Distillation(LogisticRegression(), **params)  # construction never validates
+    with pytest.raises(ValueError, match=match):
+        NNClassifier(max_epochs=1, distillation=spec).fit(X, y)
+
+
+def test_teacher_that_is_not_an_estimator_is_refused(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="'teacher' parameter of Distillation must be an estimator"):
+        _student("random_forest").fit(X, y)
+
+
+def test_augment_names_are_case_insensitive(iris):
+    X, y = iris
+    _student(LogisticRegression(), augment="MixUp", max_epochs=2).fit(X, y)
+
+
+def test_recipe_and_teacher_parameters_are_searchable(iris):
+    X, y = iris
+    student = _student(LogisticRegression(), max_epochs=3)
+    student.set_params(distillation__temperature=2.0, distillation__teacher__C=0.5)
+    params = student.get_params()
+    assert params["distillation__temperature"] == 2.0
+    assert params["distillation__teacher__C"] == 0.5
+
+    search = GridSearchCV(
+        student,
+        {"distillation__alpha": [0.2, 1.0], "distillation__teacher__C": [0.1, 10.0]},
+        cv=2,
+    ).fit(X, y)
+    assert set(search.best_params_) == {"distillation__alpha", "distillation__teacher__C"}
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_student_pickle_carries_no_teacher_unless_asked(digits):
+    X, y = digits
+    X, y = X[:400], y[:400]
+    forest = RandomForestClassifier(n_estimators=50, random_state=0)
+    plain = NNClassifier(MLP((16,)), max_epochs=3, random_state=0).fit(X, y)
+    student = _student(forest, max_epochs=3).fit(X, y)
+    assert not hasattr(student, "teacher_")
+    assert not hasattr(forest, "estimators_")  # the parameter stays as given
+    assert len(pickle.dumps(student)) < 1.1 * len(pickle.dumps(plain))
+
+    kept = _student(forest, max_epochs=3, keep_teacher=True).fit(X, y)
+    assert hasattr(kept.teacher_, "estimators_")
+    assert len(pickle.dumps(kept)) > 3 * len(pickle.dumps(plain))
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES.names)
+def test_distillation_trains_under_every_lr_schedule(iris, schedule):
+    X, y = iris
+    student = _student(LogisticRegression(), lr_schedule=schedule, max_epochs=4, augment="mixup",
+                       early_stopping=True, n_iter_no_change=100)
+    student.fit(X, y)
+    assert student.n_iter_ == 4 and np.isfinite(student.loss_curve_).all()
+
+
+def test_distillation_composes_with_partial_fit(iris):
+    X, y = iris
+    student = _student(RecordingTeacher(), augment="noise")
+    for _ in range(2):
+        student.partial_fit(X, y, classes=np.unique(y))
+    assert student.n_iter_ == 2 and len(FITS) == 2  # one teacher fit per call, on that call's data
+
+
+@pytest.mark.parametrize("method", ["l1_unstructured", "ln_structured"])
+def test_distillation_composes_with_pruning(digits, method):
+    pruning = pytest.importorskip("skopt_nn.pruning")
+    X, y = digits
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
+    teacher = FrozenEstimator(NNClassifier(MLP((64,)), lr=0.01, max_epochs=30, random_state=0).fit(X_train, y_train))
+    student = NNClassifier(
+        MLP((64,)), lr=0.01, max_epochs=30, random_state=1,
+        pruning=pruning.Pruning(method, amount=0.5),
+        distillation=Distillation(teacher, alpha=0.7),
+    ).fit(X_train, y_train)
+    assert student.sparsity_ == pytest.approx(0.5, abs=0.05)
+    assert np.mean(student.predict(X_test) == teacher.predict(X_test)) >= 0.9
