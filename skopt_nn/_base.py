@@ -83,6 +83,22 @@ class _Net(NeuralNet):
 
     batch_transform_ = None
 
+    _SAME = "<same as module_>"
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # ``module`` is the very object trained as ``module_``; skorch stores
+        # ``module_`` apart (for CPU loading), so keeping both would store
+        # every weight twice.
+        if self.__dict__.get("module") is self.__dict__.get("module_"):
+            state["module"] = self._SAME
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if isinstance(self.__dict__.get("module"), str) and self.module == self._SAME:
+            self.module = self.module_
+
     def train_step_single(self, batch, **fit_params):
         if self.batch_transform_ is not None:
             batch = self.batch_transform_(*batch)
@@ -395,7 +411,9 @@ class BaseNN(BaseEstimator):
             if pruner is not None:
                 module, info = self.pruning._finalize(net.module_, pruner)
                 if module is not net.module_:
-                    net.module_ = module
+                    # net.module too: it still holds the unpruned network,
+                    # which pickles would otherwise carry.
+                    net.module = net.module_ = module
                     net.initialize_optimizer()
                 self.sparsity_ = info["sparsity"]
                 self.pruning_summary_ = info["layers"]
@@ -413,6 +431,8 @@ class BaseNN(BaseEstimator):
         self.n_params_ = count_params(net.module_)
         if getattr(self.distillation, "keep_teacher", False):
             self.teacher_ = teacher
+        else:  # a teacher kept by an earlier fit does not describe this one
+            self.__dict__.pop("teacher_", None)
         return self
 
     def _encode_teacher(self, teacher_out):
@@ -478,10 +498,12 @@ class BaseNN(BaseEstimator):
                         best_state = copy.deepcopy(net.module_.state_dict())
                 if stale >= self.n_iter_no_change:
                     break
+            if best_state is not None:
+                # Before on_train_end, which may change the module's parameters
+                # (pruning makes its masks permanent there).
+                net.module_.load_state_dict(best_state)
         finally:
             net.notify("on_train_end", X=train, y=None)
-        if best_state is not None:
-            net.module_.load_state_dict(best_state)
         return n_run
 
     # -- prediction

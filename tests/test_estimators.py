@@ -360,3 +360,13 @@ def test_float32_input_is_not_copied(iris):
     assert as_float_tensor(X).data_ptr() == X.ctypes.data
     X.setflags(write=False)
     assert as_float_tensor(X).data_ptr() == X.ctypes.data
+
+
+def test_pickle_stores_each_weight_once(iris):
+    X, y = iris
+    clf = NNClassifier(MLP((64, 64)), max_epochs=1).fit(X, y)
+    weight_bytes = sum(p.numel() * p.element_size() for p in clf.module_.parameters())
+    blob = pickle.dumps(clf)
+    assert len(blob) < 1.3 * weight_bytes + 20_000
+    again = pickle.loads(blob)
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
