@@ -320,7 +320,7 @@ class Distillation(BaseEstimator):
                 "of it on the data given to fit, so that cross-validation stays leak-free. "
                 "To use the fitted model as it is, wrap it in sklearn.frozen.FrozenEstimator.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=2,
             )
         fitted = clone(teacher, safe=False)
         _seed_unset_random_states(fitted, random_state)

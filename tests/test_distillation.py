@@ -186,6 +186,16 @@ def test_student_of_teacher_size_agrees_with_its_teacher_on_held_out_digits(digi
     assert agreement >= 0.95
 
 
+@pytest.mark.parametrize("alpha, follows_teacher", [(1.0, True), (0.0, False)])
+def test_alpha_sets_whether_the_student_follows_teacher_or_labels(iris, alpha, follows_teacher):
+    X, y = iris
+    # a teacher that is confidently wrong: it learnt every label shifted by one
+    liar = FrozenEstimator(LogisticRegression(max_iter=1000).fit(X, (y + 1) % 3))
+    student = _student(liar, alpha=alpha, max_epochs=60).fit(X, y)
+    agreement = np.mean(student.predict(X) == liar.predict(X))
+    assert agreement >= 0.9 if follows_teacher else agreement <= 0.1
+
+
 def test_string_labels_follow_the_teachers_class_order(iris):
     X, y = iris
     names = np.array(["setosa", "versicolor", "virginica"])[y]
@@ -379,6 +389,8 @@ def test_student_pickle_carries_no_teacher_unless_asked(digits):
     kept = _student(forest, max_epochs=3, keep_teacher=True).fit(X, y)
     assert hasattr(kept.teacher_, "estimators_")
     assert len(pickle.dumps(kept)) > 3 * len(pickle.dumps(plain))
+    kept.set_params(distillation__keep_teacher=False).fit(X, y)
+    assert not hasattr(kept, "teacher_")
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES.names)
