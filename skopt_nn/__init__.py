@@ -9,6 +9,7 @@ search.
 from ._base import DivergenceError
 from .distillation import Distillation
 from .estimators import NNClassifier, NNRegressor
+from .io import load, save
 from .modules import CNN, MLP, TorchModule
 from .schedules import LRSchedule
 from .search import default_space, make_search
@@ -30,6 +31,8 @@ __all__ = [
     "Categorical",
     "make_search",
     "default_space",
+    "save",
+    "load",
     "DivergenceError",
     "__version__",
 ]
