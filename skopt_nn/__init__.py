@@ -7,10 +7,12 @@ search.
 """
 
 from ._base import DivergenceError
+from ._progress import search_progress
 from .distillation import Distillation
 from .estimators import NNClassifier, NNRegressor
 from .io import load, save
 from .modules import CNN, MLP, TorchModule
+from .pruning import Pruning
 from .schedules import LRSchedule
 from .search import default_space, make_search
 from .spaces import Categorical, Integer, Real, SearchSpace
@@ -24,6 +26,7 @@ __all__ = [
     "CNN",
     "TorchModule",
     "LRSchedule",
+    "Pruning",
     "Distillation",
     "SearchSpace",
     "Real",
@@ -33,6 +36,7 @@ __all__ = [
     "default_space",
     "save",
     "load",
+    "search_progress",
     "DivergenceError",
     "__version__",
 ]

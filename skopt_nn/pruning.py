@@ -1,0 +1,505 @@
+"""Pruning as a hyperparameter: methods, schedules, masks during training, removal after.
+
+A ``Pruning`` spec becomes, at fit time, a skorch callback that installs
+``torch.nn.utils.prune`` masks when training begins, raises the sparsity on
+the schedule's steps (computed in fractional epochs of ``max_epochs``, so the
+whole recipe fits the estimator's epoch budget) and makes the masks permanent
+when training ends. ``_finalize`` then measures the result and, for
+``ln_structured``, physically removes the pruned neurons and channels, with
+the inputs of the layers that consumed them. Which layer feeds which is read
+from a ``torch.fx`` trace of the module; where the trace fails or shows an
+operation that removal could not keep exact, the zeros stay and a warning
+says so.
+"""
+
+import math
+import numbers
+import warnings
+
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import InvalidParameterError
+from skorch.callbacks import Callback
+from torch.nn.utils import prune
+
+from ._registry import Registry
+from ._shrink import alive_units, analyse, shrink
+
+__all__ = ["Pruning", "PRUNING_METHODS", "PRUNING_SCHEDULES"]
+
+
+# -- methods -----------------------------------------------------------------
+class _Method:
+    """How one pruning method scores and selects weights.
+
+    ``structured`` methods score whole output units (rows of a ``Linear``
+    weight, output channels of a convolution); ``global_`` methods rank
+    every layer's scores against one threshold.
+    """
+
+    def __init__(self, score, *, structured=False, global_=False):
+        self.score = score
+        self.structured = structured
+        self.global_ = global_
+
+
+def _l1_score(weight, norm, generator):
+    return weight.abs()
+
+
+def _random_score(weight, norm, generator):
+    # Drawn on the CPU from the fit's generator, so the global RNG is untouched.
+    return torch.rand(weight.shape, generator=generator).to(weight.device)
+
+
+def _ln_score(weight, norm, generator):
+    return torch.linalg.vector_norm(weight.flatten(1), ord=norm, dim=1)
+
+
+PRUNING_METHODS = Registry("pruning method")
+PRUNING_METHODS.register("l1_unstructured", _Method(_l1_score))
+PRUNING_METHODS.register("random_unstructured", _Method(_random_score))
+PRUNING_METHODS.register("global_l1", _Method(_l1_score, global_=True))
+PRUNING_METHODS.register("ln_structured", _Method(_ln_score, structured=True))
+
+
+# -- schedules ---------------------------------------------------------------
+def _one_shot(p, max_epochs):
+    return [(p["end"] * max_epochs, p["amount"])]
+
+
+def _gradual(p, max_epochs):
+    # Zhu & Gupta (2017): s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n dt))^3
+    # at t = t0 + k dt, k = 0..n.
+    s_i, s_f, n = p["initial_sparsity"], p["amount"], p["n_steps"]
+    t0 = p["start"] * max_epochs
+    dt = (p["end"] - p["start"]) * max_epochs / n
+    first = 0 if s_i > 0 else 1
+    return [(t0 + k * dt, s_f + (s_i - s_f) * (1 - k / n) ** 3) for k in range(first, n + 1)]
+
+
+PRUNING_SCHEDULES = Registry("pruning schedule")
+PRUNING_SCHEDULES.register("one_shot", _one_shot)
+PRUNING_SCHEDULES.register("gradual", _gradual)
+
+
+def _n_pruned(sparsity, n):
+    """Number of entries pruned at ``sparsity`` (rounded half up, as documented)."""
+    return int(math.floor(sparsity * n + 0.5))
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class Pruning(BaseEstimator):
+    """Pruning recipe: which weights go, how many, and when during training.
+
+    Pass it as ``NNClassifier(pruning=Pruning(...))``; every parameter is
+    searchable as ``pruning__<name>``. Masks are applied during training, so
+    pruned weights stay zero while the rest keep learning, and the pruning is
+    made permanent at the end of ``fit``: the fitted ``module_`` holds plain
+    weights. With ``ln_structured`` the pruned neurons and channels are
+    removed, so the fitted network is smaller and faster.
+
+    Parameters
+    ----------
+    method : str, default="l1_unstructured"
+        - ``l1_unstructured``: the smallest-magnitude weights of each layer.
+        - ``random_unstructured``: random weights of each layer, drawn from
+          the estimator's ``random_state``.
+        - ``global_l1``: the smallest-magnitude weights across all prunable
+          layers (one threshold), so layers end up with different sparsities.
+        - ``ln_structured``: whole neurons of ``Linear`` layers and whole
+          output channels of convolutions, smallest L-``norm`` first; the
+          output layer's units are never removed.
+    amount : float, default=0.5
+        Final fraction pruned, in [0, 1): of the weights of every
+        ``Linear``/convolution layer (per layer, or overall for
+        ``global_l1``), or of the units of every hidden layer for
+        ``ln_structured``.
+    schedule : str, default="one_shot"
+        - ``one_shot``: train dense until ``end``, prune to ``amount`` at
+          once, fine-tune for the rest of ``max_epochs``.
+        - ``gradual``: raise the sparsity from ``initial_sparsity`` to
+          ``amount`` in ``n_steps`` steps between ``start`` and ``end`` on the
+          cubic schedule of Zhu & Gupta (2017), then fine-tune.
+    start : float, default=0.1
+        Where the ``gradual`` schedule begins, as a fraction of
+        ``max_epochs``.
+    end : float, default=0.6
+        Where the final sparsity is reached, as a fraction of ``max_epochs``
+        (the pruning point of ``one_shot``). The remaining epochs fine-tune
+        at the final sparsity; ``end=1`` prunes after the last batch.
+    n_steps : int, default=10
+        Number of pruning steps of the ``gradual`` schedule.
+    initial_sparsity : float, default=0.0
+        Sparsity applied at ``start`` by the ``gradual`` schedule; at most
+        ``amount``.
+    norm : float, default=1
+        Order of the norm that ranks units for ``ln_structured`` (1 for L1,
+        2 for L2, ``float("inf")`` for the max).
+
+    See Also
+    --------
+    torch.nn.utils.prune : The masks this spec installs during training.
+
+    Notes
+    -----
+    Unstructured masks make a network sparse, not faster: the zeros are
+    still multiplied. Only ``ln_structured`` shrinks the dense layers, which
+    is what makes prediction faster and pickles smaller.
+
+    Epoch points are fractions of ``max_epochs``, so the recipe always spends
+    exactly the estimator's epoch budget (the resource of successive-halving
+    searches). While the sparsity is still rising, early stopping neither
+    stops training nor keeps weights from before the final sparsity.
+
+    References
+    ----------
+    M. Zhu and S. Gupta, "To prune, or not to prune: exploring the efficacy
+    of pruning for model compression", arXiv:1710.01878, 2017.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import MLP, NNClassifier, Pruning
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = NNClassifier(MLP((32,)), lr=0.01, max_epochs=30, random_state=0,
+    ...                    pruning=Pruning("ln_structured", amount=0.5))
+    >>> clf.fit(X, y).module_[0]
+    Linear(in_features=4, out_features=16, bias=True)
+    >>> [(e, round(s, 3)) for e, s in Pruning(
+    ...     "global_l1", amount=0.9, schedule="gradual", start=0, end=0.5, n_steps=4
+    ... ).preview(max_epochs=8)]
+    [(1.0, 0.52), (2.0, 0.787), (3.0, 0.886), (4.0, 0.9)]
+    """
+
+    def __init__(
+        self,
+        method="l1_unstructured",
+        amount=0.5,
+        schedule="one_shot",
+        start=0.1,
+        end=0.6,
+        n_steps=10,
+        initial_sparsity=0.0,
+        norm=1,
+    ):
+        self.method = method
+        self.amount = amount
+        self.schedule = schedule
+        self.start = start
+        self.end = end
+        self.n_steps = n_steps
+        self.initial_sparsity = initial_sparsity
+        self.norm = norm
+
+    def _validated(self):
+        """Checked parameters with canonical names; raises at fit, never earlier."""
+        owner = "Pruning"
+        p = dict(
+            self.get_params(),
+            method=PRUNING_METHODS.canonical(self.method, param="method", owner=owner),
+            schedule=PRUNING_SCHEDULES.canonical(self.schedule, param="schedule", owner=owner),
+        )
+        for name in ("amount", "start", "end"):
+            right = ")" if name == "amount" else "]"
+            value = p[name]
+            if not _is_real(value) or not 0 <= value <= 1 or (name == "amount" and value == 1):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {owner} must be a float in [0, 1{right}; got {value!r}."
+                )
+            p[name] = float(value)
+        if p["start"] > p["end"]:
+            raise InvalidParameterError(
+                f"The 'start' parameter of {owner} must not exceed 'end'; "
+                f"got start={p['start']!r}, end={p['end']!r}."
+            )
+        n = p["n_steps"]
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+            raise InvalidParameterError(f"The 'n_steps' parameter of {owner} must be an int >= 1; got {n!r}.")
+        s_i = p["initial_sparsity"]
+        if not _is_real(s_i) or not 0 <= s_i <= p["amount"]:
+            raise InvalidParameterError(
+                f"The 'initial_sparsity' parameter of {owner} must be a float in "
+                f"[0, amount={p['amount']!r}]; got {s_i!r}."
+            )
+        if not _is_real(p["norm"]) or not p["norm"] > 0:
+            raise InvalidParameterError(
+                f"The 'norm' parameter of {owner} must be a number > 0 (1, 2 or float('inf')); got {p['norm']!r}."
+            )
+        return p
+
+    def preview(self, *, max_epochs):
+        """The schedule's steps as ``(epoch, sparsity)`` pairs, without training.
+
+        Parameters
+        ----------
+        max_epochs : int
+            The estimator's epoch budget.
+
+        Returns
+        -------
+        steps : list of (float, float)
+            Fractional epoch at which each step is applied (after the batch
+            that reaches it) and the sparsity it sets.
+        """
+        p = self._validated()
+        return PRUNING_SCHEDULES.get(p["schedule"])(p, max_epochs)
+
+    # -- protocol used by the estimators (see skopt_nn._base) ----------------
+    def _make_callback(self, module, *, max_epochs, steps_per_epoch, start_epoch=0, generator=None):
+        p = self._validated()
+        method = PRUNING_METHODS.get(p["method"])
+        layers, graph = analyse(module)
+        # The output layer stays dense: its weights are few and every
+        # prediction goes through them (and its units are the outputs).
+        targets = [n for n in layers if not graph.is_output(n)]
+        if not targets:
+            raise ValueError(
+                f"Pruning found no layer to prune in {type(module).__name__}: it prunes the "
+                "Linear, Conv1d, Conv2d and Conv3d layers before the output layer."
+            )
+        if method.structured:
+            named = dict(module.named_modules())
+            for name in targets:
+                n = named[name].weight.shape[0]
+                if _n_pruned(p["amount"], n) >= n:
+                    raise ValueError(
+                        f"The 'amount' parameter of Pruning is too large for layer {name!r} "
+                        f"({type(named[name]).__name__} with {n} units): ln_structured with "
+                        f"amount={p['amount']!r} would remove every unit. Use amount < "
+                        f"{(n - 0.5) / n:.3g} or a wider layer."
+                    )
+        steps = PRUNING_SCHEDULES.get(p["schedule"])(p, max_epochs)
+        return _PruningCallback(
+            method=p["method"],
+            steps=steps,
+            targets=targets,
+            layers=layers,
+            graph=graph,
+            norm=p["norm"],
+            steps_per_epoch=steps_per_epoch,
+            start_epoch=start_epoch,
+            generator=generator,
+        )
+
+    def _finalize(self, module, callback):
+        method = PRUNING_METHODS.get(callback.method)
+        removed = set()
+        if method.structured and callback.complete_:
+            module, removed, problems = shrink(module, callback.graph, callback.targets)
+            if problems:
+                details = "; ".join(f"{name!r}: {why}" for name, why in problems)
+                warnings.warn(
+                    f"ln_structured could not physically remove the pruned units of "
+                    f"{type(module).__name__} ({details}). Those units stay as zero weights "
+                    "(the pruning is permanent) but the network is not smaller.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        info = _summary(module, callback, removed)
+        callback.release()
+        return module, info
+
+
+# -- the callback ------------------------------------------------------------
+class _PruningCallback(Callback):
+    """skorch callback that applies a pruning schedule during training.
+
+    Built by ``Pruning`` at fit time. Masks are ``torch.nn.utils.prune``
+    reparametrizations from ``on_train_begin`` to ``on_train_end``, where they
+    are made permanent, so the module is plain outside training (and in
+    every pickle).
+
+    Parameters
+    ----------
+    method : str
+        Canonical pruning method name.
+    steps : list of (float, float)
+        ``(epoch, sparsity)`` schedule steps.
+    targets : list of str
+        Qualified names of the layers whose weights (or units) are pruned.
+    layers : list of str
+        Every prunable layer, for the summary.
+    graph : _Graph
+        What the ``torch.fx`` trace says about the module's layers.
+    norm : float
+        Norm order of ``ln_structured``.
+    steps_per_epoch : int
+        Training batches per epoch.
+    start_epoch : int, default=0
+        Epoch this fit starts at (``partial_fit`` continues a schedule).
+    generator : torch.Generator, default=None
+        Source of ``random_unstructured``'s draws.
+    """
+
+    def __init__(self, *, method, steps, targets, layers, graph, norm, steps_per_epoch,
+                 start_epoch=0, generator=None):
+        self.method = method
+        self.steps = steps
+        self.targets = targets
+        self.layers = layers
+        self.graph = graph
+        self.norm = norm
+        self.steps_per_epoch = steps_per_epoch
+        self.start_epoch = start_epoch
+        self.generator = generator
+
+    def initialize(self):
+        self.step_ = int(self.start_epoch * self.steps_per_epoch)
+        # Steps at or before a continued fit's first epoch ran in earlier calls.
+        self.reached_ = float(self.start_epoch) if self.start_epoch > 0 else -math.inf
+        self.complete_ = self.steps[-1][0] <= self.reached_ + 1e-9
+        self.sparsity_ = max([s for e, s in self.steps if e <= self.reached_ + 1e-9], default=0.0)
+        self.shapes_ = None
+        self._masks, self._expand, self._layers, self._alive = [], [], {}, {}
+        return self
+
+    def on_train_begin(self, net, **kwargs):
+        module = net.module_
+        named = dict(module.named_modules())
+        self.shapes_ = {n: tuple(named[n].weight.shape) for n in self.layers}
+        structured = PRUNING_METHODS.get(self.method).structured
+        continuing = len(net.history) > 0
+        # Each masked tensor: (module, parameter name, how to expand its target
+        # layer's alive units or weights to the mask, target layer name).
+        masks = []
+        for name in self.targets:
+            layer = named[name]
+            w = layer.weight.detach()
+            if structured:
+                alive = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
+                if continuing:  # units emptied by an earlier fit stay pruned
+                    alive = alive_units(layer)
+                masks.append((layer, "weight", _expand_units, name))
+                if layer.bias is not None:
+                    masks.append((layer, "bias", _as_is, name))
+                # A pruned unit's batch-norm scale and shift go too, so the unit
+                # outputs exactly zero before its activation.
+                for bn in self.graph.batchnorms(name):
+                    masks += [(named[bn], "weight", _as_is, name), (named[bn], "bias", _as_is, name)]
+            else:
+                alive = w != 0 if continuing else torch.ones_like(w, dtype=torch.bool)
+                masks.append((layer, "weight", _as_is, name))
+            self._alive[name] = alive
+        for layer, pname, _, _ in masks:
+            if hasattr(layer, pname + "_mask"):
+                raise ValueError(
+                    f"Layer {layer} already carries a torch.nn.utils.prune mask on {pname!r}; "
+                    "call torch.nn.utils.prune.remove on it before fitting with Pruning."
+                )
+        for layer, pname, _, _ in masks:
+            prune.custom_from_mask(layer, pname, torch.ones_like(getattr(layer, pname)))
+            self._masks.append((layer, pname))
+        self._expand = [(getattr(layer, pname + "_mask"), expand, name) for layer, pname, expand, name in masks]
+        self._layers = {name: named[name] for name in self.targets}
+        self._write_masks()
+        self._advance(float(self.start_epoch))
+        net.recipe_busy_ = not self.complete_
+
+    def on_epoch_begin(self, net, **kwargs):
+        # Cleared at the first epoch that runs entirely at the final sparsity,
+        # so early stopping never compares a loss from before it.
+        if self.complete_:
+            net.recipe_busy_ = False
+
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        if training:
+            self.step_ += 1
+            self._advance(self.step_ / self.steps_per_epoch)
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("sparsity", self.sparsity_)
+
+    def on_train_end(self, net, **kwargs):
+        # Runs on success and on failure alike, so the module is never left
+        # reparametrized (a failed warm-start fit restores a plain state_dict).
+        for layer, pname in self._masks:
+            prune.remove(layer, pname)
+        self._masks, self._expand, self._layers = [], [], {}
+        net.recipe_busy_ = False
+
+    def release(self):
+        """Drop references to tensors and the generator so pickles stay small."""
+        self._masks, self._expand, self._layers, self._alive = [], [], {}, {}
+        self.generator = None
+
+    def _advance(self, progress):
+        due = [s for e, s in self.steps if self.reached_ < e <= progress + 1e-9]
+        self.reached_ = max(self.reached_, progress)
+        if not due:
+            return
+        self.complete_ = self.steps[-1][0] <= progress + 1e-9
+        self.sparsity_ = max(due)
+        self._select(self.sparsity_)
+        self._write_masks()
+
+    def _select(self, target):
+        """Prune the lowest-scored live entries until ``target`` of them are gone."""
+        method = PRUNING_METHODS.get(self.method)
+        scores, alive = [], []
+        for name in self.targets:
+            layer = self._layers[name]
+            weight = layer.weight_orig.detach() * layer.weight_mask
+            scores.append(method.score(weight, self.norm, self.generator).flatten().float())
+            alive.append(self._alive[name].flatten())
+        groups = [(torch.cat(scores), torch.cat(alive))] if method.global_ else list(zip(scores, alive))
+        new_alive = []
+        for score, live in groups:
+            # Entries already pruned count towards the target and never return.
+            n_more = _n_pruned(target, live.numel()) - int((~live).sum())
+            live = live.clone()
+            if n_more > 0:
+                ranked = score.masked_fill(~live, math.inf)
+                live[torch.topk(ranked, n_more, largest=False).indices] = False
+            new_alive.append(live)
+        if method.global_:
+            new_alive = torch.split(new_alive[0], [a.numel() for a in alive])
+        for name, live in zip(self.targets, new_alive):
+            self._alive[name] = live.view_as(self._alive[name])
+
+    def _write_masks(self):
+        for mask, expand, name in self._expand:
+            mask.copy_(expand(self._alive[name], mask))
+
+
+def _as_is(alive, mask):
+    return alive.view_as(mask)
+
+
+def _expand_units(alive, mask):
+    return alive.view(-1, *([1] * (mask.dim() - 1))).expand_as(mask)
+
+
+# -- summary -----------------------------------------------------------------
+def _summary(module, callback, removed):
+    """Per-layer record, and the sparsity of the pruned layers (removed weights count as zeros)."""
+    named = dict(module.named_modules())
+    shapes = callback.shapes_ or {n: tuple(named[n].weight.shape) for n in callback.layers}
+    targets = set(callback.targets)
+    structured = PRUNING_METHODS.get(callback.method).structured
+    rows, n_total, n_zero = [], 0, 0
+    for name in callback.layers:
+        layer = named[name]
+        w = layer.weight.detach()
+        before = math.prod(shapes[name])
+        zeros = before - w.numel() + int((w == 0).sum())
+        if name in targets:
+            n_total += before
+            n_zero += zeros
+        row = {
+            "layer": name,
+            "type": type(layer).__name__,
+            "shape": shapes[name],
+            "final_shape": tuple(w.shape),
+            "sparsity": zeros / before if before else 0.0,
+            "pruned": name in targets,
+        }
+        if structured:
+            row["units"] = shapes[name][0]
+            row["units_kept"] = int(alive_units(layer).sum())
+            row["removed"] = name in removed
+        rows.append(row)
+    return {"sparsity": n_zero / n_total if n_total else 0.0, "layers": rows}
