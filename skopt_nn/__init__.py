@@ -7,7 +7,6 @@ search.
 """
 
 from ._base import DivergenceError
-from ._progress import search_progress
 from .distillation import Distillation
 from .estimators import NNClassifier, NNRegressor
 from .io import load, save
@@ -36,7 +35,6 @@ __all__ = [
     "default_space",
     "save",
     "load",
-    "search_progress",
     "DivergenceError",
     "__version__",
 ]
