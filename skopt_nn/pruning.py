@@ -354,7 +354,7 @@ class _PruningCallback(Callback):
         self.complete_ = self.steps[-1][0] <= self.reached_ + 1e-9
         self.sparsity_ = max([s for e, s in self.steps if e <= self.reached_ + 1e-9], default=0.0)
         self.shapes_ = None
-        self._masks, self._expand, self._layers, self._alive = [], [], {}, {}
+        self._masks, self._expand, self._layers, self._alive, self._orders = [], [], {}, {}, {}
         return self
 
     def on_train_begin(self, net, **kwargs):
@@ -391,6 +391,7 @@ class _PruningCallback(Callback):
                     "call torch.nn.utils.prune.remove on it before fitting with Pruning."
                 )
         for layer, pname, _, _ in masks:
+            self._orders.setdefault(layer, list(layer._parameters))
             prune.custom_from_mask(layer, pname, torch.ones_like(getattr(layer, pname)))
             self._masks.append((layer, pname))
         self._expand = [(getattr(layer, pname + "_mask"), expand, name) for layer, pname, expand, name in masks]
@@ -418,12 +419,17 @@ class _PruningCallback(Callback):
         # reparametrized (a failed warm-start fit restores a plain state_dict).
         for layer, pname in self._masks:
             prune.remove(layer, pname)
-        self._masks, self._expand, self._layers = [], [], {}
+        # prune.remove registers the weight anew, after the bias; the original
+        # order keeps named_parameters (and saved optimizer states) aligned.
+        for layer, order in self._orders.items():
+            for key in order:
+                layer._parameters[key] = layer._parameters.pop(key)
+        self._masks, self._expand, self._layers, self._orders = [], [], {}, {}
         net.recipe_busy_ = False
 
     def release(self):
         """Drop references to tensors and the generator so pickles stay small."""
-        self._masks, self._expand, self._layers, self._alive = [], [], {}, {}
+        self._masks, self._expand, self._layers, self._alive, self._orders = [], [], {}, {}, {}
         self.generator = None
 
     def _advance(self, progress):
