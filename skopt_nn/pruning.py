@@ -115,9 +115,9 @@ class Pruning(BaseEstimator):
           output layer's units are never removed.
     amount : float, default=0.5
         Final fraction pruned, in [0, 1): of the weights of every
-        ``Linear``/convolution layer (per layer, or overall for
-        ``global_l1``), or of the units of every hidden layer for
-        ``ln_structured``.
+        ``Linear``/convolution layer before the output layer (per layer, or
+        overall for ``global_l1``), or of the units of each of those layers
+        for ``ln_structured``. The output layer stays dense.
     schedule : str, default="one_shot"
         - ``one_shot``: train dense until ``end``, prune to ``amount`` at
           once, fine-tune for the rest of ``max_epochs``.
