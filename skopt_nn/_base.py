@@ -23,6 +23,7 @@ import contextlib
 import copy
 import math
 import numbers
+import os
 
 import numpy as np
 import torch
@@ -130,6 +131,39 @@ def _seeded(seed, device):
         yield
 
 
+def _auto_threads():
+    """Torch threads for one fit, so parallel workers share the cores.
+
+    joblib's loky workers, Dask's nannies and Ray tasks announce the threads
+    each worker may use through ``OMP_NUM_THREADS``; a Dask worker without it
+    gets the cores divided among its own threads. Elsewhere torch's current
+    setting is kept.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return torch.get_num_threads()
+    return max(1, (os.cpu_count() or 1) // max(1, worker.state.nthreads))
+
+
+@contextlib.contextmanager
+def _torch_threads(n):
+    """Use ``n`` torch threads inside the block, then restore the setting."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 class BaseNN(BaseEstimator):
     """Logic shared by ``NNClassifier`` and ``NNRegressor``; not public."""
 
@@ -150,6 +184,7 @@ class BaseNN(BaseEstimator):
         "distillation": "no_validation",
         "callbacks": [None, list],
         "device": "no_validation",
+        "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
@@ -177,6 +212,7 @@ class BaseNN(BaseEstimator):
         distillation=None,
         callbacks=None,
         device="cpu",
+        n_threads=None,
         random_state=None,
         verbose=0,
         warm_start=False,
@@ -197,6 +233,7 @@ class BaseNN(BaseEstimator):
         self.distillation = distillation
         self.callbacks = callbacks
         self.device = device
+        self.n_threads = n_threads
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
@@ -309,7 +346,8 @@ class BaseNN(BaseEstimator):
         if partial:
             seed = (seed + start_epoch) % np.iinfo(np.int32).max
 
-        with _seeded(seed, device):
+        n_threads = self.n_threads or _auto_threads()
+        with _seeded(seed, device), _torch_threads(n_threads):
             generator = torch.Generator().manual_seed(seed)
 
             teacher_out, teacher = None, None
@@ -429,6 +467,7 @@ class BaseNN(BaseEstimator):
         self.n_iter_ = start_epoch + n_run
         self.loss_curve_ = loss_curve
         self.n_params_ = count_params(net.module_)
+        self.n_threads_ = n_threads
         if getattr(self.distillation, "keep_teacher", False):
             self.teacher_ = teacher
         else:  # a teacher kept by an earlier fit does not describe this one
@@ -517,7 +556,7 @@ class BaseNN(BaseEstimator):
         module.eval()
         batch = max(int(self.batch_size), 4096)
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), _torch_threads(self.n_threads or _auto_threads()):
             for start in range(0, len(X_t), batch):
                 xb = X_t[start : start + batch].to(device, non_blocking=True)
                 out.append(module(xb).float().cpu())

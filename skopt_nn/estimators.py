@@ -58,6 +58,11 @@ _PARAMS_DOC = """
     device : str, default="cpu"
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. A model trained on
         a GPU loads and predicts on a CPU-only machine.
+    n_threads : int or None, default=None
+        Torch threads used by one fit. None takes the share of the cores
+        that joblib (loky), Dask or Ray give each parallel worker (their
+        ``OMP_NUM_THREADS``), and torch's own setting elsewhere, so
+        ``n_jobs`` parallel fits do not oversubscribe the machine.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation
         split. With an int, two fits give bit-identical models on the CPU.
@@ -85,6 +90,8 @@ _ATTRS_DOC = """
         Number of epochs run.
     n_params_ : int
         Number of parameters of the trained network.
+    n_threads_ : int
+        Torch threads the last fit used.
     sparsity_ : float
         Fraction of zero weights among prunable weights (with ``pruning``).
 """

@@ -34,6 +34,25 @@ for _name, _cls in {
     ACTIVATIONS.register(_name, _cls)
 
 
+def _glorot_(layer):
+    # sklearn's MLP initialisation: weights and biases uniform in
+    # +-sqrt(6 / (fan_in + fan_out)).
+    bound = math.sqrt(6.0 / (layer.in_features + layer.out_features))
+    nn.init.uniform_(layer.weight, -bound, bound)
+    nn.init.uniform_(layer.bias, -bound, bound)
+
+
+def _kaiming_(layer):
+    nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+
+
+INITS = Registry("init")
+INITS.register("glorot", _glorot_)
+INITS.register("kaiming", _kaiming_)
+INITS.register("torch", None)  # keep torch's own default initialisation
+
+
 def _check_int(value, name, owner, low=1):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
         raise InvalidParameterError(
@@ -73,6 +92,10 @@ class MLP(BaseEstimator):
         Number of hidden layers; overrides the length of ``hidden_layer_sizes``.
     width : int, default=None
         Width of every hidden layer; overrides ``hidden_layer_sizes``.
+    init : str, default="glorot"
+        Weight initialisation of the linear layers: ``glorot`` (uniform, as
+        sklearn's ``MLPClassifier``), ``kaiming`` (He uniform, zero biases)
+        or ``torch`` (PyTorch's default).
 
     Examples
     --------
@@ -96,6 +119,7 @@ class MLP(BaseEstimator):
         batch_norm=False,
         n_layers=None,
         width=None,
+        init="glorot",
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -103,6 +127,7 @@ class MLP(BaseEstimator):
         self.batch_norm = batch_norm
         self.n_layers = n_layers
         self.width = width
+        self.init = init
 
     def layer_sizes(self):
         """The hidden layer widths this spec builds."""
@@ -140,6 +165,11 @@ class MLP(BaseEstimator):
                 layers.append(nn.Dropout(dropout))
             width_in = width
         layers.append(nn.Linear(width_in, n_outputs))
+        init = INITS.get(self.init, param="init", owner="MLP")
+        if init is not None:
+            for layer in layers:
+                if isinstance(layer, nn.Linear):
+                    init(layer)
         return nn.Sequential(*layers)
 
 

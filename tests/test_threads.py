@@ -1,0 +1,31 @@
+import os
+
+import numpy as np
+import torch
+from sklearn.model_selection import GridSearchCV
+
+from skopt_nn import MLP, NNClassifier
+
+
+def _threads_used(estimator, X, y):
+    return estimator.n_threads_
+
+
+def test_fits_in_parallel_workers_share_the_cores(iris):
+    X, y = iris
+    n_jobs = 2
+    search = GridSearchCV(
+        NNClassifier(MLP((8,)), max_epochs=2, random_state=0),
+        {"lr": [1e-3, 1e-2]}, cv=2, n_jobs=n_jobs, scoring=_threads_used, refit=False,
+    ).fit(X, y)
+    per_worker = max(1, (os.cpu_count() or 1) // n_jobs)
+    used = np.concatenate([search.cv_results_[f"split{i}_test_score"] for i in range(2)])
+    assert (used >= 1).all() and (used <= per_worker).all()
+
+
+def test_explicit_thread_count_is_used_and_restored(iris):
+    X, y = iris
+    before = torch.get_num_threads()
+    clf = NNClassifier(MLP((8,)), max_epochs=1, n_threads=1).fit(X, y)
+    assert clf.n_threads_ == 1
+    assert torch.get_num_threads() == before
