@@ -24,6 +24,7 @@ from skopt.space import Dimension, check_dimension
 from skopt.utils import eval_callbacks, point_asdict
 
 from ._base import BaseNN
+from ._checkpoint import SearchCheckpoint, fingerprint, replaying
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
 __all__ = ["make_search", "default_space", "RobustBayesSearchCV"]
@@ -318,6 +319,15 @@ class RobustBayesSearchCV(BayesSearchCV):
       without a huge value distorting its surrogate model. Points that
       failed before any finite score existed are updated once one does.
 
+    - **Checkpoints.** With ``checkpoint=path`` every evaluated candidate
+      is written to a JSON file after each step; a search started again
+      with the same path replays those points instead of refitting them
+      (the optimizer is told them, as skopt's ``x0``/``y0`` would) and
+      evaluates only the rest of its ``n_iter``. ``cv_results_`` covers
+      every point. The file is refused if the space, the number of CV
+      splits or the scoring changed. Resume with the same estimator and
+      data: the file cannot tell.
+
     ``optimizers_`` and ``optimizer_results_`` hold the optimizer's view:
     keys for keyed categories, penalties for failed points.
     ``error_score`` keeps scikit-optimize's default ``'raise'``;
@@ -346,8 +356,42 @@ class RobustBayesSearchCV(BayesSearchCV):
     True
     """
 
+    def __init__(
+        self,
+        estimator,
+        search_spaces,
+        optimizer_kwargs=None,
+        n_iter=50,
+        scoring=None,
+        fit_params=None,
+        n_jobs=1,
+        n_points=1,
+        iid="deprecated",
+        refit=True,
+        cv=None,
+        verbose=0,
+        pre_dispatch="2*n_jobs",
+        random_state=None,
+        error_score="raise",
+        return_train_score=False,
+        checkpoint=None,
+    ):
+        super().__init__(
+            estimator, search_spaces, optimizer_kwargs=optimizer_kwargs, n_iter=n_iter,
+            scoring=scoring, fit_params=fit_params, n_jobs=n_jobs, n_points=n_points, iid=iid,
+            refit=refit, cv=cv, verbose=verbose, pre_dispatch=pre_dispatch,
+            random_state=random_state, error_score=error_score,
+            return_train_score=return_train_score,
+        )
+        self.checkpoint = checkpoint
+
     def _check_search_space(self, search_space):
         _subspaces(search_space)
+
+    def _format_results(self, candidate_params, n_splits, out, more_results=None):
+        # The per-split results of every candidate so far, for the checkpoint.
+        self._split_results = out
+        return super()._format_results(candidate_params, n_splits, out, more_results)
 
     @property
     def total_iterations(self):
@@ -374,17 +418,32 @@ class RobustBayesSearchCV(BayesSearchCV):
         self.optimizers_ = [self._make_optimizer(dims) for dims, _ in subspaces]
         self._optim_results = []
         results = scores = None
+        checkpoint = None
+        if self.checkpoint is not None:
+            checkpoint = SearchCheckpoint(self.checkpoint, fingerprint(self, subspaces))
 
-        for (dims, n_iter), optimizer in zip(subspaces, self.optimizers_):
+        for index, ((dims, n_iter), optimizer) in enumerate(zip(subspaces, self.optimizers_)):
             n_iter = self.n_iter if n_iter is None else n_iter
             failed = []  # positions in optimizer.yi that stand in for failures
             result = None
+            done = checkpoint.points(index)[:n_iter] if checkpoint is not None else []
             while n_iter > 0:
-                n_points = min(n_iter, self.n_points)
+                replay = contextlib.nullcontext()
+                if done:  # one step that replays the checkpoint's points
+                    points = [p["x"] for p in done]
+                    replay = replaying(self, [p["out"] for p in done])
+                    n_points = len(points)
+                else:
+                    n_points = min(n_iter, self.n_points)
+                    points = optimizer.ask(n_points=n_points)
                 n_iter -= n_points
-                decoded = [_decode(dims, p) for p in optimizer.ask(n_points=n_points)]
-                with _tolerate_failed_steps():
+                decoded = [_decode(dims, p) for p in points]
+                with _tolerate_failed_steps(), replay:
                     results = evaluate_candidates([params for params, _ in decoded])
+                if checkpoint is not None and not done:
+                    outs = self._split_results[-n_points * self.n_splits_ :]
+                    checkpoint.record(index, [native for _, native in decoded], outs, self.n_splits_)
+                done = []
                 scores = np.asarray(results[self._score_key(results)], dtype=float)
                 finite = scores[np.isfinite(scores)]
                 # The optimizer minimises; a failure costs as much as the
@@ -407,6 +466,7 @@ class RobustBayesSearchCV(BayesSearchCV):
                 if eval_callbacks(callbacks, result):
                     break
             self._optim_results.append(result)
+        self.__dict__.pop("_split_results", None)
         if results is not None and not np.isfinite(scores).any():
             # As sklearn's searches do when nothing fits: no best point exists.
             raise ValueError(
@@ -448,7 +508,9 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         ``n_jobs``, ``random_state``; they override the defaults here.
         ``error_score`` defaults to ``np.nan`` for every method, so a fit
         that fails (a :class:`~skopt_nn.DivergenceError`, say) is recorded
-        with a ``FitFailedWarning`` and the search goes on.
+        with a ``FitFailedWarning`` and the search goes on. ``checkpoint``
+        (a JSON file path, ``"bayes"`` only) makes a long search resumable;
+        see :class:`RobustBayesSearchCV`.
 
     Returns
     -------
@@ -495,6 +557,8 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
     if not space:
         raise ValueError("space must hold at least one dimension; got an empty space.")
 
+    if "checkpoint" in kwargs and method != "bayes":
+        raise ValueError(f"checkpoint only applies to method='bayes'; got method={method!r}.")
     kwargs.setdefault("error_score", np.nan)
     if method == "bayes":
         return RobustBayesSearchCV(estimator, space.skopt(), **kwargs)
