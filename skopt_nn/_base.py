@@ -337,6 +337,13 @@ class BaseNN(BaseEstimator):
         opt_cls, opt_kwargs = resolve_optimizer(
             self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum, owner=owner
         )
+        for name, hook in (("pruning", "_make_callback"), ("distillation", "_prepare")):
+            value = getattr(self, name)
+            if value is not None and not hasattr(value, hook):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {owner} must be None or a "
+                    f"{name.title() if name == 'pruning' else 'Distillation'} spec; got {value!r} instead."
+                )
         y_t, n_outputs = self._encode_y(y, first_call=not continuing, classes=classes)
         X_t = as_float_tensor(X)
 

@@ -370,3 +370,10 @@ def test_pickle_stores_each_weight_once(iris):
     assert len(blob) < 1.3 * weight_bytes + 20_000
     again = pickle.loads(blob)
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+
+
+@pytest.mark.parametrize("param", ["pruning", "distillation"])
+def test_wrong_recipe_type_names_the_parameter(iris, param):
+    X, y = iris
+    with pytest.raises(ValueError, match=f"'{param}' parameter of NNClassifier must be None or a"):
+        NNClassifier(max_epochs=1, **{param: "yes"}).fit(X, y)

@@ -1,0 +1,75 @@
+"""Run every benchmark in one process and print its ratios.
+
+Sections, each measured side by side in this run:
+
+1. fit / predict time of NNClassifier against a hand-written PyTorch loop,
+   plain skorch and sklearn's MLPClassifier (``bench_core.py``);
+2. growth of fit time from 10k to 1M rows (``bench_scale.py growth``);
+3. speed-up of a 36-fit GridSearchCV with ``n_jobs=2`` (``bench_scale.py search``);
+4. predict time of dense, pruned and physically shrunk nets (``bench_pruning.py``);
+5. teacher passes per distillation fit (counted, not timed);
+6. peak memory of a 1M x 100 fit (``bench_scale.py memory``).
+
+Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
+for a smoke run; the figures in the docs come from the full run).
+"""
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+
+def teacher_passes():
+    import numpy as np
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from skopt_nn import MLP, Distillation, NNClassifier
+
+    class CountingTeacher(ClassifierMixin, BaseEstimator):
+        calls = []
+
+        def fit(self, X, y):
+            self.model_ = LogisticRegression(max_iter=500).fit(X, y)
+            self.classes_ = self.model_.classes_
+            return self
+
+        def predict_proba(self, X):
+            CountingTeacher.calls.append(len(X))
+            return self.model_.predict_proba(X)
+
+    X, y = load_iris(return_X_y=True)
+    epochs = 10
+    NNClassifier(MLP((16,)), distillation=Distillation(CountingTeacher()), max_epochs=epochs,
+                 n_iter_no_change=epochs + 1, random_state=0).fit(X, y)
+    passes = sum(CountingTeacher.calls) / len(X)
+    print(f"\n[distillation] {epochs}-epoch fit on {len(X)} rows: {passes:.2f} teacher passes over the "
+          f"training rows ({len(CountingTeacher.calls)} call(s)); a per-epoch design would make {epochs}")
+    return passes
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+
+    import bench_core
+    import bench_pruning
+    import bench_scale
+
+    print("[core]")
+    bench_core.main(["--rows", "10000" if args.quick else "50000", "--repeats", "1" if args.quick else "3"])
+    bench_scale.growth(100_000 if args.quick else 1_000_000)
+    bench_scale.search()
+    print("\n[pruning]")
+    bench_pruning.main(["--rows", "20000", "--epochs", "5", "--repeats", "2"] if args.quick else [])
+    teacher_passes()
+    bench_scale.memory(200_000 if args.quick else 1_000_000)
+
+
+if __name__ == "__main__":
+    main()
