@@ -7,6 +7,7 @@ search.
 """
 
 from ._base import DivergenceError
+from ._progress import search_progress
 from .distillation import Distillation
 from .estimators import NNClassifier, NNRegressor
 from .io import load, save
@@ -35,6 +36,7 @@ __all__ = [
     "default_space",
     "save",
     "load",
+    "search_progress",
     "DivergenceError",
     "__version__",
 ]

@@ -37,6 +37,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from .data import BatchIterator, TensorData, as_float_tensor
+from ._progress import _fit_callbacks
 from .modules import count_params, resolve_module
 from .optim import resolve_optimizer
 from .schedules import ScheduleCallback, resolve_schedule
@@ -188,6 +189,7 @@ class BaseNN(BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
+        "tensorboard_dir": [None, str, os.PathLike],
     }
 
     # Set by the subclasses.
@@ -216,6 +218,7 @@ class BaseNN(BaseEstimator):
         random_state=None,
         verbose=0,
         warm_start=False,
+        tensorboard_dir=None,
     ):
         self.module = module
         self.optimizer = optimizer
@@ -237,6 +240,7 @@ class BaseNN(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.warm_start = warm_start
+        self.tensorboard_dir = tensorboard_dir
 
     # -- fitted views onto the skorch net (one copy of the weights in a pickle)
     @property
@@ -406,6 +410,7 @@ class BaseNN(BaseEstimator):
                 )
                 callbacks.append(("pruning", pruner))
             callbacks += copy.deepcopy(self.callbacks or [])
+            callbacks += _fit_callbacks(self, epochs)
 
             device_data = self._place(train, device), self._place(valid, device)
             if continuing:
@@ -440,7 +445,7 @@ class BaseNN(BaseEstimator):
                     iterator_valid=BatchIterator,
                     callbacks=callbacks,
                     device=device,
-                    verbose=self.verbose,
+                    verbose=int(self.verbose > 1),  # 1 draws a progress bar instead
                     **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
                 )
                 net.initialize()

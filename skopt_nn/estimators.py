@@ -67,10 +67,18 @@ _PARAMS_DOC = """
         Seeds weight initialisation, shuffling, dropout and the validation
         split. With an int, two fits give bit-identical models on the CPU.
     verbose : int, default=0
-        Print one line per epoch when positive.
+        0 is silent; 1 draws a progress bar over the epochs with the latest
+        losses, learning rate and sparsity; 2 or more prints one line per
+        epoch instead (skorch's table), which suits log files.
     warm_start : bool, default=False
         Continue training the fitted network (and its optimizer state) on
         the next ``fit``; the optimizer state is then kept in pickles.
+    tensorboard_dir : str, path-like or None, default=None
+        Log the training and validation loss, learning rate and sparsity of
+        every epoch for TensorBoard (needs the ``tensorboard`` package).
+        Each fit writes its own run directory below this one, named after
+        the parameters that differ from the defaults, so the CV fits of a
+        search appear side by side.
 """
 
 _ATTRS_DOC = """

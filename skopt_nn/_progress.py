@@ -1,0 +1,268 @@
+"""Progress feedback: a per-epoch bar for one fit, a per-candidate bar for a search.
+
+The epoch bar is a skorch callback that ``fit`` adds when ``verbose=1``;
+:func:`search_progress` wraps any sklearn search for the length of a
+``with`` block. Both draw with tqdm, which skorch already depends on.
+"""
+
+import contextlib
+import math
+import sys
+from inspect import signature
+
+import numpy as np
+from joblib import effective_n_jobs
+from skorch.callbacks import Callback
+
+__all__ = ["EpochProgressBar", "search_progress"]
+
+# History columns shown next to the bar, with their short labels.
+_SHOWN = (("train_loss", "loss"), ("valid_loss", "valid"), ("lr", "lr"), ("sparsity", "sparsity"))
+
+
+def _tqdm():
+    from tqdm.auto import tqdm
+
+    return tqdm
+
+
+class EpochProgressBar(Callback):
+    """skorch callback drawing one bar step per epoch with the latest losses.
+
+    ``NNClassifier(verbose=1)`` adds it to every fit; it is public so that
+    skorch users can put it in their own nets.
+
+    Parameters
+    ----------
+    total : int or None, default=None
+        Epochs the bar expects (``max_epochs``); a fit that stops early
+        closes the bar where it stopped.
+    desc : str or None, default=None
+        Text before the bar.
+    file : file-like or None, default=None
+        Where to draw; standard error when None.
+
+    Examples
+    --------
+    In a skorch net of one's own:
+
+    >>> import io
+    >>> import numpy as np
+    >>> from sklearn.datasets import load_iris
+    >>> from skorch import NeuralNetClassifier
+    >>> from torch import nn
+    >>> from skopt_nn._progress import EpochProgressBar
+    >>> X, y = load_iris(return_X_y=True)
+    >>> out = io.StringIO()
+    >>> net = NeuralNetClassifier(
+    ...     nn.Sequential(nn.Linear(4, 3)), criterion=nn.CrossEntropyLoss,
+    ...     max_epochs=3, train_split=None, verbose=0,
+    ...     callbacks=[EpochProgressBar(3, file=out)],
+    ... ).fit(X.astype(np.float32), y)
+    >>> "3/3" in out.getvalue()
+    True
+    """
+
+    def __init__(self, total=None, desc=None, file=None):
+        self.total = total
+        self.desc = desc
+        self.file = file
+
+    def on_train_begin(self, net, **kwargs):
+        self.bar_ = _tqdm()(
+            total=self.total,
+            desc=self.desc,
+            unit="epoch",
+            file=self.file if self.file is not None else sys.stderr,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def on_epoch_end(self, net, **kwargs):
+        bar = getattr(self, "bar_", None)
+        if bar is None:
+            return
+        row = net.history[-1]
+        shown = {}
+        for key, label in _SHOWN:
+            value = row.get(key) if hasattr(row, "get") else None
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                shown[label] = f"{value:.4g}"
+        bar.set_postfix(shown, refresh=False)
+        bar.update(1)
+
+    def on_train_end(self, net, **kwargs):
+        bar = getattr(self, "bar_", None)
+        if bar is not None:
+            bar.close()
+        # A tqdm bar holds a lock and a stream: neither belongs in a pickle.
+        self.bar_ = None
+
+
+def _fit_callbacks(estimator, epochs):
+    """The feedback callbacks a fit of ``estimator`` asks for, as ``(name, cb)`` pairs."""
+    callbacks = []
+    if estimator.verbose == 1:
+        callbacks.append(
+            ("progress_bar", EpochProgressBar(epochs, desc=type(estimator).__name__))
+        )
+    if getattr(estimator, "tensorboard_dir", None) is not None:
+        from ._tensorboard import TensorBoardLogger
+
+        callbacks.append(("tensorboard", TensorBoardLogger.for_estimator(estimator)))
+    return callbacks
+
+
+def _best_score(results, search):
+    """Best mean test score so far, for the bar's label (NaN when unknown)."""
+    key = "mean_test_score"
+    if key not in results and isinstance(getattr(search, "refit", None), str):
+        key = f"mean_test_{search.refit}"
+    scores = np.asarray(results.get(key, []), dtype=float)
+    if not np.isfinite(scores).any():
+        return math.nan
+    return float(np.nanmax(scores))
+
+
+def _n_candidates(search):
+    """Candidates the search will evaluate, when that is known before fitting."""
+    total = getattr(search, "total_iterations", None)  # BayesSearchCV
+    if isinstance(total, int):
+        return total
+    if hasattr(search, "param_grid"):
+        from sklearn.model_selection import ParameterGrid
+
+        return len(ParameterGrid(search.param_grid))
+    if hasattr(search, "n_candidates"):  # halving: known only once it runs
+        return None
+    n_iter = getattr(search, "n_iter", None)
+    return n_iter if isinstance(n_iter, int) else None
+
+
+@contextlib.contextmanager
+def search_progress(search, *, desc="search", file=None):
+    """Show a progress bar over the candidates of ``search`` inside the block.
+
+    Works with every sklearn search (grid, random, halving) and with
+    scikit-optimize's ``BayesSearchCV``. Candidates are handed to the
+    search's fitting machinery in groups as large as its ``n_jobs``, so the
+    bar moves as each group finishes while every worker stays busy; the
+    results (``cv_results_``, ``best_params_``) are the same as without the
+    bar. The bar's label shows the best mean test score so far.
+
+    Parameters
+    ----------
+    search : BaseSearchCV
+        The search to watch; call its ``fit`` inside the block.
+    desc : str, default="search"
+        Text before the bar.
+    file : file-like or None, default=None
+        Where to draw; standard error when None.
+
+    Yields
+    ------
+    search : BaseSearchCV
+        The same object.
+
+    Examples
+    --------
+    >>> import io
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import NNClassifier, Real, make_search, search_progress
+    >>> X, y = load_iris(return_X_y=True)
+    >>> search = make_search(NNClassifier(max_epochs=2, random_state=0),
+    ...                      {"lr": Real(1e-3, 1e-1, log=True)},
+    ...                      method="random", n_iter=3, cv=2, random_state=0)
+    >>> out = io.StringIO()
+    >>> with search_progress(search, file=out):
+    ...     _ = search.fit(X, y)
+    >>> "3/3" in out.getvalue()
+    True
+    """
+    original = search._run_search
+    takes_ctx = "callback_ctx" in signature(original).parameters
+    bar = _tqdm()(
+        total=_n_candidates(search),
+        desc=desc,
+        unit="candidate",
+        file=file if file is not None else sys.stderr,
+        dynamic_ncols=True,
+        leave=True,
+    )
+
+    def run_search(evaluate_candidates, **kwargs):
+        def evaluate(candidate_params, cv=None, more_results=None, callback_ctx=None):
+            candidates = list(candidate_params)
+            if bar.total is not None and bar.n + len(candidates) > bar.total:
+                bar.total = bar.n + len(candidates)  # halving adds rounds as it goes
+            group = max(1, effective_n_jobs(getattr(search, "n_jobs", None)))
+            results = None
+            for start in range(0, max(len(candidates), 1), group):
+                part = candidates[start : start + group]
+                extra = None
+                if more_results is not None:
+                    extra = {k: list(v)[start : start + group] for k, v in more_results.items()}
+                results = _evaluate_group(evaluate_candidates, part, cv, extra, len(candidates))
+                best = _best_score(results, search)
+                if math.isfinite(best):
+                    bar.set_postfix(best=f"{best:.4g}", refresh=False)
+                bar.update(len(part))
+            # A Bayesian search tells failed steps to its optimizer and goes on.
+            if len(candidates) > group and not _is_bayes(search):
+                _check_not_all_failed(results, search, len(candidates))
+            return results
+
+        if takes_ctx:
+            return original(evaluate, callback_ctx=kwargs.get("callback_ctx"))
+        return original(evaluate)
+
+    if takes_ctx:
+
+        def wrapper(evaluate_candidates, callback_ctx=None):
+            return run_search(evaluate_candidates, callback_ctx=callback_ctx)
+
+    else:
+
+        def wrapper(evaluate_candidates):
+            return run_search(evaluate_candidates)
+
+    search._run_search = wrapper
+    try:
+        yield search
+    finally:
+        del search._run_search  # the class's method shows through again
+        bar.close()
+
+
+def _evaluate_group(evaluate_candidates, part, cv, more_results, n_requested):
+    """Evaluate one group of candidates, keeping sklearn's all-failed check per request.
+
+    sklearn raises when every fit of one call fails; splitting a request in
+    groups must not turn one failed group among good ones into an error.
+    """
+    if len(part) == n_requested:
+        return evaluate_candidates(part, cv, more_results=more_results)
+    from .search import _tolerate_failed_steps
+
+    with _tolerate_failed_steps():
+        return evaluate_candidates(part, cv, more_results=more_results)
+
+
+def _check_not_all_failed(results, search, n_requested):
+    """Raise as sklearn does when a whole request failed, though it ran in groups."""
+    key = "mean_test_score"
+    if key not in results and isinstance(getattr(search, "refit", None), str):
+        key = f"mean_test_{search.refit}"
+    scores = np.asarray(results.get(key, [np.nan]), dtype=float)[-n_requested:]
+    error_score = getattr(search, "error_score", np.nan)
+    if isinstance(error_score, float) and math.isnan(error_score) and np.isnan(scores).all():
+        raise ValueError(
+            f"All the {n_requested} candidates failed to fit; "
+            "set error_score='raise' on the search to see why."
+        )
+
+
+def _is_bayes(search):
+    from skopt import BayesSearchCV
+
+    return isinstance(search, BayesSearchCV)
