@@ -1,0 +1,155 @@
+"""The files ``skopt-nn`` leaves behind: a results table, cv_results.csv, plots, report.html."""
+
+import html
+import io
+import math
+import os
+
+import numpy as np
+
+__all__ = ["format_table", "size_on_disk", "human_bytes", "write_cv_results", "write_plots", "write_html"]
+
+
+def human_bytes(n):
+    """``1536`` -> ``'1.5 KiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def size_on_disk(model):
+    """Bytes of ``joblib.dump(model)``: what the model costs as a file."""
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return buffer.tell()
+
+
+def format_table(rows, columns):
+    """A text table; ``rows`` are dicts, ``columns`` ``(key, header)`` pairs."""
+    cells = [[header for _, header in columns]]
+    for row in rows:
+        cells.append([_cell(row.get(key)) for key, _ in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = []
+    for index, line in enumerate(cells):
+        # The first column is text, the others numbers.
+        parts = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]
+        lines.append("  ".join(parts).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "failed"
+    return str(value)
+
+
+def write_cv_results(search, path):
+    """Write ``search.cv_results_`` as CSV, parameters as readable text."""
+    import pandas as pd
+
+    frame = pd.DataFrame(search.cv_results_)
+    for column in frame.columns:
+        if column.startswith("param") and frame[column].dtype == object:
+            frame[column] = frame[column].map(lambda v: "" if v is np.ma.masked else repr(v) if not isinstance(v, str) else v)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _steps_per_epoch(nn, n_rows):
+    n_train = n_rows
+    if nn.early_stopping:
+        n_train -= int(math.ceil(nn.validation_fraction * n_rows))
+    return max(1, -(-n_train // nn.batch_size))
+
+
+def write_plots(out_dir, *, search=None, model=None, n_rows=None):
+    """Draw every plot that applies; return ``(paths, note)``.
+
+    ``note`` says why plots were skipped (no matplotlib), else is None.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], "plots skipped: matplotlib is not installed (pip install 'skopt-nn[plot]')"
+    from . import plotting
+    from .plotting import _fitted_nn
+    from .schedules import resolve_schedule
+
+    if model is None and search is not None:
+        model = getattr(search, "best_estimator_", None)
+    drawn = []
+
+    def save(name, draw):
+        result = draw()
+        fig = np.asarray(result, dtype=object).ravel()[0].figure
+        path = os.path.join(out_dir, name)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        drawn.append(path)
+
+    if model is not None:
+        nn = _fitted_nn(model, "the report")
+        save("learning_curve.png", lambda: plotting.plot_learning_curve(nn))
+        spec = resolve_schedule(nn.lr_schedule)
+        steps = _steps_per_epoch(nn, n_rows) if n_rows else 1
+        save(
+            "lr_schedule.png",
+            lambda: plotting.plot_lr_schedule(
+                spec, lr=nn.lr, max_epochs=nn.max_epochs, steps_per_epoch=steps
+            ),
+        )
+        if getattr(nn, "pruning_summary_", None):
+            save("sparsity.png", lambda: plotting.plot_sparsity(nn))
+    if search is not None:
+        save("search_results.png", lambda: plotting.plot_search_results(search))
+        save("convergence.png", lambda: plotting.plot_convergence(search))
+    return drawn, None
+
+
+def write_html(path, *, title, intro, table_rows, columns, details, images):
+    """A one-page report: the table, a few facts and the plots, side by side."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(k)))}</td>" for k, _ in columns) + "</tr>"
+        for r in table_rows
+    )
+    facts = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in details
+    )
+    figures = "".join(
+        f'<figure><img src="{html.escape(os.path.basename(p))}" alt="{html.escape(os.path.basename(p))}">'
+        f"<figcaption>{html.escape(os.path.splitext(os.path.basename(p))[0].replace('_', ' '))}</figcaption></figure>"
+        for p in images
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 80em; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+figure {{ display: inline-block; margin: .5em; }}
+img {{ max-width: 38em; }}
+</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p>{html.escape(intro)}</p>
+<table><tr>{head}</tr>{body}</table>
+<table>{facts}</table>
+{figures}
+</body></html>
+"""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path

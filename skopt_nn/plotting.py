@@ -1,0 +1,440 @@
+"""Plots of training, schedules, pruning and searches (needs matplotlib).
+
+matplotlib is an optional dependency (``pip install "skopt-nn[plot]"``) and
+is imported only when a function here is called. Every function draws on the
+``ax`` it is given, or on a new figure, and returns what it drew on, so plots
+combine with the rest of a matplotlib figure.
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "plot_learning_curve",
+    "plot_lr_schedule",
+    "plot_sparsity",
+    "plot_search_results",
+    "plot_convergence",
+]
+
+
+def _pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError(
+            "skopt_nn.plotting needs matplotlib: pip install 'skopt-nn[plot]'"
+        ) from None
+    return plt
+
+
+def _axes(ax):
+    if ax is not None:
+        return ax
+    _, ax = _pyplot().subplots(figsize=(6, 4), layout="constrained")
+    return ax
+
+
+def _fitted_nn(model, what):
+    """The fitted skopt_nn estimator inside ``model`` (a search, a Pipeline or itself)."""
+    from ._base import BaseNN
+
+    model = getattr(model, "best_estimator_", model)
+    if not isinstance(model, BaseNN):
+        steps = getattr(model, "steps", None)
+        found = [step for _, step in steps or [] if isinstance(step, BaseNN)]
+        if not found:
+            raise TypeError(
+                f"{what} needs a fitted NNClassifier or NNRegressor, a Pipeline "
+                f"holding one or a fitted search; got {type(model).__name__}."
+            )
+        model = found[-1]
+    if "net_" not in vars(model):
+        raise ValueError(f"{what} needs a fitted model; this {type(model).__name__} is not fitted.")
+    return model
+
+
+# -- training -------------------------------------------------------------------
+
+
+def plot_learning_curve(model, *, ax=None, show_lr=True):
+    """Plot the training (and validation) loss of a fit, epoch by epoch.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted ``NNClassifier``/``NNRegressor``, a Pipeline ending in one,
+        or a fitted search (its ``best_estimator_``).
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+    show_lr : bool, default=True
+        Also draw the learning rate of each epoch, on a second (log) axis.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        The axes holding the loss curves.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import NNClassifier
+    >>> from skopt_nn.plotting import plot_learning_curve
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = NNClassifier(max_epochs=5, early_stopping=True, random_state=0).fit(X, y)
+    >>> ax = plot_learning_curve(clf)
+    >>> [line.get_label() for line in ax.get_lines()]
+    ['training loss', 'validation loss']
+    """
+    nn = _fitted_nn(model, "plot_learning_curve")
+    ax = _axes(ax)
+    history = nn.history_
+    epochs = np.asarray(history[:, "epoch"], dtype=float)
+    ax.plot(epochs, history[:, "train_loss"], marker=".", label="training loss")
+    if "valid_loss" in history[-1]:
+        ax.plot(epochs, history[:, "valid_loss"], marker=".", label="validation loss")
+    ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("loss")
+    ax.set_title(f"{type(nn).__name__}: learning curve")
+    handles, labels = ax.get_legend_handles_labels()
+    if show_lr and all("lr" in row for row in history):
+        twin = ax.twinx()
+        twin.plot(epochs, history[:, "lr"], color="0.5", linestyle="--", label="learning rate")
+        twin.set_ylabel("learning rate")
+        lrs = np.asarray(history[:, "lr"], dtype=float)
+        if np.all(lrs > 0) and lrs.max() / lrs.min() > 20:
+            twin.set_yscale("log")
+        more_handles, more_labels = twin.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="upper right")
+    return ax
+
+
+def plot_lr_schedule(schedule, *, lr=1e-3, max_epochs=20, steps_per_epoch=1, ax=None):
+    """Preview learning-rate schedules before training.
+
+    Parameters
+    ----------
+    schedule : str, LRSchedule or list of them
+        The schedule(s) to draw, by name (``"cosine"``) or as specs; a list
+        draws them side by side.
+    lr : float, default=1e-3
+        The estimator's ``lr``.
+    max_epochs : int, default=20
+        The estimator's ``max_epochs``.
+    steps_per_epoch : int, default=1
+        Batches per epoch: ``ceil(n_training_rows / batch_size)``. Schedules
+        move every batch, so more steps draw a smoother curve.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from skopt_nn import LRSchedule
+    >>> from skopt_nn.plotting import plot_lr_schedule
+    >>> ax = plot_lr_schedule(["cosine", LRSchedule("onecycle", pct_start=0.2)],
+    ...                       lr=0.1, max_epochs=10, steps_per_epoch=5)
+    >>> [line.get_label() for line in ax.get_lines()]
+    ['cosine', 'onecycle(pct_start=0.2)']
+    """
+    from .schedules import LRSchedule, resolve_schedule
+
+    if isinstance(schedule, (str, LRSchedule)):
+        schedule = [schedule]
+    ax = _axes(ax)
+    for item in schedule:
+        spec = resolve_schedule(item, "plot_lr_schedule")
+        rates = spec.preview(lr=lr, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch)
+        x = np.arange(len(rates)) / steps_per_epoch
+        ax.plot(x, rates, label=_schedule_label(spec))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"learning-rate schedule (lr={lr:g}, {max_epochs} epochs)")
+    ax.legend()
+    return ax
+
+
+def _schedule_label(spec):
+    options = {k: v for k, v in spec.get_params().items() if k != "name"}
+    if not options.get("warmup_epochs"):
+        options.pop("warmup_epochs", None)
+    if not options:
+        return str(spec.name)
+    return f"{spec.name}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+
+
+# -- pruning --------------------------------------------------------------------
+
+
+def plot_sparsity(model, *, ax=None):
+    """Bar chart of the fraction of weights pruned in each layer.
+
+    With structured pruning (``ln_structured``) each bar is labelled with
+    the units kept out of the units the layer had.
+
+    Parameters
+    ----------
+    model : estimator
+        A fitted model trained with ``pruning`` (its ``pruning_summary_``),
+        a Pipeline ending in one, or a fitted search.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import MLP, NNClassifier, Pruning
+    >>> from skopt_nn.plotting import plot_sparsity
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = NNClassifier(MLP((16,)), max_epochs=4, random_state=0,
+    ...                    pruning=Pruning(amount=0.5)).fit(X, y)
+    >>> len(plot_sparsity(clf).patches)
+    2
+    """
+    nn = _fitted_nn(model, "plot_sparsity")
+    rows = getattr(nn, "pruning_summary_", None)
+    if not rows:
+        raise ValueError(
+            "plot_sparsity needs a model trained with pruning; this one has no "
+            "pruning_summary_ (set pruning=Pruning(...))."
+        )
+    ax = _axes(ax)
+    names = [f"{row['layer']}\n{row['type']}" for row in rows]
+    values = [row["sparsity"] for row in rows]
+    colors = ["C0" if row.get("pruned", True) else "0.7" for row in rows]
+    bars = ax.bar(range(len(rows)), values, color=colors)
+    for bar, row in zip(bars, rows):
+        if "units" in row:
+            text = f"{row['units_kept']}/{row['units']} units"
+        else:
+            text = f"{row['sparsity']:.0%}"
+        ax.annotate(
+            text,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+        )
+    ax.set_xticks(range(len(rows)), names, fontsize="small")
+    if not all(row.get("pruned", True) for row in rows):
+        from matplotlib.patches import Patch
+
+        ax.legend(
+            handles=[Patch(color="C0", label="pruned"),
+                     Patch(color="0.7", label="not pruned; loses the inputs of removed units")],
+            loc="upper right", fontsize="small",
+        )
+    ax.set_ylim(0, 1.25)
+    ax.set_ylabel("fraction of weights pruned")
+    ax.set_title(f"sparsity per layer (overall {nn.sparsity_:.0%})")
+    return ax
+
+
+# -- searches -------------------------------------------------------------------
+
+
+def _score_key(search, score):
+    results = search.cv_results_
+    if score is not None:
+        key = score if score.startswith("mean_test_") else f"mean_test_{score}"
+        if key not in results:
+            valid = sorted(k[len("mean_test_"):] for k in results if k.startswith("mean_test_"))
+            raise ValueError(f"score must be one of {valid}; got {score!r}.")
+        return key
+    if "mean_test_score" in results:
+        return "mean_test_score"
+    return f"mean_test_{search.refit}"
+
+
+def _strip_prefix(search):
+    """A function shortening ``step__param`` names to the skopt_nn estimator's own."""
+    from .search import _find_target
+
+    try:
+        prefix, _ = _find_target(search.estimator)
+    except (ValueError, AttributeError):
+        prefix = ""
+    return lambda name: name[len(prefix):] if prefix and name.startswith(prefix) else name
+
+
+def _is_numeric(values):
+    return len(values) > 0 and all(
+        isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in values
+    )
+
+
+def plot_search_results(search, *, params=None, score=None, axes=None):
+    """Plot the cross-validated score against each searched parameter.
+
+    One panel per parameter: numeric parameters on their own axis (log
+    scale when they span orders of magnitude), categorical ones as labelled
+    positions. Error bars are one standard deviation over the CV splits, the
+    best candidate is starred, and candidates whose fits failed are counted
+    in the panel title.
+
+    Parameters
+    ----------
+    search : fitted search
+        Any fitted sklearn or scikit-optimize search (``cv_results_``).
+    params : list of str, default=None
+        Parameters to show, as in ``cv_results_`` (``"param_"`` optional, a
+        Pipeline step's prefix optional); all searched parameters when None.
+    score : str, default=None
+        Metric of a multi-metric search; the refit metric when None.
+    axes : array of matplotlib Axes, default=None
+        One per parameter; a new figure when None.
+
+    Returns
+    -------
+    axes : ndarray of matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import NNClassifier, make_search
+    >>> from skopt_nn.plotting import plot_search_results
+    >>> X, y = load_iris(return_X_y=True)
+    >>> search = make_search(NNClassifier(max_epochs=2, random_state=0),
+    ...                      {"lr": [1e-3, 1e-2], "optimizer": ["adam", "sgd"]},
+    ...                      method="grid", cv=2).fit(X, y)
+    >>> [ax.get_xlabel() for ax in plot_search_results(search)]
+    ['lr', 'optimizer']
+    """
+    results = search.cv_results_
+    key = _score_key(search, score)
+    short = _strip_prefix(search)
+    searched = [k[len("param_"):] for k in results if k.startswith("param_")]
+    if params is None:
+        names = searched
+    else:
+        names = []
+        for name in params:
+            name = name[len("param_"):] if name.startswith("param_") else name
+            match = [s for s in searched if s == name or short(s) == name]
+            if not match:
+                raise ValueError(
+                    f"params holds {name!r}, which the search did not vary; "
+                    f"searched parameters are {[short(s) for s in searched]}."
+                )
+            names.append(match[0])
+    if not names:
+        raise ValueError("The search has no parameters to plot.")
+
+    if axes is None:
+        plt = _pyplot()
+        n_cols = min(3, len(names))
+        n_rows = -(-len(names) // n_cols)
+        fig, axes = plt.subplots(
+            n_rows, n_cols, figsize=(4 * n_cols, 3.2 * n_rows), squeeze=False,
+            sharey=True, layout="constrained",
+        )
+        for extra in axes.flat[len(names):]:
+            extra.set_visible(False)
+        fig.suptitle(f"{type(search).__name__}: {key[len('mean_test_'):]} per parameter")
+    axes = np.asarray(axes, dtype=object).ravel()[: len(names)]
+    if len(axes) < len(names):
+        raise ValueError(f"axes holds {len(axes)} axes for {len(names)} parameters.")
+
+    scores = np.asarray(results[key], dtype=float)
+    spread = results.get(key.replace("mean_", "std_"))
+    spread = np.zeros_like(scores) if spread is None else np.asarray(spread, dtype=float)
+    ok = np.isfinite(scores)
+    best = int(np.nanargmax(scores)) if ok.any() else None
+    for ax, name in zip(axes, names):
+        column = results[f"param_{name}"]
+        mask = np.ma.getmaskarray(column)
+        used = ok & ~mask
+        values = list(np.asarray(column, dtype=object)[used])
+        if _is_numeric(values):
+            x = np.asarray(values, dtype=float)
+            if np.all(x > 0) and x.max() / x.min() > 50:
+                ax.set_xscale("log")
+        else:
+            labels = list(dict.fromkeys(str(v) for v in values))
+            positions = {label: i for i, label in enumerate(labels)}
+            x = np.array([positions[str(v)] for v in values], dtype=float)
+            # Spread repeated choices sideways so every candidate stays visible.
+            x = x + np.random.RandomState(0).uniform(-0.12, 0.12, size=len(x))
+            ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize="small")
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        ax.errorbar(x, scores[used], yerr=spread[used], fmt="o", alpha=0.7, capsize=2)
+        if best is not None and used[best]:
+            where = int(np.flatnonzero(used).tolist().index(best))
+            ax.plot(x[where], scores[best], marker="*", markersize=14, color="C3", linestyle="none")
+        n_failed = int((~ok & ~mask).sum())
+        ax.set_title(f"{short(name)}" + (f" ({n_failed} failed)" if n_failed else ""),
+                     fontsize="medium")
+        ax.set_xlabel(short(name))
+    axes[0].set_ylabel(key[len("mean_test_"):])
+    return axes
+
+
+def plot_convergence(search, *, score=None, ax=None):
+    """Plot each candidate's score and the best score so far, in search order.
+
+    For a Bayesian search this shows whether the optimizer is still finding
+    better points; for grid and random searches the order is the order the
+    candidates were drawn. Failed candidates are marked along the bottom.
+
+    Parameters
+    ----------
+    search : fitted search
+        Any fitted sklearn or scikit-optimize search.
+    score : str, default=None
+        Metric of a multi-metric search; the refit metric when None.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import NNClassifier, Real, make_search
+    >>> from skopt_nn.plotting import plot_convergence
+    >>> X, y = load_iris(return_X_y=True)
+    >>> search = make_search(NNClassifier(max_epochs=2, random_state=0),
+    ...                      {"lr": Real(1e-3, 1e-1, log=True)},
+    ...                      method="bayes", n_iter=3, cv=2, random_state=0).fit(X, y)
+    >>> [line.get_label() for line in plot_convergence(search).get_lines()]
+    ['candidate', 'best so far']
+    """
+    key = _score_key(search, score)
+    scores = np.asarray(search.cv_results_[key], dtype=float)
+    ax = _axes(ax)
+    steps = np.arange(1, len(scores) + 1)
+    ok = np.isfinite(scores)
+    ax.plot(steps[ok], scores[ok], "o", alpha=0.6, label="candidate")
+    best_so_far = np.fmax.accumulate(np.where(ok, scores, -np.inf))
+    shown = np.isfinite(best_so_far)
+    ax.plot(steps[shown], best_so_far[shown], drawstyle="steps-post", color="C3", label="best so far")
+    if (~ok).any():
+        bottom = np.nanmin(scores) if ok.any() else 0.0
+        ax.plot(steps[~ok], np.full((~ok).sum(), bottom), "x", color="0.4", label="failed")
+    ax.set_xlabel("candidate (search order)")
+    ax.set_ylabel(key[len("mean_test_"):])
+    ax.set_title(f"{type(search).__name__}: convergence")
+    ax.legend(loc="lower right")
+    return ax
