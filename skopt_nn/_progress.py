@@ -193,8 +193,10 @@ def search_progress(search, *, desc="search", file=None):
     def run_search(evaluate_candidates, **kwargs):
         def evaluate(candidate_params, cv=None, more_results=None, callback_ctx=None):
             candidates = list(candidate_params)
+            if bar.total is None and bar.n == 0:
+                bar.total = _halving_total(search, len(candidates))
             if bar.total is not None and bar.n + len(candidates) > bar.total:
-                bar.total = bar.n + len(candidates)  # halving adds rounds as it goes
+                bar.total = bar.n + len(candidates)
             group = max(1, effective_n_jobs(getattr(search, "n_jobs", None)))
             results = None
             for start in range(0, max(len(candidates), 1), group):
@@ -216,22 +218,59 @@ def search_progress(search, *, desc="search", file=None):
             return original(evaluate, callback_ctx=kwargs.get("callback_ctx"))
         return original(evaluate)
 
-    if takes_ctx:
-
-        def wrapper(evaluate_candidates, callback_ctx=None):
-            return run_search(evaluate_candidates, callback_ctx=callback_ctx)
-
-    else:
-
-        def wrapper(evaluate_candidates):
-            return run_search(evaluate_candidates)
-
-    search._run_search = wrapper
+    search._run_search = _Wrapped(run_search, signature(original))
     try:
         yield search
     finally:
         del search._run_search  # the class's method shows through again
+        if bar.total != bar.n and not sys.exc_info()[0]:
+            bar.total = bar.n  # an estimate was off: end the bar full
+            bar.refresh()
         bar.close()
+
+
+def _halving_total(search, n_first):
+    """Candidates a successive-halving search will evaluate over all its rounds.
+
+    Known only once its first round is drawn; follows sklearn's own count
+    of rounds (without ``aggressive_elimination``).
+    """
+    factor = getattr(search, "factor", None)
+    low, high = getattr(search, "min_resources_", None), getattr(search, "max_resources_", None)
+    if not factor or not low or not high or n_first < 1:
+        return None
+    required = 1 + math.floor(math.log(n_first, factor))
+    possible = 1 + math.floor(math.log(high // low, factor))
+    rounds = required if getattr(search, "aggressive_elimination", False) else min(required, possible)
+    total, n = 0, n_first
+    for _ in range(rounds):
+        total += n
+        n = math.ceil(n / factor)
+    return total
+
+
+class _Wrapped:
+    """The search's ``_run_search`` for the length of the block.
+
+    sklearn hands the search itself to its workers (``caller=``), so the
+    wrapper must pickle: it goes as nothing, as workers never run the search
+    loop. It shows the original signature, which sklearn reads to decide
+    whether to pass ``callback_ctx``.
+    """
+
+    def __init__(self, run, sig):
+        self.run = run
+        self.__signature__ = sig
+
+    def __call__(self, *args, **kwargs):
+        return self.run(*args, **kwargs)
+
+    def __reduce__(self):
+        return (_nothing, ())
+
+
+def _nothing():
+    return None
 
 
 def _evaluate_group(evaluate_candidates, part, cv, more_results, n_requested):

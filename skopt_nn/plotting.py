@@ -279,6 +279,25 @@ def _is_numeric(values):
     )
 
 
+def _log_scale(search, name, x):
+    """Whether the search drew ``name`` on a log scale (or, unknown, its values span decades)."""
+    if not np.all(x > 0):
+        return False
+    spaces = getattr(search, "search_spaces", None) or getattr(search, "param_distributions", None)
+    for space in spaces if isinstance(spaces, list) else [spaces]:
+        if isinstance(space, tuple):  # BayesSearchCV's (space, n_iter)
+            space = space[0]
+        dim = space.get(name) if hasattr(space, "get") else None
+        if getattr(dim, "prior", None) in ("log-uniform", "uniform"):  # skopt
+            return dim.prior == "log-uniform"
+        dist = getattr(getattr(dim, "dist", None), "name", None)  # frozen scipy.stats
+        if dist is not None:
+            return dist in ("loguniform", "reciprocal")
+        if getattr(dim, "log", None) is not None:  # skopt_nn's integer distribution
+            return bool(dim.log)
+    return x.max() / x.min() >= 20
+
+
 def plot_search_results(search, *, params=None, score=None, axes=None):
     """Plot the cross-validated score against each searched parameter.
 
@@ -365,7 +384,7 @@ def plot_search_results(search, *, params=None, score=None, axes=None):
         values = list(np.asarray(column, dtype=object)[used])
         if _is_numeric(values):
             x = np.asarray(values, dtype=float)
-            if np.all(x > 0) and x.max() / x.min() > 50:
+            if _log_scale(search, name, x):
                 ax.set_xscale("log")
         else:
             labels = list(dict.fromkeys(str(v) for v in values))

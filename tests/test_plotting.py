@@ -1,0 +1,151 @@
+"""Every plot function draws a real, non-blank image."""
+
+import sys
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.image  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from skopt_nn import MLP, Categorical, LRSchedule, NNClassifier, Pruning, Real, make_search  # noqa: E402
+from skopt_nn import plotting  # noqa: E402
+
+
+def _assert_png(drawn, path):
+    """Save what a plot function returned and check the file is a non-blank image."""
+    fig = np.asarray(drawn, dtype=object).ravel()[0].figure
+    fig.savefig(path)
+    plt.close(fig)
+    image = matplotlib.image.imread(path)
+    assert path.stat().st_size > 1000
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    # Something was drawn: the pixels are not all the background colour.
+    assert np.ptp(image[..., :3]) > 0.5
+
+
+@pytest.fixture(scope="module")
+def pruned(iris):
+    X, y = iris
+    return NNClassifier(
+        MLP((16,)), lr=0.02, max_epochs=6, early_stopping=True, random_state=0,
+        lr_schedule=LRSchedule("cosine", warmup_epochs=1),
+        pruning=Pruning("ln_structured", amount=0.5),
+    ).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def bayes_search(iris):
+    X, y = iris
+    pipe = make_pipeline(StandardScaler(), NNClassifier(MLP((8,)), max_epochs=3, random_state=0))
+    space = {
+        "lr": Real(1e-3, 1e-1, log=True),
+        "optimizer": Categorical(["adam", "sgd"]),
+        "module__hidden_layer_sizes": Categorical([(8,), (8, 8)]),
+    }
+    return make_search(pipe, space, "bayes", n_iter=5, cv=2, random_state=0).fit(X, y)
+
+
+def test_learning_curve_shows_both_losses_and_the_lr(pruned, tmp_path):
+    ax = plotting.plot_learning_curve(pruned)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["training loss", "validation loss"]
+    assert len(ax.get_lines()[0].get_xdata()) == pruned.n_iter_
+    assert len(ax.figure.axes) == 2  # the learning-rate axis
+    _assert_png(ax, tmp_path / "curve.png")
+
+
+def test_learning_curve_accepts_a_search_or_a_pipeline(bayes_search, tmp_path):
+    for model in (bayes_search, bayes_search.best_estimator_):
+        ax = plotting.plot_learning_curve(model, show_lr=False)
+        assert len(ax.figure.axes) == 1
+    _assert_png(ax, tmp_path / "curve.png")
+
+
+def test_lr_schedule_preview_draws_each_schedule_at_batch_resolution(tmp_path):
+    ax = plotting.plot_lr_schedule(
+        ["constant", LRSchedule("onecycle"), LRSchedule("step", gamma=0.5, warmup_epochs=1)],
+        lr=0.1, max_epochs=6, steps_per_epoch=4,
+    )
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == [
+        "constant", "onecycle", "step(warmup_epochs=1, gamma=0.5)"
+    ]
+    assert len(lines[1].get_ydata()) == 6 * 4
+    assert max(lines[1].get_ydata()) == pytest.approx(0.1, rel=0.05)  # onecycle peaks at lr
+    _assert_png(ax, tmp_path / "schedule.png")
+
+
+def test_sparsity_plot_has_one_bar_per_layer(pruned, tmp_path):
+    ax = plotting.plot_sparsity(pruned)
+    assert len(ax.patches) == len(pruned.pruning_summary_)
+    assert "8/16 units" in [t.get_text() for t in ax.texts]
+    _assert_png(ax, tmp_path / "sparsity.png")
+
+
+def test_sparsity_plot_refuses_an_unpruned_model(iris):
+    X, y = iris
+    with pytest.raises(ValueError, match="needs a model trained with pruning"):
+        plotting.plot_sparsity(NNClassifier(max_epochs=1).fit(X, y))
+
+
+def test_search_results_has_a_panel_per_parameter(bayes_search, tmp_path):
+    axes = plotting.plot_search_results(bayes_search)
+    assert [ax.get_xlabel() for ax in axes] == ["lr", "module__hidden_layer_sizes", "optimizer"]
+    assert axes[0].get_xscale() == "log"
+    assert [t.get_text() for t in axes[2].get_xticklabels()] != []
+    _assert_png(axes, tmp_path / "search.png")
+
+
+def test_search_results_can_show_chosen_parameters(bayes_search, tmp_path):
+    axes = plotting.plot_search_results(bayes_search, params=["lr"])
+    assert len(axes) == 1
+    with pytest.raises(ValueError, match="did not vary"):
+        plotting.plot_search_results(bayes_search, params=["batch_size"])
+    _assert_png(axes, tmp_path / "one.png")
+
+
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
+def test_search_results_count_failed_candidates(iris, tmp_path):
+    X, y = iris
+    search = make_search(NNClassifier(max_epochs=2, random_state=0),
+                         {"optimizer": ["adam", "no-such-optimizer"]}, method="grid", cv=2)
+    with pytest.warns(Warning, match="fits failed"):
+        search.fit(X, y)
+    axes = plotting.plot_search_results(search)
+    assert axes[0].get_title() == "optimizer (1 failed)"
+    ax = plotting.plot_convergence(search)
+    assert "failed" in [line.get_label() for line in ax.get_lines()]
+    _assert_png(ax, tmp_path / "failed.png")
+
+
+def test_convergence_line_never_decreases(bayes_search, tmp_path):
+    ax = plotting.plot_convergence(bayes_search)
+    best = ax.get_lines()[1].get_ydata()
+    assert len(best) == 5 and np.all(np.diff(best) >= 0)
+    assert best[-1] == pytest.approx(bayes_search.best_score_)
+    _assert_png(ax, tmp_path / "convergence.png")
+
+
+def test_plots_draw_on_given_axes(pruned):
+    fig, (left, right) = plt.subplots(1, 2)
+    assert plotting.plot_learning_curve(pruned, ax=left) is left
+    assert plotting.plot_sparsity(pruned, ax=right) is right
+    plt.close(fig)
+
+
+def test_unfitted_model_is_refused():
+    with pytest.raises(ValueError, match="not fitted"):
+        plotting.plot_learning_curve(NNClassifier())
+    with pytest.raises(TypeError, match="needs a fitted NNClassifier"):
+        plotting.plot_learning_curve(StandardScaler())
+
+
+def test_missing_matplotlib_names_the_extra(pruned, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match=r"pip install 'skopt-nn\[plot\]'"):
+        plotting.plot_learning_curve(pruned)
