@@ -291,7 +291,7 @@ def test_torch_module_kwargs_are_searchable(iris):
 )
 def test_every_schedule_trains(iris, name):
     X, y = iris
-    clf = NNClassifier(MLP((16,)), lr=0.02, lr_schedule=name, max_epochs=20, random_state=0).fit(X, y)
+    clf = NNClassifier(MLP((16,)), lr=0.05, lr_schedule=name, max_epochs=30, random_state=0).fit(X, y)
     assert clf.score(X, y) > 0.85
     assert len(clf.history_[:, "lr"]) == clf.n_iter_
 
