@@ -131,7 +131,7 @@ class LRSchedule:
     >>> sched.set_params(eta_min=0.0).get_params()["eta_min"]
     0.0
     >>> [round(v, 3) for v in sched.preview(lr=0.1, max_epochs=4, steps_per_epoch=1)]
-    [0.1, 0.085, 0.05, 0.015]
+    [0.05, 0.085, 0.05, 0.015]
     """
 
     def __init__(self, name="constant", *, warmup_epochs=0, **options):
