@@ -9,35 +9,39 @@ choosing between before a single network is trained.
 """
 
 # %%
-import matplotlib.pyplot as plt
-
+# Decays and cycles
+# -----------------
+# ``steps_per_epoch`` is ``ceil(rows / batch_size)``: 8 here, as for 1,000
+# training rows in batches of 128.
 from skopt_nn import LRSchedule
 from skopt_nn.plotting import plot_lr_schedule
 
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-
-# %%
-# Decays and cycles. ``steps_per_epoch`` is ``ceil(rows / batch_size)``:
-# 8 here, as for 1,000 training rows in batches of 128.
 plot_lr_schedule(
     ["constant", "step", "cosine", LRSchedule("onecycle", pct_start=0.25), "linear"],
-    lr=0.05, max_epochs=30, steps_per_epoch=8, ax=left,
+    lr=0.05, max_epochs=30, steps_per_epoch=8,
 )
 
 # %%
+# Warm-up and restarts
+# --------------------
 # A linear warm-up can precede any schedule; warm restarts repeat a cosine
 # decay, each period ``T_mult`` times longer than the last.
-plot_lr_schedule(
+ax = plot_lr_schedule(
     [
         LRSchedule("cosine", warmup_epochs=3),
         LRSchedule("cosine_restarts", T_0=5, T_mult=2),
         LRSchedule("exponential", gamma=0.9),
     ],
-    lr=0.05, max_epochs=30, steps_per_epoch=8, ax=right,
+    lr=0.05, max_epochs=30, steps_per_epoch=8,
 )
-right.set_yscale("log")
+ax.set_yscale("log")
 
 # %%
-# The fitted estimator records the rate it really used in every epoch
-# (``history_[:, "lr"]``), which :func:`~skopt_nn.plotting.plot_learning_curve`
-# draws next to the losses.
+# The exact rates
+# ---------------
+# :meth:`~skopt_nn.LRSchedule.preview` returns the rate at the start of every
+# step. After ``fit``, the estimator's ``history_[:, "lr"]`` holds the rate
+# it really used in every epoch, which
+# :func:`~skopt_nn.plotting.plot_learning_curve` draws next to the losses.
+rates = LRSchedule("onecycle").preview(lr=0.05, max_epochs=5, steps_per_epoch=2)
+print([round(rate, 4) for rate in rates])

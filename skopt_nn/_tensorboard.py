@@ -24,7 +24,7 @@ _TAGS = {
     "sparsity": "sparsity",
 }
 # Parameters that say nothing about the model a run trained.
-_SKIPPED = {"tensorboard_dir", "verbose", "callbacks", "warm_start", "device"}
+_SKIPPED = {"tensorboard_dir", "verbose", "callbacks", "warm_start", "device", "n_threads"}
 _MAX_NAME = 120
 
 

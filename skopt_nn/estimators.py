@@ -90,7 +90,7 @@ _ATTRS_DOC = """
         The trained network (``net_.module_``), in eval mode.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Feature names, when ``X`` has string column names.
     history_ : skorch.History
         Per-epoch (and per-batch) record of losses and learning rate.

@@ -36,6 +36,17 @@ def _axes(ax):
     return ax
 
 
+def _log_axis(ax, which):
+    """Log scale labelled 1, 2, 5 per decade in plain numbers (0.02, not 2x10^-2)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _fitted_nn(model, what):
     """The fitted skopt_nn estimator inside ``model`` (a search, a Pipeline or itself)."""
     from ._base import BaseNN
@@ -107,7 +118,7 @@ def plot_learning_curve(model, *, ax=None, show_lr=True):
         twin.set_ylabel("learning rate")
         lrs = np.asarray(history[:, "lr"], dtype=float)
         if np.all(lrs > 0) and lrs.max() / lrs.min() > 20:
-            twin.set_yscale("log")
+            _log_axis(twin, "y")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, loc="upper right")
@@ -385,7 +396,7 @@ def plot_search_results(search, *, params=None, score=None, axes=None):
         if _is_numeric(values):
             x = np.asarray(values, dtype=float)
             if _log_scale(search, name, x):
-                ax.set_xscale("log")
+                _log_axis(ax, "x")
         else:
             labels = list(dict.fromkeys(str(v) for v in values))
             positions = {label: i for i, label in enumerate(labels)}
