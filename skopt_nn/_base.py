@@ -24,6 +24,7 @@ import copy
 import math
 import numbers
 import os
+import threading
 
 import numpy as np
 import torch
@@ -121,15 +122,27 @@ def _resolve_device(device):
     return str(dev)
 
 
+# torch has one global generator per process. Fits running at once in
+# threads of one process (joblib's threading backend, Dask workers) take turns
+# on it: seeding, weight initialisation and restoring each hold this lock.
+_GLOBAL_RNG = threading.RLock()
+
+
 @contextlib.contextmanager
 def _seeded(seed, device):
     """Seed torch inside the block without touching the caller's global RNG."""
     devices = []
     if device.startswith("cuda"):
         devices = [torch.device(device).index or 0]
-    with torch.random.fork_rng(devices=devices):
+    fork = torch.random.fork_rng(devices=devices)
+    with _GLOBAL_RNG:
+        fork.__enter__()
         torch.manual_seed(seed)
+    try:
         yield
+    finally:
+        with _GLOBAL_RNG:
+            fork.__exit__(None, None, None)
 
 
 def _auto_threads():
@@ -382,7 +395,9 @@ class BaseNN(BaseEstimator):
                 net = self.net_
                 module = net.module_
             else:
-                module = resolve_module(self.module, owner).build(X.shape[1], n_outputs)
+                with _GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
+                    torch.manual_seed(seed)
+                    module = resolve_module(self.module, owner).build(X.shape[1], n_outputs)
                 if not isinstance(module, nn.Module):
                     raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
 
@@ -457,6 +472,7 @@ class BaseNN(BaseEstimator):
                 )
             loss_curve = list(self.loss_curve_) if continuing else []
             n_run = self._train(net, device_data[0], epochs, loss_curve)
+            self._check_finite(net, device_data[0])
 
             if pruner is not None:
                 module, info = self.pruning._finalize(net.module_, pruner)
@@ -516,6 +532,30 @@ class BaseNN(BaseEstimator):
             return data.to(device)
         except torch.OutOfMemoryError:
             return TensorData(data.X.pin_memory(), data.y)
+
+    @staticmethod
+    def _check_finite(net, train, n_rows=4096):
+        """Raise ``DivergenceError`` if the trained network's outputs overflow.
+
+        The last optimizer step comes after the last loss was checked, so a
+        network can end with a finite loss curve and outputs that are not
+        finite; one inference pass over the first ``n_rows`` training rows
+        catches that at fit time rather than at predict.
+        """
+        module = net.module_
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.inference_mode():
+                out = module(train.X[:n_rows])
+        finally:
+            module.train(was_training)
+        if not bool(torch.isfinite(out).all()):
+            raise DivergenceError(
+                f"Training diverged in epoch {len(net.history)}: the trained network's outputs "
+                "are no longer finite. Try a lower lr, a warm-up (LRSchedule(..., warmup_epochs=1)), "
+                "or scaled inputs (StandardScaler)."
+            )
 
     def _train(self, net, train, epochs, loss_curve):
         """Run up to ``epochs`` epochs; stop on a plateau like sklearn's MLP."""
