@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import warnings
 
 import joblib
 import numpy as np
@@ -13,9 +14,10 @@ from sklearn.datasets import load_diabetes, load_digits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, StandardScaler
+from threadpoolctl import threadpool_limits
 from torch import nn
 
-from skopt_nn import CNN, MLP, Distillation, LRSchedule, NNClassifier, NNRegressor, TorchModule
+from skopt_nn import CNN, MLP, DivergenceError, Distillation, LRSchedule, NNClassifier, NNRegressor, TorchModule
 from skopt_nn.io import FORMAT_VERSION, UntrustedTypeError, _digest, load, save
 from skopt_nn.pruning import Pruning
 
@@ -392,3 +394,93 @@ def test_other_safetensors_files_are_not_taken_for_models(path):
 def test_trusted_must_list_classes_or_names(saved):
     with pytest.raises(TypeError, match="trusted must"):
         load(saved, trusted=[3])
+
+
+# -- resumable Bayesian searches ---------------------------------------------------
+FITS = {"count": 0, "interrupt_at": None}
+
+
+class CountingRegressor(NNRegressor):
+    """Counts its fits, can play a Ctrl-C at a given fit, and fails above lr=1."""
+
+    def fit(self, X, y):
+        FITS["count"] += 1
+        if FITS["count"] == FITS["interrupt_at"]:
+            raise KeyboardInterrupt
+        if self.lr > 1:
+            raise DivergenceError("a stand-in for a diverging fit")
+        return super().fit(X, y)
+
+
+def bayes(path, n_iter, space=None):
+    from skopt_nn import Real, make_search
+
+    est = CountingRegressor(MLP((4,)), optimizer="sgd", max_epochs=2, batch_size=16, random_state=0)
+    space = space or {"lr": Real(1e-4, 1e6, log=True)}
+    return make_search(est, space, n_iter=n_iter, cv=2, random_state=0, checkpoint=str(path),
+                       optimizer_kwargs={"n_initial_points": 3})
+
+
+@pytest.fixture
+def one_blas_thread():
+    # skopt's Gaussian process is much slower when BLAS threads compete.
+    with threadpool_limits(1):
+        yield
+
+
+def test_interrupted_bayes_search_resumes_without_refitting(tmp_path, one_blas_thread):
+    X, y = load_diabetes(return_X_y=True)
+    X, y = X[:120], y[:120]
+    path = tmp_path / "search.json"
+    FITS.update(count=0, interrupt_at=2 * 4 + 1)  # during the 5th candidate
+    with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the failed points' FitFailedWarnings
+        bayes(path, n_iter=8).fit(X, y)
+    stored = json.loads(path.read_text())["subspaces"][0]
+    assert len(stored) == 4
+
+    FITS.update(count=0, interrupt_at=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search = bayes(path, n_iter=8).fit(X, y)
+    assert FITS["count"] == 2 * (8 - 4) + 1  # the 4 new candidates and the refit
+    results = search.cv_results_
+    assert len(results["params"]) == 8
+    replayed = [p["x"][0] for p in stored]
+    assert [p["lr"] for p in results["params"][:4]] == replayed
+    for k in range(2):
+        np.testing.assert_array_equal(
+            results[f"split{k}_test_score"][:4], [p["out"][k]["test_scores"] for p in stored]
+        )
+    assert np.isnan(results["mean_test_score"]).any()  # failed points replay as failures
+    assert search.best_params_["lr"] == results["params"][int(np.nanargmax(results["mean_test_score"]))]["lr"]
+    assert len(json.loads(path.read_text())["subspaces"][0]) == 8
+
+    FITS.update(count=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = bayes(path, n_iter=8).fit(X, y)
+    assert FITS["count"] == 1  # everything replayed; only the refit runs
+    np.testing.assert_array_equal(again.cv_results_["mean_test_score"], results["mean_test_score"])
+
+
+def test_checkpoint_of_another_search_is_refused(tmp_path, one_blas_thread):
+    from skopt_nn import Real
+
+    X, y = load_diabetes(return_X_y=True)
+    path = tmp_path / "search.json"
+    FITS.update(count=0, interrupt_at=None)
+    small_lrs = {"lr": Real(1e-4, 1e-1, log=True)}
+    bayes(path, n_iter=1, space=small_lrs).fit(X[:60], y[:60])
+    with pytest.raises(ValueError, match="written by a different search"):
+        bayes(path, n_iter=2, space={"lr": Real(1e-3, 1e-1, log=True)}).fit(X[:60], y[:60])
+    path.write_text("not json")
+    with pytest.raises(ValueError, match="not a readable search checkpoint"):
+        bayes(path, n_iter=2, space=small_lrs).fit(X[:60], y[:60])
+
+
+def test_checkpoint_is_for_bayesian_searches_only(tmp_path):
+    from skopt_nn import make_search
+
+    with pytest.raises(ValueError, match="checkpoint only applies to method='bayes'"):
+        make_search(NNRegressor(), {"lr": [0.1, 0.01]}, "grid", checkpoint=str(tmp_path / "c.json"))
