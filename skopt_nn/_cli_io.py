@@ -43,9 +43,17 @@ class Dataset:
         self.how = how  # why the task is what it is, for the user
 
 
+def _pandas():
+    try:
+        import pandas
+    except ImportError:
+        raise CLIError("Reading data sets and CSV files needs pandas: pip install pandas") from None
+    return pandas
+
+
 def load_dataset(source, *, target=None, task=None):
     """Load a built-in data set by name or a CSV file, as a DataFrame and a Series."""
-    import pandas as pd
+    pd = _pandas()
 
     if source in BUILTIN_DATASETS:
         import sklearn.datasets
@@ -99,7 +107,7 @@ def _infer_task(y, target):
 
 
 def read_csv(path):
-    import pandas as pd
+    pd = _pandas()
 
     if not os.path.exists(path):
         raise CLIError(f"No such file: {path}")

@@ -53,14 +53,29 @@ def _cell(value):
 
 
 def write_cv_results(search, path):
-    """Write ``search.cv_results_`` as CSV, parameters as readable text."""
-    import pandas as pd
+    """Write ``search.cv_results_`` as CSV, parameters as readable text.
 
-    frame = pd.DataFrame(search.cv_results_)
-    for column in frame.columns:
-        if column.startswith("param") and frame[column].dtype == object:
-            frame[column] = frame[column].map(lambda v: "" if v is np.ma.masked else repr(v) if not isinstance(v, str) else v)
-    frame.to_csv(path, index=False)
+    Uses only the standard library, so the command's output does not need
+    pandas.
+    """
+    import csv
+
+    results = search.cv_results_
+    columns = [k for k in results if k != "params"]
+    n = len(results["params"])
+
+    def text(value):
+        if value is np.ma.masked:
+            return ""
+        if isinstance(value, (str, int, float, np.integer, np.floating)):
+            return value.item() if isinstance(value, np.generic) else value
+        return repr(value)
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for i in range(n):
+            writer.writerow([text(results[k][i]) for k in columns])
     return path
 
 

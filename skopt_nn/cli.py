@@ -271,7 +271,7 @@ def _demo(args):
         if note:
             _say(note)
     _print_files(written)
-    _say(f"\nopen {os.path.join(out, 'report.html')} for the plots; "
+    _say(f"\nopen {os.path.join(out, 'report.html')} for the report; "
          f"try: skopt-nn inspect {model_paths[-1]}")
     return 0
 
@@ -355,7 +355,7 @@ def _backend(args):
             if args.scheduler:
                 try:
                     client = stack.enter_context(Client(args.scheduler, timeout="10s"))
-                except OSError as exc:
+                except (OSError, ValueError) as exc:  # unreachable, or not an address
                     raise CLIError(f"Cannot reach the Dask scheduler at {args.scheduler}: {exc}") from None
             else:
                 n_workers = args.n_jobs if args.n_jobs and args.n_jobs > 0 else os.cpu_count() or 1
@@ -494,10 +494,9 @@ def _feature_frame(model, frame, path):
 
 
 def _predict(args):
-    import pandas as pd
-
     model = load_model(args.model)
-    frame = read_csv(args.data)
+    frame = read_csv(args.data)  # says so if pandas is missing
+    import pandas as pd
     X = _feature_frame(model, frame, args.data)
     if args.proba:
         if not hasattr(model, "predict_proba"):
@@ -606,11 +605,11 @@ def build_parser():
             "model, cv_results.csv and plots."
         ),
     )
-    demo.add_argument("--out", default=_DEFAULT_OUT, help=f"output directory (default: ./{_DEFAULT_OUT})")
-    demo.add_argument("--n-iter", type=int, default=None, help="Bayesian search candidates (default: 10)")
-    demo.add_argument("--max-epochs", type=int, default=None, help="epochs per fit (default: 20)")
-    demo.add_argument("--n-jobs", type=int, default=1, help="parallel fits (default: 1)")
-    demo.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
+    demo.add_argument("--out", metavar="DIR", default=_DEFAULT_OUT, help=f"output directory (default: ./{_DEFAULT_OUT})")
+    demo.add_argument("--n-iter", type=int, metavar="N", default=None, help="Bayesian search candidates (default: 10)")
+    demo.add_argument("--max-epochs", type=int, metavar="N", default=None, help="epochs per fit (default: 20)")
+    demo.add_argument("--n-jobs", type=int, metavar="N", default=1, help="parallel fits (default: 1)")
+    demo.add_argument("--random-state", type=int, metavar="SEED", default=0, help="seed (default: 0)")
     demo.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)
     demo.set_defaults(func=_demo)
 
@@ -622,22 +621,22 @@ def build_parser():
     )
     tune.add_argument("--data", required=True, metavar="{" + names.replace(", ", ",") + ",PATH.csv}",
                       help=f"a built-in data set ({names}) or a CSV file")
-    tune.add_argument("--target", help="target column of the CSV (default: the last column)")
+    tune.add_argument("--target", metavar="COL", help="target column of the CSV (default: the last column)")
     tune.add_argument("--task", choices=("classification", "regression"),
                       help="default: inferred from the target")
     tune.add_argument("--search", choices=_METHODS, default="bayes", help="search engine (default: bayes)")
-    tune.add_argument("--n-iter", type=int, default=None,
+    tune.add_argument("--n-iter", type=int, metavar="N", default=None,
                       help="candidates for bayes, random and halving (default: 10)")
-    tune.add_argument("--cv", type=int, default=3, help="cross-validation folds (default: 3)")
+    tune.add_argument("--cv", type=int, metavar="K", default=3, help="cross-validation folds (default: 3)")
     tune.add_argument("--space", metavar="FILE", help="search space as TOML or JSON (default: default_space)")
-    tune.add_argument("--max-epochs", type=int, default=30, help="epochs per fit (default: 30)")
-    tune.add_argument("--n-jobs", type=int, default=1, help="parallel fits (default: 1)")
+    tune.add_argument("--max-epochs", type=int, metavar="N", default=30, help="epochs per fit (default: 30)")
+    tune.add_argument("--n-jobs", type=int, metavar="N", default=1, help="parallel fits (default: 1)")
     tune.add_argument("--backend", choices=("loky", "dask"), default="loky",
                       help="joblib backend for the fits (default: loky)")
     tune.add_argument("--scheduler", metavar="ADDRESS",
                       help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster)")
-    tune.add_argument("--random-state", type=int, default=0, help="seed (default: 0)")
-    tune.add_argument("--out", default=_DEFAULT_OUT, help=f"output directory (default: ./{_DEFAULT_OUT})")
+    tune.add_argument("--random-state", type=int, metavar="SEED", default=0, help="seed (default: 0)")
+    tune.add_argument("--out", metavar="DIR", default=_DEFAULT_OUT, help=f"output directory (default: ./{_DEFAULT_OUT})")
     tune.set_defaults(func=_tune)
 
     predict = sub.add_parser("predict", help="predict a CSV file with a saved model",

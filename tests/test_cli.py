@@ -251,3 +251,24 @@ def test_predict_names_the_columns_a_csv_lacks(wine_run, tmp_path, capsys):
     load_wine(as_frame=True).data.drop(columns=["alcohol"]).to_csv(data, index=False)
     status, err = _error_line(capsys, ["predict", str(out / "model.joblib"), str(data)])
     assert status == 2 and "lacks column(s) ['alcohol']" in err
+
+
+def test_tune_runs_its_fits_on_a_dask_scheduler(tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=":0") as cluster:
+        status = main(["tune", "--data", "iris", "--search", "random", "--n-iter", "2",
+                       "--cv", "2", "--max-epochs", "2", "--backend", "dask",
+                       "--scheduler", cluster.scheduler_address, "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert f"Dask: 1 workers at {cluster.scheduler_address}" in out
+    assert len(pd.read_csv(tmp_path / "cv_results.csv")) == 2
+
+
+def test_bad_dask_scheduler_address_is_one_line(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    status, err = _error_line(capsys, ["tune", "--data", "iris", "--backend", "dask",
+                                       "--scheduler", "foo://bar", "--out", str(tmp_path)])
+    assert status == 2 and "Cannot reach the Dask scheduler at foo://bar" in err
+    assert len(err.splitlines()) == 1
