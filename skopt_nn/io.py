@@ -21,6 +21,7 @@ import json
 import keyword
 import numbers
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -253,6 +254,8 @@ class _Writer:
             return {"__tensor__": key}
         if isinstance(value, type):
             return {"__class__": _class_name(value)}
+        if isinstance(value, pathlib.PurePath):  # tensorboard_dir, say
+            return {"__path__": str(value)}
         if isinstance(value, BaseNN):
             return self.estimator(value, where)
         if isinstance(value, Distillation):
@@ -574,6 +577,8 @@ class _Reader:
             return arr.reshape(shape)
         if "__tensor__" in node:
             return self.tensor(node["__tensor__"]).clone()
+        if "__path__" in node:
+            return pathlib.Path(node["__path__"])
         if "__class__" in node:
             return self.resolver.resolve(node["__class__"])
         if "__object__" in node:

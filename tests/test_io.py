@@ -100,6 +100,21 @@ def test_classifier_round_trip_predicts_identically_for_any_label_type(iris, pat
     assert repr(loaded) == repr(clf)
 
 
+def test_feature_names_and_path_parameters_round_trip(iris, path, tmp_path):
+    pd = pytest.importorskip("pandas")
+    X, y = iris
+    df = pd.DataFrame(X, columns=["sepal_l", "sepal_w", "petal_l", "petal_w"])
+    clf = NNClassifier(MLP((8,)), **FAST).fit(df, y)
+    # A Path-valued parameter; set after fitting, as logging needs tensorboard.
+    clf.set_params(tensorboard_dir=tmp_path / "runs")
+    loaded = round_trip(clf, path)
+    assert list(loaded.feature_names_in_) == list(df.columns)
+    assert loaded.tensorboard_dir == tmp_path / "runs"
+    assert_same_predictions(clf, loaded, df)
+    with pytest.raises(ValueError, match="feature names"):
+        loaded.predict(df.rename(columns={"sepal_l": "x"}))
+
+
 def test_regressor_round_trip_keeps_target_scaler(diabetes, path):
     X, y = diabetes
     reg = NNRegressor(MLP((8,)), **FAST).fit(X, y)
