@@ -19,7 +19,6 @@ import hashlib
 import importlib
 import json
 import keyword
-import numbers
 import os
 import pathlib
 import re

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
 from joblib.externals.loky.process_executor import TerminatedWorkerError
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.datasets import load_diabetes
@@ -85,6 +83,7 @@ class DiesOnce(ClassifierMixin, BaseEstimator):
 
 
 # -- divergence and failed fits ----------------------------------------------------
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
 def test_grid_search_records_a_diverging_lr_as_failed_and_picks_the_stable_one(raw_diabetes):
     X, y = raw_diabetes
     search = GridSearchCV(
@@ -366,78 +365,81 @@ def test_loky_worker_death_raises_a_clear_error(iris, tmp_path):
 
 
 # -- fuzzing -------------------------------------------------------------------------
-def _strategy(dim):
-    if isinstance(dim, Real):
-        if dim.log:
-            return st.floats(np.log(dim.low), np.log(dim.high)).map(np.exp)
-        return st.floats(dim.low, dim.high)
-    if isinstance(dim, Integer):
-        return st.integers(dim.low, dim.high)
-    assert isinstance(dim, Categorical)
-    return st.sampled_from(list(dim.choices))
+try:
+    from hypothesis import HealthCheck, event, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # hypothesis comes with the "dev" extra
 
+    def test_random_recipes_fit_or_raise_value_error():
+        pytest.skip("the fuzz tests need hypothesis")
 
-def _params(estimator):
-    space = default_space(estimator)
-    return st.fixed_dictionaries({name: _strategy(dim) for name, dim in space.items()})
+else:
 
+    def _strategy(dim):
+        if isinstance(dim, Real):
+            if dim.log:
+                return st.floats(np.log(dim.low), np.log(dim.high)).map(np.exp)
+            return st.floats(dim.low, dim.high)
+        if isinstance(dim, Integer):
+            return st.integers(dim.low, dim.high)
+        assert isinstance(dim, Categorical)
+        return st.sampled_from(list(dim.choices))
 
-@st.composite
-def _tiny_data(draw, task):
-    n = draw(st.integers(1, 24))
-    d = draw(st.integers(1, 4))
-    values = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)
-    X = np.array(draw(st.lists(st.lists(values, min_size=d, max_size=d), min_size=n, max_size=n)))
-    if task == "classification":
-        y = np.array(draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n)))
-    else:
-        y = np.array(draw(st.lists(values, min_size=n, max_size=n)))
-    return X, y
+    def _params(estimator):
+        space = default_space(estimator)
+        return st.fixed_dictionaries({name: _strategy(dim) for name, dim in space.items()})
 
+    @st.composite
+    def _tiny_data(draw, task):
+        n = draw(st.integers(1, 24))
+        d = draw(st.integers(1, 4))
+        values = st.floats(-1e4, 1e4, allow_nan=False, allow_infinity=False, width=32)
+        X = np.array(draw(st.lists(st.lists(values, min_size=d, max_size=d), min_size=n, max_size=n)))
+        if task == "classification":
+            y = np.array(draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n)))
+        else:
+            y = np.array(draw(st.lists(values, min_size=n, max_size=n)))
+        return X, y
 
-ESTIMATORS = {
-    "classifier": NNClassifier(
-        max_epochs=2, pruning=Pruning("ln_structured"),
-        distillation=Distillation(DummyClassifier(strategy="prior")),
-    ),
-    "regressor": NNRegressor(max_epochs=2, pruning=Pruning("global_l1", schedule="gradual"),
-                             distillation=Distillation(DummyRegressor())),
-    "early-stopping": NNClassifier(max_epochs=2, early_stopping=True, pruning=Pruning("random_unstructured")),
-}
+    ESTIMATORS = {
+        "classifier": NNClassifier(
+            max_epochs=2, pruning=Pruning("ln_structured"),
+            distillation=Distillation(DummyClassifier(strategy="prior")),
+        ),
+        "regressor": NNRegressor(max_epochs=2, pruning=Pruning("global_l1", schedule="gradual"),
+                                 distillation=Distillation(DummyRegressor())),
+        "early-stopping": NNClassifier(max_epochs=2, early_stopping=True, pruning=Pruning("random_unstructured")),
+    }
 
+    def _fits_or_refuses_clearly(estimator, params, data, seed):
+        X, y = data
+        est = clone(estimator).set_params(**params, random_state=seed)
+        try:
+            est.fit(X, y)
+        except ValueError as exc:
+            event(f"refused: {type(exc).__name__}")
+            return  # a clear refusal (tiny, one-class or diverging data)
+        event("fitted")
+        out = est.predict_proba(X) if hasattr(est, "predict_proba") else est.predict(X)
+        assert np.isfinite(out).all()
 
-def _fits_or_refuses_clearly(estimator, params, data, seed):
-    X, y = data
-    est = clone(estimator).set_params(**params, random_state=seed)
-    try:
-        est.fit(X, y)
-    except ValueError as exc:
-        event(f"refused: {type(exc).__name__}")
-        return  # a clear refusal (tiny, one-class or diverging data)
-    event("fitted")
-    out = est.predict_proba(X) if hasattr(est, "predict_proba") else est.predict(X)
-    assert np.isfinite(out).all()
+    FUZZ = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
+    @pytest.mark.parametrize("name", ["classifier", "early-stopping"])
+    @FUZZ
+    @given(data=st.data())
+    def test_random_classifier_recipes_fit_or_raise_value_error(name, data):
+        estimator = ESTIMATORS[name]
+        _fits_or_refuses_clearly(
+            estimator, data.draw(_params(estimator)), data.draw(_tiny_data("classification")),
+            data.draw(st.integers(0, 2**16)),
+        )
 
-FUZZ = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
-
-
-@pytest.mark.parametrize("name", ["classifier", "early-stopping"])
-@FUZZ
-@given(data=st.data())
-def test_random_classifier_recipes_fit_or_raise_value_error(name, data):
-    estimator = ESTIMATORS[name]
-    _fits_or_refuses_clearly(
-        estimator, data.draw(_params(estimator)), data.draw(_tiny_data("classification")),
-        data.draw(st.integers(0, 2**16)),
-    )
-
-
-@FUZZ
-@given(data=st.data())
-def test_random_regressor_recipes_fit_or_raise_value_error(data):
-    estimator = ESTIMATORS["regressor"]
-    _fits_or_refuses_clearly(
-        estimator, data.draw(_params(estimator)), data.draw(_tiny_data("regression")),
-        data.draw(st.integers(0, 2**16)),
-    )
+    @FUZZ
+    @given(data=st.data())
+    def test_random_regressor_recipes_fit_or_raise_value_error(data):
+        estimator = ESTIMATORS["regressor"]
+        _fits_or_refuses_clearly(
+            estimator, data.draw(_params(estimator)), data.draw(_tiny_data("regression")),
+            data.draw(st.integers(0, 2**16)),
+        )
