@@ -547,7 +547,8 @@ class BaseNN(BaseEstimator):
         module.eval()
         try:
             with torch.inference_mode():
-                out = module(train.X[:n_rows])
+                # The rows stay on the CPU when the data did not fit on the device.
+                out = module(train.X[:n_rows].to(torch.device(net.device)))
         finally:
             module.train(was_training)
         if not bool(torch.isfinite(out).all()):
