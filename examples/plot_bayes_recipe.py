@@ -35,7 +35,7 @@ student = NNClassifier(
     max_epochs=12,
     lr_schedule=LRSchedule("onecycle"),
     pruning=Pruning("ln_structured", amount=0.5, schedule="gradual", n_steps=3),
-    distillation=Distillation(HistGradientBoostingClassifier(max_iter=15, max_leaf_nodes=15)),
+    distillation=Distillation(HistGradientBoostingClassifier(max_iter=10, max_leaf_nodes=15)),
     random_state=0,
 )
 

@@ -24,9 +24,9 @@ X_train, X_test, y_train, y_test = train_test_split(X, y, stratify=y, random_sta
 # %%
 # Two convolutions (16 and 32 channels, 3x3 kernels, 2x2 max-pooling after
 # each) and a dense layer of 64 units, against an MLP with one hidden layer
-# of 192 units: about as many weights. Both train for 12 epochs with a
+# of 192 units: about as many weights. Both train for 10 epochs with a
 # one-cycle schedule.
-common = dict(lr=0.005, max_epochs=12, batch_size=64, lr_schedule=LRSchedule("onecycle"),
+common = dict(lr=0.005, max_epochs=10, batch_size=64, lr_schedule=LRSchedule("onecycle"),
               random_state=0)
 cnn = make_pipeline(
     StandardScaler(),

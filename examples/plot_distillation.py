@@ -47,7 +47,7 @@ param_grid = [
         "distillation__alpha": [0.3, 0.7],
     },
 ]
-search = GridSearchCV(student, param_grid, cv=3).fit(X_train, y_train)
+search = GridSearchCV(student, param_grid, cv=2).fit(X_train, y_train)
 
 labels = []
 for params in search.cv_results_["params"]:
