@@ -1,0 +1,8 @@
+"""``python -m skopt_nn`` runs the ``skopt-nn`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
