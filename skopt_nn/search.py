@@ -211,7 +211,7 @@ def _warn_even_if_all_failed(results, error_score):
         if not all(result.get("fit_error") is not None for result in results):
             raise
         warnings.warn(
-            f"Every fit of this Bayesian-search step failed; its score is set to "
+            f"Every fit of this search step failed; its score is set to "
             f"{error_score} and the search goes on.{str(exc).partition('failed.')[2]}",
             FitFailedWarning,
         )
