@@ -29,12 +29,12 @@ def main():
         cv = StratifiedKFold(5)
         ref = cross_val_score(make_pipeline(StandardScaler(), MLPClassifier(random_state=0)), X, y, cv=cv)
         ours = cross_val_score(make_pipeline(StandardScaler(), NNClassifier(random_state=0)), X, y, cv=cv)
-        print(f"{name:<14} {'accuracy':<9} {ref.mean():12.3f} {ours.mean():10.3f}")
+        print(f"{name:<14} {'accuracy':<9} {ref.mean():12.4f} {ours.mean():10.4f}")
     X, y = load_diabetes(return_X_y=True)
     cv = KFold(5)
     ref = cross_val_score(make_pipeline(StandardScaler(), MLPRegressor(random_state=0, max_iter=2000)), X, y, cv=cv)
     ours = cross_val_score(make_pipeline(StandardScaler(), NNRegressor(random_state=0)), X, y, cv=cv)
-    print(f"{'diabetes':<14} {'R2':<9} {ref.mean():12.3f} {ours.mean():10.3f}")
+    print(f"{'diabetes':<14} {'R2':<9} {ref.mean():12.4f} {ours.mean():10.4f}")
 
 
 if __name__ == "__main__":

@@ -83,21 +83,5 @@ def _skip_metadata_requests(app, what, name, obj, skip, options):
     return None
 
 
-# User-guide pages written alongside the code: listed in the index, and
-# left out of it until the file exists, so the build passes meanwhile.
-_PAGES_IN_PROGRESS = ("persistence", "reliability", "performance")
-
-
-def _drop_missing_pages(app, docname, source):
-    if docname != "index":
-        return
-    here = os.path.dirname(__file__)
-    missing = [p for p in _PAGES_IN_PROGRESS
-               if not any(os.path.exists(os.path.join(here, p + ext)) for ext in (".md", ".rst"))]
-    lines = source[0].splitlines()
-    source[0] = "\n".join(line for line in lines if line.strip() not in missing) + "\n"
-
-
 def setup(app):
     app.connect("autodoc-skip-member", _skip_metadata_requests)
-    app.connect("source-read", _drop_missing_pages)
