@@ -29,3 +29,19 @@ def test_explicit_thread_count_is_used_and_restored(iris):
     clf = NNClassifier(MLP((8,)), max_epochs=1, n_threads=1).fit(X, y)
     assert clf.n_threads_ == 1
     assert torch.get_num_threads() == before
+
+
+def test_read_only_memmap_fits_without_warnings_or_copies(tmp_path, iris):
+    import warnings
+
+    from skopt_nn.data import as_float_tensor
+
+    X, y = iris
+    path = tmp_path / "X.npy"
+    np.save(path, np.ascontiguousarray(X, dtype=np.float32))
+    X_mm = np.load(path, mmap_mode="r")  # what joblib hands to its workers
+    assert as_float_tensor(X_mm).data_ptr() == X_mm.ctypes.data
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = NNClassifier(MLP((8,)), max_epochs=2, random_state=0).fit(X_mm, y)
+        clf.predict(X_mm)
