@@ -161,6 +161,7 @@ def _demo(args):
     )
     space = {
         "lr": Real(2e-3, 5e-2, log=True),
+        "optimizer": Categorical(["adam", "adamw"]),
         "lr_schedule": Categorical(["onecycle", "cosine"]),
         "pruning__amount": Real(0.5, 0.9),
         "distillation__temperature": Real(1.0, 8.0, log=True),
@@ -171,7 +172,7 @@ def _demo(args):
         random_state=args.random_state,
     )
     _say(
-        "recipe: MLP(256) student, one-cycle or cosine learning rate, structured pruning\n"
+        "recipe: MLP(256) student, Adam or AdamW, one-cycle or cosine learning rate, structured pruning\n"
         "(whole neurons removed, gradually), distillation from HistGradientBoosting\n"
         f"(max_iter={teacher_iter}) refitted on the training rows of every fit.\n"
         f"search: Bayesian, {n_iter} candidates x {cv}-fold CV over {', '.join(space)}\n"
