@@ -1,13 +1,18 @@
 """What the ``skopt-nn`` command reads and writes: data sets, space files, models.
 
+It also holds what ``demo`` and ``tune`` share once a search has run: the
+saved model files and the lines printed about the outcome.
+
 Every problem a user can cause (a missing file, an unknown column, a bad
 space file) raises :class:`CLIError` with one line that says what to change;
 the command prints it without a traceback.
 """
 
+import contextlib
 import json
 import numbers
 import os
+import warnings
 
 import numpy as np
 
@@ -274,3 +279,87 @@ def load_model(path):
         return load(path)
     except ValueError as exc:
         raise CLIError(f"Cannot load {path}: {exc}") from None
+
+
+# -- what the command prints and saves after a search ------------------------------
+
+
+def _say(*args):
+    print(*args, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_search():
+    """Hide the per-fit warnings of a search; keep the first fit error to report."""
+    from sklearn.exceptions import FitFailedWarning
+
+    caught = {"error": None}
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        yield caught
+    for record in records:
+        if issubclass(record.category, FitFailedWarning):
+            lines = [line for line in str(record.message).splitlines() if line.strip()]
+            caught["error"] = lines[-1].strip() if lines else None
+            break
+
+
+def _failures_line(search, caught):
+    import numpy as np
+
+    key = "mean_test_score" if "mean_test_score" in search.cv_results_ else None
+    if key is None:
+        return None
+    scores = np.asarray(search.cv_results_[key], dtype=float)
+    n_failed = int(np.isnan(scores).sum())
+    if not n_failed:
+        return None
+    line = f"{n_failed} of {len(scores)} candidates failed to fit and were skipped"
+    if caught.get("error"):
+        line += f"; first error: {caught['error']}"
+    return line
+
+
+def _save_model(model, out_dir):
+    """Write ``model.joblib`` and, when the model allows it, ``model.safetensors``."""
+    import joblib
+
+    paths = [os.path.join(out_dir, "model.joblib")]
+    joblib.dump(model, paths[0])
+    note = None
+    try:
+        from .io import save
+    except ImportError as exc:  # safetensors is an optional extra
+        note = f"pickle-free model.safetensors skipped: {exc}"
+    else:
+        path = os.path.join(out_dir, "model.safetensors")
+        try:
+            save(model, path)
+            paths.append(path)
+        except (TypeError, ValueError, ImportError) as exc:
+            note = f"pickle-free model.safetensors skipped: {exc}"
+    return paths, note
+
+
+def _short_name(name):
+    return name.split("__", 1)[1] if name.startswith(("nn__", "net__")) else name
+
+
+def _show_value(value):
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return repr(value) if not isinstance(value, str) else value
+
+
+def _params_text(params):
+    return ", ".join(f"{_short_name(k)}={_show_value(v)}" for k, v in params.items())
+
+
+def _print_files(paths, notes=()):
+    """Print the notes that are not None, then the files written."""
+    for note in notes:
+        if note:
+            _say(note)
+    _say("\nfiles written:")
+    for path in paths:
+        _say(f"  {path}")
