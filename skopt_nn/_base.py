@@ -401,66 +401,32 @@ class BaseNN(BaseEstimator):
                 if not isinstance(module, nn.Module):
                     raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
 
-            callbacks = [
-                (
-                    "lr_schedule",
-                    ScheduleCallback(
-                        schedule,
-                        lr=self.lr,
-                        max_epochs=self.max_epochs,
-                        steps_per_epoch=steps_per_epoch,
-                        start_epoch=start_epoch if partial else 0,
-                    ),
-                ),
-                ("divergence", _DivergenceGuard()),
-            ]
-            pruner = None
-            if self.pruning is not None:
-                pruner = self.pruning._make_callback(
-                    module,
-                    max_epochs=self.max_epochs,
-                    steps_per_epoch=steps_per_epoch,
-                    start_epoch=start_epoch if partial else 0,
-                    generator=generator,
-                )
-                callbacks.append(("pruning", pruner))
-            callbacks += copy.deepcopy(self.callbacks or [])
-            callbacks += _fit_callbacks(self, epochs)
-
+            schedule_start = start_epoch if partial else 0
+            callbacks, pruner = self._callbacks(
+                schedule, module, steps_per_epoch, schedule_start, generator, epochs
+            )
             device_data = self._place(train, device), self._place(valid, device)
+            setup = dict(
+                callbacks=callbacks,
+                criterion=criterion,
+                train_split=_Holdout(device_data[1]),
+                iterator_train__generator=generator,
+            )
             if continuing:
-                net.callbacks = callbacks
-                net.train_split = _Holdout(device_data[1])
-                net.iterator_train__generator = generator
-                net.criterion = criterion
-                if type(net.optimizer_) is not opt_cls:
-                    # A new optimizer choice between warm-started fits takes effect.
-                    for key in [k for k in vars(net) if k.startswith("optimizer__")]:
-                        delattr(net, key)
-                    for key, value in opt_kwargs.items():
-                        setattr(net, f"optimizer__{key}", value)
-                    net.optimizer = opt_cls
-                    net.initialize_optimizer()
-                for group in net.optimizer_.param_groups:
-                    group.update(opt_kwargs)
-                net.initialize_callbacks()
-                net.initialize_criterion()
+                self._renew_net(net, opt_cls, opt_kwargs, **setup)
             else:
                 net = _Net(
                     module=module,
-                    criterion=criterion,
                     optimizer=opt_cls,
                     lr=self.lr,
                     batch_size=self.batch_size,
                     max_epochs=epochs,
-                    train_split=_Holdout(device_data[1]),
                     iterator_train=BatchIterator,
                     iterator_train__shuffle=True,
-                    iterator_train__generator=generator,
                     iterator_valid=BatchIterator,
-                    callbacks=callbacks,
                     device=device,
                     verbose=int(self.verbose > 1),  # 1 draws a progress bar instead
+                    **setup,
                     **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
                 )
                 net.initialize()
@@ -484,15 +450,69 @@ class BaseNN(BaseEstimator):
                 self.sparsity_ = info["sparsity"]
                 self.pruning_summary_ = info["layers"]
 
-        # Nothing below can fail: publish the fitted state.
+        self._publish(net, n_iter=start_epoch + n_run, loss_curve=loss_curve, n_threads=n_threads,
+                      teacher=teacher, keep_optimizer=self.warm_start or partial)
+        return self
+
+    def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs):
+        """The fit's skorch callbacks, and the pruning callback if any."""
+        callbacks = [
+            (
+                "lr_schedule",
+                ScheduleCallback(
+                    schedule,
+                    lr=self.lr,
+                    max_epochs=self.max_epochs,
+                    steps_per_epoch=steps_per_epoch,
+                    start_epoch=start_epoch,
+                ),
+            ),
+            ("divergence", _DivergenceGuard()),
+        ]
+        pruner = None
+        if self.pruning is not None:
+            pruner = self.pruning._make_callback(
+                module,
+                max_epochs=self.max_epochs,
+                steps_per_epoch=steps_per_epoch,
+                start_epoch=start_epoch,
+                generator=generator,
+            )
+            callbacks.append(("pruning", pruner))
+        callbacks += copy.deepcopy(self.callbacks or [])
+        callbacks += _fit_callbacks(self, epochs)
+        return callbacks, pruner
+
+    @staticmethod
+    def _renew_net(net, opt_cls, opt_kwargs, *, callbacks, criterion, train_split, iterator_train__generator):
+        """Prepare a fitted net for a warm-started fit, keeping weights and optimizer state."""
+        net.callbacks = callbacks
+        net.train_split = train_split
+        net.iterator_train__generator = iterator_train__generator
+        net.criterion = criterion
+        if type(net.optimizer_) is not opt_cls:
+            # A new optimizer choice between warm-started fits takes effect.
+            for key in [k for k in vars(net) if k.startswith("optimizer__")]:
+                delattr(net, key)
+            for key, value in opt_kwargs.items():
+                setattr(net, f"optimizer__{key}", value)
+            net.optimizer = opt_cls
+            net.initialize_optimizer()
+        for group in net.optimizer_.param_groups:
+            group.update(opt_kwargs)
+        net.initialize_callbacks()
+        net.initialize_criterion()
+
+    def _publish(self, net, *, n_iter, loss_curve, n_threads, teacher, keep_optimizer):
+        """Set the fitted attributes; nothing here can fail."""
         net.batch_transform_ = None
         net.train_split = None
         net.iterator_train__generator = None
-        if not self.warm_start and not partial:
+        if not keep_optimizer:
             net.optimizer_.state.clear()  # no optimizer state in pickles
         net.module_.eval()
         self.net_ = net
-        self.n_iter_ = start_epoch + n_run
+        self.n_iter_ = n_iter
         self.loss_curve_ = loss_curve
         self.n_params_ = count_params(net.module_)
         self.n_threads_ = n_threads
@@ -500,7 +520,6 @@ class BaseNN(BaseEstimator):
             self.teacher_ = teacher
         else:  # a teacher kept by an earlier fit does not describe this one
             self.__dict__.pop("teacher_", None)
-        return self
 
     def _encode_teacher(self, teacher_out):
         return torch.as_tensor(np.asarray(teacher_out, dtype=np.float32))
