@@ -19,12 +19,10 @@ Recipe parts plug in through two small protocols (see ``_fit_core``):
   -> ``None`` or ``fn(X_batch, y_batch) -> (X_batch, y_batch)``.
 """
 
-import contextlib
 import copy
 import math
 import numbers
 import os
-import threading
 
 import numpy as np
 import torch
@@ -41,6 +39,7 @@ from .data import BatchIterator, TensorData, as_float_tensor
 from ._progress import _fit_callbacks
 from .modules import count_params, resolve_module
 from .optim import resolve_optimizer
+from ._runtime import GLOBAL_RNG, auto_threads, resolve_device, seeded, torch_threads
 from .schedules import ScheduleCallback, resolve_schedule
 
 __all__ = ["DivergenceError", "BaseNN"]
@@ -106,76 +105,6 @@ class _Net(NeuralNet):
         if self.batch_transform_ is not None:
             batch = self.batch_transform_(*batch)
         return super().train_step_single(batch, **fit_params)
-
-
-def _resolve_device(device):
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InvalidParameterError(
-            f"The 'device' parameter must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r} instead."
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available on this machine.")
-    return str(dev)
-
-
-# torch has one global generator per process. Fits running at once in
-# threads of one process (joblib's threading backend, Dask workers) take turns
-# on it: seeding, weight initialisation and restoring each hold this lock.
-_GLOBAL_RNG = threading.RLock()
-
-
-@contextlib.contextmanager
-def _seeded(seed, device):
-    """Seed torch inside the block without touching the caller's global RNG."""
-    devices = []
-    if device.startswith("cuda"):
-        devices = [torch.device(device).index or 0]
-    fork = torch.random.fork_rng(devices=devices)
-    with _GLOBAL_RNG:
-        fork.__enter__()
-        torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        with _GLOBAL_RNG:
-            fork.__exit__(None, None, None)
-
-
-def _auto_threads():
-    """Torch threads for one fit, so parallel workers share the cores.
-
-    joblib's loky workers, Dask's nannies and Ray tasks announce the threads
-    each worker may use through ``OMP_NUM_THREADS``; a Dask worker without it
-    gets the cores divided among its own threads. Elsewhere torch's current
-    setting is kept.
-    """
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return torch.get_num_threads()
-    return max(1, (os.cpu_count() or 1) // max(1, worker.state.nthreads))
-
-
-@contextlib.contextmanager
-def _torch_threads(n):
-    """Use ``n`` torch threads inside the block, then restore the setting."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 class BaseNN(BaseEstimator):
@@ -349,7 +278,7 @@ class BaseNN(BaseEstimator):
             y_numeric=self._task == "regression",
             multi_output=self._task == "regression",
         )
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         schedule = resolve_schedule(self.lr_schedule, owner)
         opt_cls, opt_kwargs = resolve_optimizer(
             self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum, owner=owner
@@ -370,8 +299,8 @@ class BaseNN(BaseEstimator):
         if partial:
             seed = (seed + start_epoch) % np.iinfo(np.int32).max
 
-        n_threads = self.n_threads or _auto_threads()
-        with _seeded(seed, device), _torch_threads(n_threads):
+        n_threads = self.n_threads or auto_threads()
+        with seeded(seed, device), torch_threads(n_threads):
             generator = torch.Generator().manual_seed(seed)
 
             teacher_out, teacher = None, None
@@ -395,7 +324,7 @@ class BaseNN(BaseEstimator):
                 net = self.net_
                 module = net.module_
             else:
-                with _GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
+                with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
                     torch.manual_seed(seed)
                     module = resolve_module(self.module, owner).build(X.shape[1], n_outputs)
                 if not isinstance(module, nn.Module):
@@ -628,7 +557,7 @@ class BaseNN(BaseEstimator):
         module.eval()
         batch = max(int(self.batch_size), 4096)
         out = []
-        with torch.inference_mode(), _torch_threads(self.n_threads or _auto_threads()):
+        with torch.inference_mode(), torch_threads(self.n_threads or auto_threads()):
             for start in range(0, len(X_t), batch):
                 xb = X_t[start : start + batch].to(device, non_blocking=True)
                 out.append(module(xb).float().cpu())

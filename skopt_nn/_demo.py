@@ -28,7 +28,7 @@ def run(args):
         MLP, Categorical, Distillation, LRSchedule, NNClassifier, Pruning, Real, make_search,
         search_progress,
     )
-    from ._base import _torch_threads
+    from ._runtime import torch_threads
     from ._report import format_table, human_bytes, size_on_disk, write_cv_results, write_html, write_plots
 
     quick = args.quick
@@ -86,7 +86,7 @@ def run(args):
 
     # OpenMP (the teacher) and torch each default to every core; inside one
     # process that already shares the machine, one thread each is faster.
-    with threadpool_limits(1), _torch_threads(1):
+    with threadpool_limits(1), torch_threads(1):
         start = time.perf_counter()
         teacher_fitted = clone(teacher).fit(X_train, y_train)
         teacher_time = time.perf_counter() - start

@@ -99,7 +99,7 @@ def run(args):
     from threadpoolctl import threadpool_limits
 
     from . import MLP, NNClassifier, NNRegressor, default_space, make_search, search_progress
-    from ._base import _torch_threads
+    from ._runtime import torch_threads
     from ._report import write_cv_results, write_plots, write_html
     from .spaces import SearchSpace
 
@@ -149,7 +149,7 @@ def run(args):
 
     start = time.perf_counter()
     # Small networks train fastest on one thread per fit; --n-jobs uses more cores.
-    with threadpool_limits(1), _torch_threads(1), _backend(args), _quiet_search() as caught, \
+    with threadpool_limits(1), torch_threads(1), _backend(args), _quiet_search() as caught, \
             search_progress(search, desc=f"{args.search} search"):
         search.fit(data.X, data.y)
     elapsed = time.perf_counter() - start
