@@ -101,6 +101,12 @@ class _Net(NeuralNet):
         if isinstance(self.__dict__.get("module"), str) and self.module == self._SAME:
             self.module = self.module_
 
+    def get_iterator(self, dataset, training=False):
+        iterator = super().get_iterator(dataset, training=training)
+        if isinstance(iterator, BatchIterator) and dataset.X.device != torch.device(self.device):
+            iterator.device = self.device
+        return iterator
+
     def train_step_single(self, batch, **fit_params):
         if self.batch_transform_ is not None:
             batch = self.batch_transform_(*batch)
@@ -479,7 +485,9 @@ class BaseNN(BaseEstimator):
         try:
             return data.to(device)
         except torch.OutOfMemoryError:
-            return TensorData(data.X.pin_memory(), data.y)
+            # Too large for the device: stay on the CPU; the iterator moves
+            # each batch with a non-blocking copy (see ``_Net.get_iterator``).
+            return data
 
     @staticmethod
     def _check_finite(net, train, n_rows=4096):

@@ -42,6 +42,14 @@ def _take(t, index):
     return t.index_select(0, index)
 
 
+def _pin(t):
+    if t is None:
+        return None
+    if isinstance(t, tuple):
+        return tuple(_pin(part) for part in t)
+    return t.pin_memory()
+
+
 def _to(t, device, non_blocking=False):
     if t is None:
         return None
@@ -51,27 +59,44 @@ def _to(t, device, non_blocking=False):
 
 
 class TensorData(torch.utils.data.Dataset):
-    """Rows of ``X`` with their targets ``y``: a tensor, a tuple of tensors or None."""
+    """Rows of ``X`` with their targets ``y``: a tensor, a tuple of tensors or None.
 
-    def __init__(self, X, y=None):
+    ``rows`` (optional) selects rows of ``X`` and ``y`` without copying them:
+    a training/validation split is two index vectors over the same data.
+    """
+
+    def __init__(self, X, y=None, rows=None):
         self.X = X
         self.y = y
+        self.rows = rows
 
     def __len__(self):
-        return len(self.X)
+        return len(self.X) if self.rows is None else len(self.rows)
 
     def __getitem__(self, index):
         # Used only by code that insists on per-row access; batches never go here.
-        return self.X[index], _take(self.y, torch.as_tensor([index]))
+        return self.take(torch.as_tensor([index]))
+
+    def take(self, index):
+        """``(X, y)`` of the rows at positions ``index`` (a slice or an index tensor)."""
+        if self.rows is not None:
+            index = self.rows[index]
+        return _take(self.X, index), _take(self.y, index)
 
     def subset(self, index):
-        """Rows selected by a slice or an index tensor, as a new ``TensorData``."""
-        if not isinstance(index, slice):
-            index = torch.as_tensor(index, dtype=torch.long)
-        return TensorData(_take(self.X, index), _take(self.y, index))
+        """Rows selected by a slice or positions, as a ``TensorData`` sharing the data."""
+        if isinstance(index, slice):
+            index = torch.arange(len(self))[index]
+        index = torch.as_tensor(index, dtype=torch.long)
+        rows = index if self.rows is None else self.rows[index]
+        return TensorData(self.X, self.y, rows)
 
     def to(self, device, non_blocking=False):
-        return TensorData(_to(self.X, device, non_blocking), _to(self.y, device, non_blocking))
+        return TensorData(
+            _to(self.X, device, non_blocking),
+            _to(self.y, device, non_blocking),
+            _to(self.rows, device, non_blocking),
+        )
 
 
 class BatchIterator:
@@ -102,14 +127,17 @@ class BatchIterator:
         return -(-len(self.dataset) // self.batch_size)
 
     def __iter__(self):
-        X, y, n, bs = self.dataset.X, self.dataset.y, len(self.dataset), self.batch_size
-        non_blocking = self.device is not None and X.device.type == "cpu" and X.is_pinned()
+        data, n, bs = self.dataset, len(self.dataset), self.batch_size
+        on_cpu = data.X.device.type == "cpu"
         order = None
         if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(X.device)
+            order = torch.randperm(n, generator=self.generator).to(data.X.device)
         for start in range(0, n, bs):
             index = slice(start, start + bs) if order is None else order[start : start + bs]
-            xb, yb = _take(X, index), _take(y, index)
-            if self.device is not None:
-                xb, yb = _to(xb, self.device, non_blocking), _to(yb, self.device, non_blocking)
+            xb, yb = data.take(index)
+            if self.device is not None and on_cpu:
+                # Gathered rows are new memory: pin them so the copy to the
+                # device overlaps with the work already queued there.
+                xb, yb = _pin(xb), _pin(yb)
+                xb, yb = _to(xb, self.device, True), _to(yb, self.device, True)
             yield xb, yb

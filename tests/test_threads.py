@@ -45,3 +45,18 @@ def test_read_only_memmap_fits_without_warnings_or_copies(tmp_path, iris):
         warnings.simplefilter("error")
         clf = NNClassifier(MLP((8,)), max_epochs=2, random_state=0).fit(X_mm, y)
         clf.predict(X_mm)
+
+
+def test_validation_split_shares_the_training_data():
+    from skopt_nn.data import BatchIterator, TensorData
+
+    X = torch.arange(20, dtype=torch.float32).reshape(10, 2)
+    y = torch.arange(10)
+    data = TensorData(X, y)
+    train, valid = data.subset([0, 2, 4, 6, 8]), data.subset([1, 3, 5, 7, 9])
+    assert train.X.data_ptr() == X.data_ptr() and valid.X.data_ptr() == X.data_ptr()
+    batches = list(BatchIterator(train, batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    seen = torch.cat([yb for _, yb in batches])
+    assert sorted(seen.tolist()) == [0, 2, 4, 6, 8]
+    assert all(torch.equal(xb[:, 0], 2 * yb.float()) for xb, yb in batches)
+    assert [yb.tolist() for _, yb in BatchIterator(valid, batch_size=3)] == [[1, 3, 5], [7, 9]]
