@@ -113,6 +113,29 @@ class _Net(NeuralNet):
         return super().train_step_single(batch, **fit_params)
 
 
+def make_net(estimator, module, opt_cls, opt_kwargs, *, device, callbacks, criterion,
+             train_split=None, iterator_train__generator=None):
+    """An initialised skorch net for ``module`` with the estimator's settings."""
+    net = _Net(
+        module=module,
+        criterion=criterion,
+        optimizer=opt_cls,
+        lr=estimator.lr,
+        batch_size=estimator.batch_size,
+        max_epochs=estimator.max_epochs,
+        train_split=train_split,
+        iterator_train=BatchIterator,
+        iterator_train__shuffle=True,
+        iterator_train__generator=iterator_train__generator,
+        iterator_valid=BatchIterator,
+        callbacks=callbacks,
+        device=device,
+        verbose=int(estimator.verbose > 1),  # 1 draws a progress bar instead
+        **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
+    )
+    return net.initialize()
+
+
 class BaseNN(BaseEstimator):
     """Logic shared by ``NNClassifier`` and ``NNRegressor``; not public."""
 
@@ -350,21 +373,7 @@ class BaseNN(BaseEstimator):
             if continuing:
                 self._renew_net(net, opt_cls, opt_kwargs, **setup)
             else:
-                net = _Net(
-                    module=module,
-                    optimizer=opt_cls,
-                    lr=self.lr,
-                    batch_size=self.batch_size,
-                    max_epochs=epochs,
-                    iterator_train=BatchIterator,
-                    iterator_train__shuffle=True,
-                    iterator_valid=BatchIterator,
-                    device=device,
-                    verbose=int(self.verbose > 1),  # 1 draws a progress bar instead
-                    **setup,
-                    **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
-                )
-                net.initialize()
+                net = make_net(self, module, opt_cls, opt_kwargs, device=device, **setup)
             if self.distillation is not None:
                 net.batch_transform_ = self.distillation._augmenter(
                     teacher, task=self._task, generator=generator,

@@ -17,8 +17,7 @@ import torch
 from skorch.history import History
 from torch import nn
 
-from ._base import BaseNN, _Net
-from .data import BatchIterator
+from ._base import BaseNN, make_net
 from .distillation import Distillation
 from .estimators import NNClassifier, NNRegressor
 from .modules import CNN, MLP, TorchModule, count_params, resolve_module
@@ -380,22 +379,7 @@ class _Reader:
         opt_cls, opt_kwargs = resolve_optimizer(
             est.optimizer, weight_decay=est.weight_decay, momentum=est.momentum, owner=owner
         )
-        net = _Net(
-            module=module,
-            criterion=est._criterion(),
-            optimizer=opt_cls,
-            lr=est.lr,
-            batch_size=est.batch_size,
-            max_epochs=est.max_epochs,
-            train_split=None,
-            iterator_train=BatchIterator,
-            iterator_train__shuffle=True,
-            iterator_valid=BatchIterator,
-            callbacks=[],
-            device="cpu",
-            verbose=est.verbose,
-            **{f"optimizer__{k}": v for k, v in opt_kwargs.items()},
-        )
-        net.initialize()
+        net = make_net(est, module, opt_cls, opt_kwargs, device="cpu", callbacks=[],
+                       criterion=est._criterion())
         net.history = History(self.value(node.get("history", [])))
         est.net_ = net

@@ -499,3 +499,18 @@ def test_checkpoint_is_for_bayesian_searches_only(tmp_path):
 
     with pytest.raises(ValueError, match="checkpoint only applies to method='bayes'"):
         make_search(NNRegressor(), {"lr": [0.1, 0.01]}, "grid", checkpoint=str(tmp_path / "c.json"))
+
+
+def test_loaded_model_trains_further_as_quietly_as_the_original(tmp_path, capsys):
+    from sklearn.datasets import load_iris
+
+    from skopt_nn import MLP, NNClassifier, load, save
+
+    X, y = load_iris(return_X_y=True)
+    clf = NNClassifier(MLP((8,)), max_epochs=2, verbose=1, warm_start=True, random_state=0).fit(X, y)
+    save(clf, tmp_path / "m.safetensors")
+    loaded = load(tmp_path / "m.safetensors")
+    capsys.readouterr()
+    loaded.fit(X, y)
+    # verbose=1 draws a progress bar (stderr); skorch's epoch table would go to stdout
+    assert "train_loss" not in capsys.readouterr().out
