@@ -446,3 +446,32 @@ def test_pruning_on_gpu_loads_on_cpu(small_data):
 
     assert clf.module_[0].weight.is_cuda and clf.module_[0].out_features == 16
     np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), atol=1e-5)
+
+
+def test_bayes_search_over_pruning_in_a_pipeline_pickles_its_best_model(tmp_path):
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from skopt_nn import Categorical, Real, make_search
+
+    X, y = load_iris(return_X_y=True)
+    pipe = make_pipeline(
+        StandardScaler(),
+        NNClassifier(MLP((16, 16)), lr=0.02, max_epochs=8, random_state=0, pruning=Pruning()),
+    )
+    space = {
+        "pruning__amount": Real(0.3, 0.8),
+        "pruning__method": Categorical(["l1_unstructured", "global_l1", "ln_structured"]),
+        "pruning__schedule": Categorical(["one_shot", "gradual"]),
+    }
+    search = make_search(pipe, space, "bayes", n_iter=4, cv=2, random_state=0).fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    best = search.best_estimator_
+    path = tmp_path / "best.joblib"
+    joblib.dump(best, path)
+    loaded = joblib.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), best.predict_proba(X))
+    assert loaded[-1].sparsity_ > 0.2
+    assert not any(k.endswith(("_orig", "_mask")) for k in loaded[-1].module_.state_dict())

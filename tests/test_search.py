@@ -303,6 +303,12 @@ def test_search_runs_on_a_dask_local_cluster(data):
     assert tasks.data  # the fits ran on the cluster's workers
     assert len(search.cv_results_["params"]) == 2
     assert type(search.best_params_["nnclassifier__module__hidden_layer_sizes"]) is tuple
+    serial = make_search(
+        pipeline(), full_space(), "bayes", n_iter=2, n_points=2, cv=2, n_jobs=1, random_state=0
+    ).fit(X, y)
+    np.testing.assert_array_equal(
+        search.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
+    )
 
 
 def test_search_runs_on_ray_joblib_backend(data):
