@@ -66,6 +66,40 @@ class _DivergenceGuard(Callback):
             )
 
 
+class _ValidScore(Callback):
+    """Accuracy (classifier) or R² (regressor) on the validation rows.
+
+    Computed from the predictions skorch already makes for the validation
+    loss, so it costs no extra forward pass; recorded as ``valid_score``.
+    """
+
+    def __init__(self, task):
+        self.task = task
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.parts_ = []
+
+    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
+        if training or y_pred is None:
+            return
+        y = batch[1][0] if isinstance(batch[1], tuple) else batch[1]  # distillation: (y, teacher)
+        self.parts_.append((y_pred.detach(), y.detach()))
+
+    def on_epoch_end(self, net, **kwargs):
+        if not self.parts_:
+            return
+        pred = torch.cat([p for p, _ in self.parts_]).float()
+        y = torch.cat([t for _, t in self.parts_])
+        self.parts_ = []
+        if self.task == "classification":
+            score = (pred.argmax(1) == y).float().mean()
+        else:  # R² is the same in standardised and original units
+            y = y.float().reshape(pred.shape)
+            total = ((y - y.mean(0)) ** 2).sum(0).clamp_min(1e-12)
+            score = (1 - ((y - pred) ** 2).sum(0) / total).mean()
+        net.history.record("valid_score", float(score))
+
+
 class _Holdout:
     """skorch ``train_split`` that returns a validation set chosen in ``fit``."""
 
@@ -412,6 +446,7 @@ class BaseNN(BaseEstimator):
                 ),
             ),
             ("divergence", _DivergenceGuard()),
+            ("valid_score", _ValidScore(self._task)),
         ]
         pruner = None
         if self.pruning is not None:

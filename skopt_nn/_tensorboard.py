@@ -20,6 +20,7 @@ __all__ = ["TensorBoardLogger", "run_name"]
 _TAGS = {
     "train_loss": "loss/train",
     "valid_loss": "loss/valid",
+    "valid_score": "score/valid",
     "lr": "lr",
     "sparsity": "sparsity",
 }
@@ -136,7 +137,8 @@ class TensorBoardLogger(Callback):
 
     Estimators add it when ``tensorboard_dir`` is set. Each fit writes one
     run directory below ``log_dir``; the scalars are ``loss/train``,
-    ``loss/valid`` (with ``early_stopping``), ``lr`` and ``sparsity`` (with
+    ``loss/valid`` and ``score/valid`` (accuracy or R², with
+    ``early_stopping``), ``lr`` and ``sparsity`` (with
     ``pruning``), one point per epoch, and the text ``params`` holds the
     estimator's full parameters.
 

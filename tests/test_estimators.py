@@ -377,3 +377,20 @@ def test_wrong_recipe_type_names_the_parameter(iris, param):
     X, y = iris
     with pytest.raises(ValueError, match=f"'{param}' parameter of NNClassifier must be None or a"):
         NNClassifier(max_epochs=1, **{param: "yes"}).fit(X, y)
+
+
+def test_validation_score_is_recorded_with_early_stopping(iris):
+    from sklearn.metrics import r2_score
+
+    X, y = iris
+    clf = NNClassifier(MLP((16,)), lr=0.05, early_stopping=True, validation_fraction=0.3,
+                       max_epochs=15, n_iter_no_change=100, random_state=0).fit(X, y)
+    scores = clf.history_[:, "valid_score"]
+    assert len(scores) == 15 and scores[-1] > 0.8
+    reg = NNRegressor(MLP((16,)), lr=0.01, early_stopping=True, validation_fraction=0.3,
+                      max_epochs=30, n_iter_no_change=100, random_state=0)
+    target = X[:, 0] * 50 + 10
+    reg.fit(X[:, 1:], target)
+    assert reg.history_[-1, "valid_score"] == pytest.approx(
+        r2_score(target, reg.predict(X[:, 1:])), abs=0.1
+    )

@@ -28,7 +28,9 @@ def test_every_epoch_logs_losses_lr_and_sparsity(iris, tmp_path):
     ).fit(X, y)
     (run,) = list(tmp_path.iterdir())
     scalars, events = _scalars(run)
-    assert sorted(scalars) == ["loss/train", "loss/valid", "lr", "sparsity"]
+    assert sorted(scalars) == ["loss/train", "loss/valid", "lr", "score/valid", "sparsity"]
+    assert scalars["score/valid"] == pytest.approx(list(clf.history_[:, "valid_score"]))
+    assert all(0 <= v <= 1 for v in scalars["score/valid"])
     assert scalars["loss/train"] == pytest.approx(clf.loss_curve_)
     assert scalars["loss/valid"] == pytest.approx(list(clf.history_[:, "valid_loss"]))
     assert scalars["lr"] == pytest.approx(list(clf.history_[:, "lr"]))
