@@ -7,13 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.datasets import load_diabetes, make_classification
+from sklearn.datasets import load_diabetes, load_iris, make_classification
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeClassifier
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from skorch import NeuralNetClassifier
@@ -374,6 +375,25 @@ def test_recipe_and_teacher_parameters_are_searchable(iris):
     ).fit(X, y)
     assert set(search.best_params_) == {"distillation__alpha", "distillation__teacher__C"}
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_bayes_search_tunes_temperature_and_alpha_of_a_student_in_a_pipeline():
+    skopt = pytest.importorskip("skopt")
+    from skopt.space import Real
+
+    X, y = load_iris(return_X_y=True)  # unscaled: the Pipeline's scaler does it
+    pipe = make_pipeline(StandardScaler(), _student(LogisticRegression(), max_epochs=3))
+    space = {
+        "nnclassifier__distillation__temperature": Real(1.0, 8.0, prior="log-uniform"),
+        "nnclassifier__distillation__alpha": Real(0.0, 1.0),
+    }
+    search = skopt.BayesSearchCV(pipe, space, n_iter=4, cv=2, random_state=0, error_score="raise").fit(X, y)
+    assert len(search.cv_results_["params"]) == 4
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    best = search.best_estimator_[-1]
+    assert best.distillation.temperature == search.best_params_["nnclassifier__distillation__temperature"]
+    assert 0.0 <= best.distillation.alpha <= 1.0
+    assert not hasattr(best, "teacher_")
 
 
 def test_student_pickle_carries_no_teacher_unless_asked(digits):
