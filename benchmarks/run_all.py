@@ -7,7 +7,9 @@ Sections, each measured side by side in this run:
 2. growth of fit time from 10k to 1M rows (``bench_scale.py growth``);
 3. speed-up of a 36-fit GridSearchCV with ``n_jobs=2`` (``bench_scale.py search``);
 4. predict time of dense, pruned and physically shrunk nets (``bench_pruning.py``);
-5. teacher passes per distillation fit (counted, not timed);
+5. teacher passes per distillation fit (counted, not timed), and the share of
+   a student-teacher accuracy gap that distillation closes
+   (``bench_distillation.py``);
 6. peak memory of a 1M x 100 fit (``bench_scale.py memory``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
@@ -68,6 +70,9 @@ def main(argv=None):
     print("\n[pruning]")
     bench_pruning.main(["--rows", "20000", "--epochs", "5", "--repeats", "2"] if args.quick else [])
     teacher_passes()
+    import bench_distillation
+    print()
+    bench_distillation.main(["--seeds", "2"] if args.quick else [])
     bench_scale.memory(200_000 if args.quick else 1_000_000)
 
 
