@@ -144,7 +144,10 @@ def main(argv=None):
         ratio = statistics.median(fit_t[name]) / ref
         p = f"{statistics.median(pred_t[name]) / pref:16.2f}" if name in pred_t else f"{'-':>16}"
         print(f"{name:<14} {ratio:16.2f} {p}")
-    return fit_t
+    return {
+        "fit": {name: statistics.median(fit_t[name]) / ref for name in fits},
+        "predict": statistics.median(pred_t["NNClassifier"]) / pref,
+    }
 
 
 if __name__ == "__main__":

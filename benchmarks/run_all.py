@@ -60,21 +60,40 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import bench_core
+    import bench_distillation
     import bench_pruning
     import bench_scale
 
     print("[core]")
-    bench_core.main(["--rows", "10000" if args.quick else "50000", "--repeats", "1" if args.quick else "3"])
-    bench_scale.growth(100_000 if args.quick else 1_000_000)
-    bench_scale.search()
+    core = bench_core.main(["--rows", "10000" if args.quick else "50000", "--repeats", "1" if args.quick else "3"])
+    growth = bench_scale.growth(100_000 if args.quick else 1_000_000)
+    search = bench_scale.search()
     print("\n[pruning]")
-    bench_pruning.main(["--rows", "20000", "--epochs", "5", "--repeats", "2"] if args.quick else [])
-    teacher_passes()
-    import bench_distillation
+    pruning = bench_pruning.main(["--rows", "20000", "--epochs", "5", "--repeats", "2"] if args.quick else [])
+    passes = teacher_passes()
     print()
-    bench_distillation.main(["--seeds", "2"] if args.quick else [])
-    bench_scale.memory(200_000 if args.quick else 1_000_000)
+    gap = bench_distillation.main(["--seeds", "2"] if args.quick else [])
+    memory = bench_scale.memory(200_000 if args.quick else 1_000_000)
 
+    n_big, hand_big, ours_big = growth[-1]
+    rows = [
+        ("NNClassifier fit / hand-written loop", core["fit"]["NNClassifier"], "<= 1.15"),
+        ("skorch fit / hand-written loop", core["fit"]["skorch"], "(anchor)"),
+        ("sklearn MLP fit / hand-written loop", core["fit"].get("sklearn MLP", float("nan")), "(anchor)"),
+        ("NNClassifier predict / hand-written loop", core["predict"], "<= 1.10"),
+        (f"fit / hand loop at {n_big:,} rows, 1 epoch", ours_big / hand_big, ""),
+        ("search n_jobs=2 speed-up, workers started", search["serial"] / search["warm"], ">= 1.6"),
+        ("search n_jobs=2 speed-up, incl. worker start", search["serial"] / search["cold"], ">= 1.6"),
+        ("structured 50% predict / dense", pruning["ln_structured 50%, shrunk"], "<= 0.625"),
+        ("unstructured 90% predict / dense", pruning["global_l1 90%, zeros"], "~ 1.0"),
+        ("teacher passes per distillation fit", passes, "1"),
+        ("student-teacher gap closed by distillation", gap, ">= 0.30"),
+        ("peak memory beyond the pre-fit RSS (MB)", memory["peak"] - memory["before"], "<= 300"),
+    ]
+    print("\n[summary] measured in this run")
+    print(f"{'measure':<46} {'value':>8}  target")
+    for name, value, target in rows:
+        print(f"{name:<46} {value:8.2f}  {target}")
 
 if __name__ == "__main__":
     main()
