@@ -55,13 +55,18 @@ class DivergenceError(ValueError):
 class _DivergenceGuard(Callback):
     """Stop at the first batch whose training loss is not finite."""
 
-    def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
-        if training and loss is not None and not math.isfinite(loss.item()):
+    def on_batch_end(self, net, batch=None, training=None, **kwargs):
+        if not training:
+            return
+        # skorch has just recorded loss.item(); reading it back avoids a
+        # second device synchronisation per batch on a GPU.
+        loss = net.history[-1]["batches"][-1]["train_loss"]
+        if not math.isfinite(loss):
             epoch = len(net.history)
             lr = net.optimizer_.param_groups[0]["lr"]
             raise DivergenceError(
                 f"Training diverged in epoch {epoch}: the training loss became "
-                f"{loss.item()} (lr={lr:g}). Try a lower lr, a warm-up "
+                f"{loss} (lr={lr:g}). Try a lower lr, a warm-up "
                 "(LRSchedule(..., warmup_epochs=1)), or scaled inputs (StandardScaler)."
             )
 

@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 from ._registry import Registry
+from ._spec import OpenParams
 
 __all__ = ["MLP", "CNN", "TorchModule", "ACTIVATIONS", "resolve_module"]
 
@@ -268,7 +269,7 @@ class CNN(BaseEstimator):
         return nn.Sequential(*layers)
 
 
-class TorchModule:
+class TorchModule(OpenParams):
     """Spec for any user ``nn.Module`` class; its kwargs become searchable.
 
     ``build`` calls ``module_class(**kwargs)``, filling in ``n_features_in``
@@ -301,30 +302,16 @@ class TorchModule:
     Linear(in_features=3, out_features=4, bias=True)
     """
 
+    _named, _open = ("module_class",), "kwargs"
+
     def __init__(self, module_class, **kwargs):
         self.module_class = module_class
         self.kwargs = kwargs
-
-    def get_params(self, deep=True):
-        return {"module_class": self.module_class, **self.kwargs}
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key == "module_class":
-                self.module_class = value
-            else:
-                self.kwargs[key] = value
-        return self
 
     def __repr__(self):
         name = getattr(self.module_class, "__name__", repr(self.module_class))
         args = [name] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
         return f"TorchModule({', '.join(args)})"
-
-    def __eq__(self, other):
-        return type(other) is type(self) and self.get_params() == other.get_params()
-
-    __hash__ = None
 
     def build(self, n_features_in, n_outputs):
         """Instantiate the module class for the given input and output sizes."""

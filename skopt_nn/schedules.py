@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback
 
 from ._registry import Registry
+from ._spec import OpenParams
 
 __all__ = ["LRSchedule", "SCHEDULES", "resolve_schedule"]
 
@@ -90,7 +91,7 @@ for _name, _defaults in _DEFAULTS.items():
     SCHEDULES.register(_name, _defaults)
 
 
-class LRSchedule:
+class LRSchedule(OpenParams):
     """A learning-rate schedule with optional linear warm-up.
 
     The schedule multiplies the estimator's ``lr``; its options are reached
@@ -134,22 +135,12 @@ class LRSchedule:
     [0.05, 0.085, 0.05, 0.015]
     """
 
+    _named, _open = ("name", "warmup_epochs"), "options"
+
     def __init__(self, name="constant", *, warmup_epochs=0, **options):
         self.name = name
         self.warmup_epochs = warmup_epochs
         self.options = options
-
-    # sklearn's BaseEstimator ignores **kwargs, so parameters are exposed by hand.
-    def get_params(self, deep=True):
-        return {"name": self.name, "warmup_epochs": self.warmup_epochs, **self.options}
-
-    def set_params(self, **params):
-        for key, value in params.items():
-            if key in ("name", "warmup_epochs"):
-                setattr(self, key, value)
-            else:
-                self.options[key] = value
-        return self
 
     def __repr__(self):
         args = [f"name={self.name!r}"]
@@ -157,11 +148,6 @@ class LRSchedule:
             args.append(f"warmup_epochs={self.warmup_epochs!r}")
         args += [f"{k}={v!r}" for k, v in self.options.items()]
         return f"LRSchedule({', '.join(args)})"
-
-    def __eq__(self, other):
-        return type(other) is type(self) and self.get_params() == other.get_params()
-
-    __hash__ = None
 
     def _resolved(self, owner=None):
         """Validate and return ``(canonical_name, options with defaults)``."""
