@@ -304,6 +304,8 @@ class BaseNN(BaseEstimator):
         return self._guarded_fit(X, y, continuing=continuing, epochs=self.max_epochs)
 
     def _partial_fit(self, X, y, classes=None):
+        # sklearn's _fit_context skips validation on partial_fit once fitted;
+        # parameters changed between calls (lr=-1) must still be refused.
         self._validate_params()
         continuing = hasattr(self, "net_")
         return self._guarded_fit(X, y, continuing=continuing, epochs=1, classes=classes, partial=True)
