@@ -174,28 +174,45 @@ class MLP(BaseEstimator):
         return nn.Sequential(*layers)
 
 
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+_CONV = {1: (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d),
+         2: (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d),
+         3: (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d)}
+
+
+def _per_dim(value, name, ndim, low):
+    """An int or a tuple of ``ndim`` ints, as a tuple of ``ndim`` ints >= ``low``."""
+    values = tuple(value) if isinstance(value, (tuple, list)) else (value,) * ndim
+    if len(values) != ndim:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of CNN must be an int or a tuple of {ndim} ints for "
+            f"{ndim}-D inputs; got {value!r}."
+        )
+    return tuple(_check_int(v, name, "CNN", low) for v in values)
 
 
 class CNN(BaseEstimator):
-    """Convolutional image network spec for flat feature rows.
+    """Convolutional network spec for signals, images and volumes stored as flat rows.
 
     Rows of ``X`` are reshaped to ``input_shape`` inside the module, so the
-    net works straight after a ``StandardScaler`` in a ``Pipeline``. Each
-    entry of ``channels`` adds a convolution, an activation and (while the
-    image is at least 2 pixels wide) a 2x2 max-pool; then a hidden fully
-    connected layer of ``hidden`` units and the output layer.
+    net works straight after a ``StandardScaler`` in a ``Pipeline``. The
+    length of ``input_shape`` picks the convolution: ``(C, L)`` gives
+    ``Conv1d`` layers (signals, spectra), ``(C, H, W)`` ``Conv2d`` (images)
+    and ``(C, D, H, W)`` ``Conv3d`` (volumes). Each entry of ``channels``
+    adds a convolution, an activation and (while every spatial size is at
+    least 2) a max-pool of size 2; then a hidden fully connected layer of
+    ``hidden`` units and the output layer.
 
     Parameters
     ----------
     input_shape : tuple of int, default=(1, 28, 28)
-        ``(channels, height, width)`` of one image; ``(1, 8, 8)`` for
-        sklearn's digits.
-    channels : tuple of int, default=(32, 64)
+        ``(channels, length)``, ``(channels, height, width)`` or
+        ``(channels, depth, height, width)`` of one sample; ``(1, 8, 8)``
+        for sklearn's digits.
+    channels : int or tuple of int, default=(32, 64)
         Output channels of each convolution.
-    kernel_size : int, default=3
-        Size of every convolution kernel ("same" padding).
+    kernel_size : int or tuple of int, default=3
+        Size of every convolution kernel; a tuple gives one size per
+        spatial dimension, e.g. ``(3, 5)``.
     hidden : int, default=128
         Units of the fully connected hidden layer.
     dropout : float, default=0.0
@@ -203,7 +220,13 @@ class CNN(BaseEstimator):
     activation : str, default="relu"
         Activation after every convolution and the hidden layer.
     batch_norm : bool, default=False
-        Add ``BatchNorm2d`` after every convolution.
+        Add a batch norm after every convolution.
+    stride : int or tuple of int, default=1
+        Stride of every convolution.
+    padding : {"same", "valid"}, int or tuple of int, default="same"
+        Zero padding of every convolution: ``"same"`` pads ``kernel_size // 2``
+        on each side (the size is kept for odd kernels at stride 1),
+        ``"valid"`` pads nothing, an int or tuple pads that much.
 
     Examples
     --------
@@ -212,6 +235,9 @@ class CNN(BaseEstimator):
     >>> net = CNN(input_shape=(1, 8, 8)).build(64, 10)
     >>> net(torch.zeros(5, 64)).shape
     torch.Size([5, 10])
+    >>> signal_net = CNN(input_shape=(2, 40), channels=(8,), kernel_size=5, stride=2).build(80, 3)
+    >>> signal_net[1]
+    Conv1d(2, 8, kernel_size=(5,), stride=(2,), padding=(2,))
     """
 
     def __init__(
@@ -223,6 +249,8 @@ class CNN(BaseEstimator):
         dropout=0.0,
         activation="relu",
         batch_norm=False,
+        stride=1,
+        padding="same",
     ):
         self.input_shape = input_shape
         self.channels = channels
@@ -231,38 +259,61 @@ class CNN(BaseEstimator):
         self.dropout = dropout
         self.activation = activation
         self.batch_norm = batch_norm
+        self.stride = stride
+        self.padding = padding
 
     def build(self, n_features_in, n_outputs):
         """Return a fresh ``nn.Sequential`` for the given input and output sizes."""
-        shape = tuple(int(s) for s in self.input_shape)
-        if len(shape) != 3:
+        try:
+            shape = tuple(int(s) for s in self.input_shape)
+        except (TypeError, ValueError):
+            shape = ()
+        if len(shape) - 1 not in _CONV or min(shape) < 1:
             raise InvalidParameterError(
-                f"The 'input_shape' parameter of CNN must be (channels, height, width); got {self.input_shape!r}."
+                "The 'input_shape' parameter of CNN must be (channels, length), (channels, height, "
+                f"width) or (channels, depth, height, width) of positive ints; got {self.input_shape!r}."
             )
         if math.prod(shape) != n_features_in:
             raise ValueError(
                 f"CNN input_shape={shape} needs {math.prod(shape)} features per row, "
                 f"but X has {n_features_in} features."
             )
+        ndim = len(shape) - 1
+        conv, norm, pool = _CONV[ndim]
         act = ACTIVATIONS.get(self.activation, param="activation", owner="CNN")
-        k = _check_int(self.kernel_size, "kernel_size", "CNN")
+        k = _per_dim(self.kernel_size, "kernel_size", ndim, 1)
+        stride = _per_dim(self.stride, "stride", ndim, 1)
+        if isinstance(self.padding, str) and self.padding in ("same", "valid"):
+            pad = tuple(kk // 2 for kk in k) if self.padding == "same" else (0,) * ndim
+        elif isinstance(self.padding, str):
+            raise InvalidParameterError(
+                "The 'padding' parameter of CNN must be 'same', 'valid', an int or a tuple of ints; "
+                f"got {self.padding!r}."
+            )
+        else:
+            pad = _per_dim(self.padding, "padding", ndim, 0)
         hidden = _check_int(self.hidden, "hidden", "CNN")
         dropout = _check_fraction(self.dropout, "dropout", "CNN")
         chans = (self.channels,) if isinstance(self.channels, numbers.Integral) else tuple(self.channels)
-        c_in, h, w = shape
+        c_in, size = shape[0], shape[1:]
         layers = [nn.Unflatten(1, shape)]
-        for c_out in chans:
+        for i, c_out in enumerate(chans, 1):
             c_out = _check_int(c_out, "channels", "CNN")
-            layers.append(nn.Conv2d(c_in, c_out, k, padding=k // 2))
-            h, w = h + 2 * (k // 2) - k + 1, w + 2 * (k // 2) - k + 1
+            layers.append(conv(c_in, c_out, k, stride=stride, padding=pad))
+            size = tuple((n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(size, pad, k, stride))
+            if min(size) < 1:
+                raise ValueError(
+                    f"CNN kernel_size={self.kernel_size!r} with padding={self.padding!r} is larger than "
+                    f"the input of convolution {i} for input_shape={shape}."
+                )
             if self.batch_norm:
-                layers.append(nn.BatchNorm2d(c_out))
+                layers.append(norm(c_out))
             layers.append(act())
-            if h >= 2 and w >= 2:
-                layers.append(nn.MaxPool2d(2))
-                h, w = h // 2, w // 2
+            if min(size) >= 2:
+                layers.append(pool(2))
+                size = tuple(n // 2 for n in size)
             c_in = c_out
-        layers += [nn.Flatten(), nn.Linear(c_in * h * w, hidden), act()]
+        layers += [nn.Flatten(), nn.Linear(c_in * math.prod(size), hidden), act()]
         if dropout:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(hidden, n_outputs))
