@@ -12,6 +12,7 @@ from .distillation import Distillation
 from .estimators import NNClassifier, NNRegressor
 from .io import load, save
 from .modules import CNN, MLP, TorchModule
+from .onnx_export import export_onnx
 from .pruning import Pruning
 from .schedules import LRSchedule
 from .search import default_space, make_search
@@ -36,6 +37,7 @@ __all__ = [
     "default_space",
     "save",
     "load",
+    "export_onnx",
     "search_progress",
     "DivergenceError",
     "__version__",
