@@ -15,7 +15,7 @@ import pytest
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("plot_*.py"))
 # Needs more than the core dependencies.
-REQUIRES = {"plot_dask_search.py": "distributed"}
+REQUIRES = {"plot_dask_search.py": "distributed", "plot_onnx_export.py": "onnxruntime"}
 TIMEOUT = 120
 
 
