@@ -25,11 +25,12 @@ from skopt.utils import eval_callbacks, point_asdict
 
 from ._base import BaseNN
 from ._checkpoint import SearchCheckpoint, fingerprint, replaying
+from ._optuna_search import OptunaSearchCV
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
-__all__ = ["make_search", "default_space", "RobustBayesSearchCV"]
+__all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV"]
 
-_METHODS = ("bayes", "grid", "halving", "random")
+_METHODS = ("bayes", "grid", "halving", "random", "optuna")
 
 
 # -- finding the skopt_nn estimator inside a Pipeline or meta-estimator -------
@@ -491,13 +492,16 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         :class:`~skopt_nn.Real`, :class:`~skopt_nn.Integer`,
         :class:`~skopt_nn.Categorical` or lists of choices. ``None`` uses
         :func:`default_space`.
-    method : {"bayes", "grid", "random", "halving"}, default="bayes"
+    method : {"bayes", "grid", "random", "halving", "optuna"}, default="bayes"
         ``"bayes"``: :class:`RobustBayesSearchCV` (a ``skopt.BayesSearchCV``);
         ``"grid"``: ``GridSearchCV`` over ``space.grid(grid_points)``;
         ``"random"``: ``RandomizedSearchCV`` over ``space.distributions()``;
         ``"halving"``: ``HalvingRandomSearchCV`` over the same distributions
         with the epochs as the resource (``resource="max_epochs"``,
-        ``max_resources`` the estimator's ``max_epochs``).
+        ``max_resources`` the estimator's ``max_epochs``);
+        ``"optuna"``: :class:`OptunaSearchCV` over the space itself, an
+        Optuna study (TPE) whose ``storage`` may be persistent; ``n_iter``
+        is taken as its ``n_trials``.
     prefix : str, default=None
         Prefix for the names of ``space``; ``None`` finds the skopt_nn
         estimator's step, ``""`` uses the names as written.
@@ -567,6 +571,12 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         return GridSearchCV(estimator, space.grid(n), **kwargs)
     if method == "random":
         return RandomizedSearchCV(estimator, space.distributions(), **kwargs)
+    if method == "optuna":
+        if "n_iter" in kwargs:  # the other methods' name for the number of candidates
+            if "n_trials" in kwargs:
+                raise TypeError("Pass n_trials or n_iter for method='optuna', not both.")
+            kwargs["n_trials"] = kwargs.pop("n_iter")
+        return OptunaSearchCV(estimator, space, **kwargs)
 
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
     from sklearn.model_selection import HalvingRandomSearchCV
