@@ -28,7 +28,7 @@ from skopt_nn import (
     default_space,
     make_search,
 )
-from skopt_nn.search import RobustBayesSearchCV
+from skopt_nn.search import OptunaSearchCV, RobustBayesSearchCV
 
 # The Gaussian process behind BayesSearchCV is 5-10x slower when its BLAS
 # threads compete with other processes on a small machine.
@@ -77,11 +77,14 @@ ENGINES = {
         {"n_iter": 5, "random_state": 0, "optimizer_kwargs": {"n_initial_points": 3}},
     ),
     "halving": (None, {"random_state": 0}),
+    "optuna": (OptunaSearchCV, {"n_iter": 4, "random_state": 0}),
 }
 
 
 @pytest.mark.parametrize("method", list(ENGINES))
 def test_one_space_drives_every_engine_over_a_pipeline(method, data):
+    if method == "optuna":
+        pytest.importorskip("optuna")
     X, y = data
     expected_class, options = ENGINES[method]
     search = make_search(pipeline(), full_space(), method, cv=2, **options)
@@ -216,7 +219,7 @@ def test_make_search_names_the_valid_parameters_for_an_unknown_one(estimator):
     [
         (
             {"method": "tpe"},
-            r"method must be one of \['bayes', 'grid', 'halving', 'random'\]; got 'tpe'",
+            r"method must be one of \['bayes', 'grid', 'halving', 'random', 'optuna'\]; got 'tpe'",
         ),
         ({"method": "random", "grid_points": 2}, "grid_points only applies to method='grid'"),
         ({"space": {}}, "at least one dimension"),
