@@ -142,3 +142,55 @@ def test_asha_refuses_what_it_cannot_train(small):
         make_search(_pipe(), {"max_epochs": Categorical([3, 9])}, method="asha").fit(*small)
     with pytest.raises(ValueError, match="min_epochs=20"):
         make_search(_pipe(), {"lr": Real(1e-3, 1e-1)}, method="asha", min_epochs=20).fit(*small)
+
+
+@pytest.fixture
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_backend_runs_the_same_candidates_as_tune_trials(small, local_ray, capsys):
+    X, y = small
+    sizes = [(8,), (16, 8)]
+    space = {"lr": Real(1e-3, 1e-1, log=True), "module__hidden_layer_sizes": Categorical(sizes)}
+    kw = dict(method="asha", n_iter=4, cv=2, random_state=0)
+    search = make_search(_pipe(), space, backend="ray", **kw).fit(X, y)
+    res = search.cv_results_
+    local = make_search(_pipe(), space, refit=False, **kw).fit(X, y)
+    assert res["params"] == local.cv_results_["params"]
+    assert res["epochs"].max() == 9 and not res["failed"].any()
+    assert search.total_epochs_ == res["epochs"].sum() * 2 < 4 * 9 * 2
+    assert search.best_params_["nnclassifier__module__hidden_layer_sizes"] in sizes
+    # A candidate trained to a rung scores the same on Ray as in-process.
+    for i in range(4):
+        for epochs, score in res["score_history"][i]:
+            same = [s for e, s in local.cv_results_["score_history"][i] if e == epochs]
+            if same:
+                assert score == pytest.approx(same[0])
+    assert search.score(X, y) > 0.5
+    assert "train_loss" not in capsys.readouterr().out  # the refit stayed quiet
+
+
+def test_search_space_renders_as_ray_tune_distributions():
+    pytest.importorskip("ray")
+    from ray.tune.search.sample import Categorical as RayCategorical
+    from ray.tune.search.sample import Float, Integer as RayInteger
+
+    from skopt_nn import Integer, SearchSpace
+
+    choices = [(8,), None, LRSchedule("cosine")]
+    space = SearchSpace(lr=Real(1e-4, 1e-1, log=True), batch_size=Integer(16, 64),
+                        hidden=Categorical(choices)).ray()
+    assert isinstance(space["lr"], Float) and isinstance(space["batch_size"], RayInteger)
+    assert isinstance(space["hidden"], RayCategorical)
+    rng = np.random.default_rng(0)
+    lrs = [space["lr"].sample(random_state=rng) for _ in range(50)]
+    sizes = [space["batch_size"].sample(random_state=rng) for _ in range(200)]
+    assert 1e-4 <= min(lrs) and max(lrs) <= 1e-1
+    assert min(sizes) >= 16 and max(sizes) == 64
+    picked = [space["hidden"].sample(random_state=rng) for _ in range(30)]
+    assert all(any(p is c or p == c for c in choices) for p in picked)
+    assert (8,) in picked and None in picked
