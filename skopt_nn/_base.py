@@ -389,7 +389,8 @@ class BaseNN(BaseEstimator):
             generator = torch.Generator().manual_seed(seed)
             if resume and continuing:  # pick up the random streams where the last call left them
                 generator.set_state(self._resume_rng_[0])
-                torch.set_rng_state(self._resume_rng_[1])
+                with GLOBAL_RNG:
+                    torch.set_rng_state(self._resume_rng_[1])
 
             teacher_out, teacher = None, None
             criterion = self._criterion()

@@ -194,3 +194,19 @@ def test_search_space_renders_as_ray_tune_distributions():
     picked = [space["hidden"].sample(random_state=rng) for _ in range(30)]
     assert all(any(p is c or p == c for c in choices) for p in picked)
     assert (8,) in picked and None in picked
+
+
+def test_asha_runs_on_the_dask_joblib_backend(small):
+    distributed = pytest.importorskip("distributed")
+    from joblib import parallel_config
+
+    X, y = small
+    space = {"lr": Real(1e-3, 1e-1, log=True)}
+    kw = dict(method="asha", n_iter=4, cv=2, random_state=0, refit=False)
+    local = make_search(_pipe(), space, **kw).fit(X, y)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster):
+        with parallel_config(backend="dask"):
+            on_dask = make_search(_pipe(), space, **kw).fit(X, y)
+    np.testing.assert_array_equal(on_dask.cv_results_["epochs"], local.cv_results_["epochs"])
+    assert on_dask.best_params_ == local.best_params_
