@@ -10,7 +10,9 @@ Sections, each measured side by side in this run:
 5. teacher passes per distillation fit (counted, not timed), and the share of
    a student-teacher accuracy gap that distillation closes
    (``bench_distillation.py``);
-6. peak memory of a 1M x 100 fit (``bench_scale.py memory``).
+6. peak memory of a 1M x 100 fit (``bench_scale.py memory``);
+7. epochs, best CV score and wall time of the ASHA search against a full
+   random search and halving, on joblib and Ray (``bench_asha.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -59,6 +61,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
 
+    import bench_asha
     import bench_core
     import bench_distillation
     import bench_pruning
@@ -74,6 +77,7 @@ def main(argv=None):
     print()
     gap = bench_distillation.main(["--seeds", "2"] if args.quick else [])
     memory = bench_scale.memory(200_000 if args.quick else 1_000_000)
+    asha = bench_asha.main(["--rows", "300", "--candidates", "9", "--max-epochs", "9"] if args.quick else [])
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -89,6 +93,14 @@ def main(argv=None):
         ("teacher passes per distillation fit", passes, "1"),
         ("student-teacher gap closed by distillation", gap, ">= 0.30"),
         ("peak memory beyond the pre-fit RSS (MB)", memory["peak"] - memory["before"], "<= 300"),
+        ("ASHA epochs / full random search", asha["asha"]["epochs"], "<= 0.20"),
+        ("full search best cv - ASHA best cv", asha["asha"]["gap"], "<= 0.01"),
+        ("ASHA wall time / full random search", asha["asha"]["wall"], ""),
+        ("ASHA epochs / halving epochs", asha["asha_vs_halving"]["epochs"], ""),
+        ("ASHA wall time / halving", asha["asha_vs_halving"]["wall"], ""),
+        ("ASHA on Ray epochs / full random search", asha["asha, ray"]["epochs"], "<= 0.20"),
+        ("full search best cv - ASHA on Ray best cv", asha["asha, ray"]["gap"], "<= 0.01"),
+        ("ASHA on Ray wall time / full random search", asha["asha, ray"]["wall"], ""),
     ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")

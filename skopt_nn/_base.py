@@ -310,6 +310,21 @@ class BaseNN(BaseEstimator):
         continuing = hasattr(self, "net_")
         return self._guarded_fit(X, y, continuing=continuing, epochs=1, classes=classes, partial=True)
 
+    def _fit_epochs(self, X, y, epochs):
+        """Train the next ``epochs`` epochs of one ``max_epochs``-long fit.
+
+        Unlike ``partial_fit``, consecutive calls replay a single ``fit``:
+        the seed, the shuffling generator and torch's RNG carry over between
+        calls, and schedules and pruning stay laid out over ``max_epochs``,
+        so calls whose epochs add up to ``max_epochs`` end where one ``fit``
+        with the same ``random_state`` ends (multi-fidelity searches train
+        candidates rung by rung this way). The plateau detection of
+        ``n_iter_no_change`` starts afresh at each call.
+        """
+        self._validate_params()
+        continuing = hasattr(self, "net_") and getattr(self, "_resume_rng_", None) is not None
+        return self._guarded_fit(X, y, continuing=continuing, epochs=epochs, resume=True)
+
     def _guarded_fit(self, X, y, **kwargs):
         saved = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("__")}
         net = saved.get("net_")
@@ -333,7 +348,7 @@ class BaseNN(BaseEstimator):
                 del net.history[snapshot[2] :]
             raise
 
-    def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False):
+    def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False):
         owner = type(self).__name__
         if y is None:
             raise ValueError(
@@ -372,6 +387,10 @@ class BaseNN(BaseEstimator):
         n_threads = self.n_threads or auto_threads()
         with seeded(seed, device), torch_threads(n_threads):
             generator = torch.Generator().manual_seed(seed)
+            if resume and continuing:  # pick up the random streams where the last call left them
+                generator.set_state(self._resume_rng_[0])
+                with GLOBAL_RNG:
+                    torch.set_rng_state(self._resume_rng_[1])
 
             teacher_out, teacher = None, None
             criterion = self._criterion()
@@ -400,7 +419,7 @@ class BaseNN(BaseEstimator):
                 if not isinstance(module, nn.Module):
                     raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
 
-            schedule_start = start_epoch if partial else 0
+            schedule_start = start_epoch if partial or resume else 0
             callbacks, pruner = self._callbacks(
                 schedule, module, steps_per_epoch, schedule_start, generator, epochs
             )
@@ -424,6 +443,7 @@ class BaseNN(BaseEstimator):
             loss_curve = list(self.loss_curve_) if continuing else []
             n_run = self._train(net, device_data[0], epochs, loss_curve)
             self._check_finite(net, device_data[0])
+            resume_rng = (generator.get_state(), torch.get_rng_state()) if resume else None
 
             if pruner is not None:
                 module, info = self.pruning._finalize(net.module_, pruner)
@@ -436,7 +456,11 @@ class BaseNN(BaseEstimator):
                 self.pruning_summary_ = info["layers"]
 
         self._publish(net, n_iter=start_epoch + n_run, loss_curve=loss_curve, n_threads=n_threads,
-                      teacher=teacher, keep_optimizer=self.warm_start or partial)
+                      teacher=teacher, keep_optimizer=self.warm_start or partial or resume)
+        if resume_rng is None:
+            self.__dict__.pop("_resume_rng_", None)
+        else:
+            self._resume_rng_ = resume_rng
         return self
 
     def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs):

@@ -130,6 +130,8 @@ def write_plots(out_dir, *, search=None, model=None, n_rows=None):
     if search is not None:
         save("search_results.png", lambda: plotting.plot_search_results(search))
         save("convergence.png", lambda: plotting.plot_convergence(search))
+        if "score_history" in search.cv_results_:
+            save("rungs.png", lambda: plotting.plot_rungs(search))
     return drawn, None
 
 

@@ -130,6 +130,8 @@ def run(args):
     n_iter = 10 if args.n_iter is None else args.n_iter
     if args.search in ("bayes", "random"):
         kwargs["n_iter"] = n_iter
+    elif args.search == "asha":  # draws its own bar, over the rungs
+        kwargs.update(n_iter=n_iter, verbose=1)
     elif args.search == "halving":
         kwargs["n_candidates"] = n_iter
     if args.search != "grid":
@@ -150,7 +152,8 @@ def run(args):
     start = time.perf_counter()
     # Small networks train fastest on one thread per fit; --n-jobs uses more cores.
     with threadpool_limits(1), torch_threads(1), _backend(args), _quiet_search() as caught, \
-            search_progress(search, desc=f"{args.search} search"):
+            (contextlib.nullcontext() if args.search == "asha"
+             else search_progress(search, desc=f"{args.search} search")):
         search.fit(data.X, data.y)
     elapsed = time.perf_counter() - start
 
@@ -158,6 +161,10 @@ def run(args):
     metric = "accuracy" if data.task == "classification" else "R^2"
     _say(f"\nbest cv {metric}: {search.best_score_:.4f}  ({len(scores)} candidates, {elapsed:.1f} s)")
     _say(f"best parameters: {_params_text(search.best_params_)}")
+    if args.search == "asha":
+        full = len(scores) * args.max_epochs * args.cv
+        _say(f"epochs trained: {search.total_epochs_} ({search.total_epochs_ / full:.0%} of the "
+             f"{full} a full search of {len(scores)} candidates would train)")
     failures = _failures_line(search, caught)
     if failures:
         _say(failures)

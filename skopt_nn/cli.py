@@ -17,7 +17,7 @@ from ._cli_io import BUILTIN_DATASETS, CLIError, _say, load_model, read_csv
 
 __all__ = ["main", "build_parser"]
 
-_METHODS = ("bayes", "grid", "random", "halving")
+_METHODS = ("bayes", "grid", "random", "halving", "asha")
 _DEFAULT_OUT = "skopt_nn_out"
 
 
@@ -173,7 +173,7 @@ def build_parser():
                       help="default: inferred from the target")
     tune.add_argument("--search", choices=_METHODS, default="bayes", help="search engine (default: bayes)")
     tune.add_argument("--n-iter", type=int, metavar="N", default=None,
-                      help="candidates for bayes, random and halving (default: 10)")
+                      help="candidates for bayes, random, halving and asha (default: 10)")
     tune.add_argument("--cv", type=int, metavar="K", default=3, help="cross-validation folds (default: 3)")
     tune.add_argument("--space", metavar="FILE", help="search space as TOML or JSON (default: default_space)")
     tune.add_argument("--max-epochs", type=int, metavar="N", default=30, help="epochs per fit (default: 30)")

@@ -16,6 +16,7 @@ __all__ = [
     "plot_sparsity",
     "plot_search_results",
     "plot_convergence",
+    "plot_rungs",
 ]
 
 
@@ -467,4 +468,68 @@ def plot_convergence(search, *, score=None, ax=None):
     ax.set_ylabel(key[len("mean_test_"):])
     ax.set_title(f"{type(search).__name__}: convergence")
     ax.legend(loc="lower right")
+    return ax
+
+
+def plot_rungs(search, *, ax=None, label_best=True):
+    """Plot each candidate's score against the epochs it was trained for.
+
+    One line per candidate of a fitted ``make_search(..., method="asha")``
+    search, through the mean validation score at every rung it reached:
+    candidates stopped early end at the left, the chosen one is drawn
+    thicker; failed candidates are marked at the epochs they reached.
+
+    Parameters
+    ----------
+    search : ASHASearchCV
+        A fitted search with ``cv_results_["score_history"]``.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+    label_best : bool, default=True
+        Name the best candidate in the legend.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import NNClassifier, Real, make_search
+    >>> from skopt_nn.plotting import plot_rungs
+    >>> X, y = load_iris(return_X_y=True)
+    >>> search = make_search(NNClassifier(max_epochs=3, random_state=0),
+    ...                      {"lr": Real(1e-3, 1e-1, log=True)}, method="asha",
+    ...                      n_iter=3, cv=2, random_state=0).fit(X, y)
+    >>> len(plot_rungs(search).get_lines()) >= 3
+    True
+    """
+    results = getattr(search, "cv_results_", None)
+    if results is None or "score_history" not in results:
+        raise TypeError(
+            "plot_rungs needs a fitted make_search(..., method='asha') search; "
+            f"got {type(search).__name__}."
+        )
+    ax = _axes(ax)
+    best = getattr(search, "best_index_", None)
+    for i, history in enumerate(results["score_history"]):
+        if not history:
+            continue
+        epochs, scores = zip(*history)
+        if i == best:
+            ax.plot(epochs, scores, "o-", color="C3", lw=2.5, zorder=3,
+                    label="best" if label_best else None)
+        else:
+            ax.plot(epochs, scores, "o-", color="C0", alpha=0.35, lw=1, ms=3)
+        if results["failed"][i]:
+            ax.plot([epochs[-1]], [scores[-1]], "x", color="0.3", ms=8)
+    _log_axis(ax, "x")
+    ax.set_xticks(search.rungs_)
+    ax.set_xlabel("epochs trained")
+    ax.set_ylabel("mean validation score")
+    ax.set_title(f"ASHA: {search.n_candidates_} candidates, {search.total_epochs_} epochs in all")
+    if label_best and best is not None:
+        ax.legend(loc="lower right")
     return ax

@@ -30,7 +30,7 @@ from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _
 
 __all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV"]
 
-_METHODS = ("bayes", "grid", "halving", "random", "optuna")
+_METHODS = ("asha", "bayes", "grid", "halving", "optuna", "random")
 
 
 # -- finding the skopt_nn estimator inside a Pipeline or meta-estimator -------
@@ -492,16 +492,21 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         :class:`~skopt_nn.Real`, :class:`~skopt_nn.Integer`,
         :class:`~skopt_nn.Categorical` or lists of choices. ``None`` uses
         :func:`default_space`.
-    method : {"bayes", "grid", "random", "halving", "optuna"}, default="bayes"
+    method : {"bayes", "grid", "random", "halving", "optuna", "asha"}, default="bayes"
         ``"bayes"``: :class:`RobustBayesSearchCV` (a ``skopt.BayesSearchCV``);
         ``"grid"``: ``GridSearchCV`` over ``space.grid(grid_points)``;
         ``"random"``: ``RandomizedSearchCV`` over ``space.distributions()``;
         ``"halving"``: ``HalvingRandomSearchCV`` over the same distributions
         with the epochs as the resource (``resource="max_epochs"``,
-        ``max_resources`` the estimator's ``max_epochs``);
+        ``max_resources`` the estimator's ``max_epochs``); it restarts each
+        rung from scratch;
         ``"optuna"``: :class:`OptunaSearchCV` over the space itself, an
         Optuna study (TPE) whose ``storage`` may be persistent; ``n_iter``
         is taken as its ``n_trials``.
+        ``"asha"``: :class:`~skopt_nn.asha.ASHASearchCV`, asynchronous
+        successive halving whose candidates continue training from rung to
+        rung up to ``max_epochs`` (``min_epochs``, ``reduction_factor``,
+        ``backend="ray"`` for Ray Tune).
     prefix : str, default=None
         Prefix for the names of ``space``; ``None`` finds the skopt_nn
         estimator's step, ``""`` uses the names as written.
@@ -564,6 +569,10 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
     if "checkpoint" in kwargs and method != "bayes":
         raise ValueError(f"checkpoint only applies to method='bayes'; got method={method!r}.")
     kwargs.setdefault("error_score", np.nan)
+    if method == "asha":
+        from .asha import ASHASearchCV
+
+        return ASHASearchCV(estimator, space, **kwargs)
     if method == "bayes":
         return RobustBayesSearchCV(estimator, space.skopt(), **kwargs)
     if method == "grid":

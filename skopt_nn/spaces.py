@@ -104,6 +104,11 @@ class Real(_Dimension):
         prior = "log-uniform" if self.log else "uniform"
         return skopt.space.Real(self.low, self.high, prior=prior, name=name)
 
+    def ray(self):
+        """Return the equivalent Ray Tune distribution (needs the optional ``ray``)."""
+        tune = _ray_tune()
+        return (tune.loguniform if self.log else tune.uniform)(self.low, self.high)
+
     def optuna(self):
         """Return the equivalent ``optuna.distributions.FloatDistribution``."""
         return _optuna_distributions().FloatDistribution(self.low, self.high, log=self.log)
@@ -171,6 +176,12 @@ class Integer(_Dimension):
         prior = "log-uniform" if self.log else "uniform"
         return skopt.space.Integer(self.low, self.high, prior=prior, name=name)
 
+    def ray(self):
+        """Return the equivalent Ray Tune distribution (needs the optional ``ray``)."""
+        tune = _ray_tune()
+        # Ray's integer bounds exclude the upper one.
+        return (tune.lograndint if self.log else tune.randint)(self.low, self.high + 1)
+
     def optuna(self):
         """Return the equivalent ``optuna.distributions.IntDistribution``."""
         return _optuna_distributions().IntDistribution(self.low, self.high, log=self.log)
@@ -233,6 +244,10 @@ class Categorical(_Dimension):
         if all(_is_plain(choice) for choice in self.choices):
             return skopt.space.Categorical(list(self.choices), name=name)
         return KeyedCategorical(self.choices, name=name)
+
+    def ray(self):
+        """Return ``tune.choice`` over the choices, objects included (needs ``ray``)."""
+        return _ray_tune().choice(list(self.choices))
 
     def optuna(self):
         """Return the equivalent ``optuna.distributions.CategoricalDistribution``."""
@@ -430,6 +445,18 @@ class SearchSpace(Mapping):
         """
         return {name: dim.skopt(name) for name, dim in self.items()}
 
+    def ray(self):
+        """Render as Ray Tune distributions for a ``tune.Tuner``'s ``param_space``.
+
+        Needs the optional ``ray`` (``pip install 'skopt-nn[ray]'``).
+        Categorical choices stay the objects given (tuples, ``None``, specs).
+
+        Returns
+        -------
+        dict of ray.tune.search.sample.Domain
+        """
+        return {name: dim.ray() for name, dim in self.items()}
+
     def optuna(self):
         """Render as Optuna distributions (needs the optional ``optuna``).
 
@@ -509,6 +536,17 @@ def _check_grid_size(n):
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"n must be a positive integer; got {n!r}.")
     return int(n)
+
+
+def _ray_tune():
+    try:
+        from ray import tune
+    except ImportError as exc:
+        raise ImportError(
+            "Rendering a SearchSpace for Ray Tune needs the optional ray package: "
+            "pip install 'skopt-nn[ray]'"
+        ) from exc
+    return tune
 
 
 def _optuna_distributions():

@@ -272,3 +272,17 @@ def test_bad_dask_scheduler_address_is_one_line(tmp_path, capsys):
                                        "--scheduler", "foo://bar", "--out", str(tmp_path)])
     assert status == 2 and "Cannot reach the Dask scheduler at foo://bar" in err
     assert len(err.splitlines()) == 1
+
+
+def test_tune_with_asha_keeps_the_requested_epochs_and_says_what_it_saved(tmp_path, capsys):
+    import joblib
+
+    status = main(["tune", "--data", "iris", "--search", "asha", "--n-iter", "6", "--cv", "2",
+                   "--max-epochs", "9", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "epochs trained:" in out
+    results = pd.read_csv(tmp_path / "cv_results.csv")
+    assert len(results) == 6 and results["epochs"].max() == 9
+    assert joblib.load(tmp_path / "model.joblib")[-1].max_epochs == 9
+    assert (tmp_path / "rungs.png").stat().st_size > 0

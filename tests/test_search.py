@@ -219,7 +219,7 @@ def test_make_search_names_the_valid_parameters_for_an_unknown_one(estimator):
     [
         (
             {"method": "tpe"},
-            r"method must be one of \['bayes', 'grid', 'halving', 'random', 'optuna'\]; got 'tpe'",
+            r"method must be one of \['asha', 'bayes', 'grid', 'halving', 'optuna', 'random'\]; got 'tpe'",
         ),
         ({"method": "random", "grid_points": 2}, "grid_points only applies to method='grid'"),
         ({"space": {}}, "at least one dimension"),

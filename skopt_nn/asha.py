@@ -1,0 +1,470 @@
+"""Asynchronous successive halving over epochs that continues training.
+
+:class:`ASHASearchCV` draws candidates from a :class:`~skopt_nn.SearchSpace`
+and trains each one rung by rung: ``min_epochs``, ``min_epochs * eta``, ...
+up to the estimator's ``max_epochs``. A candidate moves up a rung as soon as
+it is in the best ``1 / eta`` of the candidates that finished its rung, and
+it *continues* from where it stopped (weights, optimizer state, schedule
+position, pruning progress): a candidate that reaches the top rung is the
+model one ``fit`` with the same ``random_state`` would give. The steps of a
+Pipeline before the network are fitted once per candidate and fold.
+
+Work runs through joblib (``n_jobs``, any joblib backend, Dask included) or,
+with ``backend="ray"``, as Ray Tune trials under its ``ASHAScheduler``.
+"""
+
+import math
+import numbers
+import time
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import ParameterSampler, check_cv
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted, indexable
+
+from ._base import BaseNN
+from ._runtime import torch_threads
+from ._asha_progress import RungProgress
+
+__all__ = ["ASHASearchCV"]
+
+
+def _split_target(estimator):
+    """``(step_name or None, network)``: the network the rungs train."""
+    if isinstance(estimator, BaseNN):
+        return None, estimator
+    if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], BaseNN):
+        return estimator.steps[-1][0], estimator.steps[-1][1]
+    raise ValueError(
+        "method='asha' trains a skopt_nn estimator epoch by epoch: the estimator must be "
+        f"an NNClassifier/NNRegressor or a Pipeline ending in one; got {type(estimator).__name__}."
+    )
+
+
+def rung_epochs(min_epochs, reduction_factor, max_epochs):
+    """Epochs reached at each rung: ``min_epochs * eta**k``, then ``max_epochs``.
+
+    Examples
+    --------
+    >>> from skopt_nn.asha import rung_epochs
+    >>> rung_epochs(1, 3, 27)
+    [1, 3, 9, 27]
+    >>> rung_epochs(2, 3, 10)
+    [2, 6, 10]
+    """
+    rungs, epochs = [], min_epochs
+    while epochs < max_epochs:
+        rungs.append(int(epochs))
+        epochs = epochs * reduction_factor
+    return rungs + [int(max_epochs)]
+
+
+class _Fold:
+    """One candidate on one fold: fitted preprocessing and the net mid-fit."""
+
+    def __init__(self, estimator, train, test):
+        self.estimator, self.train, self.test = estimator, train, test
+        self.prep, self.net, self.data = None, None, None
+        self.epochs = 0
+
+    def advance(self, X, y, epochs, scorer, threads):
+        """Train up to ``epochs`` in all; return ``(self, score, error)``."""
+        try:
+            with torch_threads(threads):
+                if self.net is None:
+                    self._prepare(X, y)
+                Xt, yt, Xv, yv = self.data
+                self.net._fit_epochs(Xt, yt, epochs - self.epochs)
+                self.epochs = epochs
+                score = float(scorer(self.net, Xv, yv))
+            if not math.isfinite(score):
+                raise ValueError(f"The validation score is {score}.")
+            return self, score, None
+        except Exception as exc:  # recorded as a failed candidate
+            self.data = None  # nothing more to train
+            return self, np.nan, f"{type(exc).__name__}: {exc}"
+
+    def _prepare(self, X, y):
+        # The steps before the network see this fold's training rows once.
+        step, net = _split_target(self.estimator)
+        Xt, yt = _take(X, self.train), _take(y, self.train)
+        Xv, yv = _take(X, self.test), _take(y, self.test)
+        if step is not None:
+            self.prep = Pipeline(self.estimator.steps[:-1]) if len(self.estimator.steps) > 1 else None
+            if self.prep is not None:
+                Xt = self.prep.fit_transform(Xt, yt)
+                Xv = self.prep.transform(Xv)
+        self.net = net
+        self.data = (Xt, yt, Xv, yv)
+
+
+def _take(a, index):
+    return a.iloc[index] if hasattr(a, "iloc") else a[index]
+
+
+class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
+    """Asynchronous successive halving over epochs, continuing each candidate.
+
+    Usually built by ``make_search(estimator, space, method="asha")``.
+
+    Parameters
+    ----------
+    estimator : NNClassifier, NNRegressor or Pipeline ending in one
+        The model to tune; its ``max_epochs`` is the top rung.
+    param_distributions : SearchSpace or dict
+        Names (with the Pipeline step prefix) mapped to dimensions, or to
+        lists / ``rvs`` distributions as in ``RandomizedSearchCV``.
+    n_iter : int, default=27
+        Candidates drawn.
+    min_epochs : int, default=1
+        Epochs of the first rung.
+    reduction_factor : int, default=3
+        ``eta``: each rung has ``eta`` times the epochs of the one below and
+        takes the best ``1 / eta`` of its candidates.
+    cv : int, cross-validation generator or iterable, default=3
+        Folds; a rung's score is the mean validation score over the folds.
+    scoring : str or callable, default=None
+        sklearn scorer; ``None`` uses the estimator's ``score``.
+    n_jobs : int, default=None
+        Fold trainings run at once through joblib.
+    refit : bool, default=True
+        Fit the best candidate on all the data as ``best_estimator_``.
+    random_state : int, RandomState or None, default=None
+        Draws the candidates.
+    error_score : 'raise' or float, default=np.nan
+        Score of a candidate whose fit fails; ``'raise'`` raises instead.
+    backend : {None, "ray"}, default=None
+        ``None``: joblib; ``"ray"``: Ray Tune trials under ``ASHAScheduler``.
+    ray_address : str, default=None
+        Ray cluster to join when ``backend="ray"`` and Ray is not running;
+        ``None`` starts a local Ray.
+    verbose : int, default=0
+        ``1`` draws a progress bar over the rungs.
+
+    Attributes
+    ----------
+    cv_results_ : dict of arrays
+        One row per candidate: ``params``, ``param_<name>``, ``epochs`` (the
+        epochs it reached), ``rung``, ``failed``, ``error``,
+        ``mean_test_score`` / ``std_test_score`` / ``split<k>_test_score``
+        at that rung, ``rank_test_score`` and ``score_history`` (a list of
+        ``(epochs, mean score)`` per rung reached).
+    best_params_, best_score_, best_index_, best_estimator_
+        As in sklearn's searches; the best is taken among the candidates that
+        reached the highest rung.
+    total_epochs_ : int
+        Epochs trained over all candidates and folds (the refit excluded).
+    n_candidates_ : int
+    rungs_ : list of int
+        Epochs at each rung.
+    refit_time_ : float
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skopt_nn import MLP, NNClassifier, Real, make_search
+    >>> X, y = load_iris(return_X_y=True)
+    >>> pipe = make_pipeline(StandardScaler(),
+    ...                      NNClassifier(MLP((8,)), max_epochs=9, random_state=0))
+    >>> search = make_search(pipe, {"lr": Real(1e-3, 1e-1, log=True)}, method="asha",
+    ...                      n_iter=9, cv=2, random_state=0).fit(X, y)
+    >>> search.rungs_
+    [1, 3, 9]
+    >>> int(search.cv_results_["epochs"].max())
+    9
+    >>> search.total_epochs_ < 9 * 9 * 2
+    True
+    """
+
+    def __init__(
+        self,
+        estimator,
+        param_distributions,
+        *,
+        n_iter=27,
+        min_epochs=1,
+        reduction_factor=3,
+        cv=3,
+        scoring=None,
+        n_jobs=None,
+        refit=True,
+        random_state=None,
+        error_score=np.nan,
+        backend=None,
+        ray_address=None,
+        verbose=0,
+    ):
+        self.estimator = estimator
+        self.param_distributions = param_distributions
+        self.n_iter = n_iter
+        self.min_epochs = min_epochs
+        self.reduction_factor = reduction_factor
+        self.cv = cv
+        self.scoring = scoring
+        self.n_jobs = n_jobs
+        self.refit = refit
+        self.random_state = random_state
+        self.error_score = error_score
+        self.backend = backend
+        self.ray_address = ray_address
+        self.verbose = verbose
+
+    # -- setup shared by both backends
+    def _check(self):
+        _, net = _split_target(self.estimator)
+        for name, value, low in (("n_iter", self.n_iter, 1), ("min_epochs", self.min_epochs, 1),
+                                 ("reduction_factor", self.reduction_factor, 2)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+        if self.backend not in (None, "ray"):
+            raise ValueError(f"backend must be None or 'ray'; got {self.backend!r}.")
+        if self.min_epochs > net.max_epochs:
+            raise ValueError(
+                f"min_epochs={self.min_epochs} is more than the estimator's "
+                f"max_epochs={net.max_epochs}."
+            )
+        if not (self.error_score == "raise" or isinstance(self.error_score, numbers.Real)):
+            raise ValueError(f"error_score must be 'raise' or a number; got {self.error_score!r}.")
+        epochs_name = self._epochs_name()
+        if epochs_name in self.param_distributions:
+            raise ValueError(
+                f"{epochs_name!r} is the rungs' resource and cannot also be searched; "
+                "drop it from the space."
+            )
+        return rung_epochs(self.min_epochs, self.reduction_factor, net.max_epochs)
+
+    def _epochs_name(self):
+        step, _ = _split_target(self.estimator)
+        return "max_epochs" if step is None else f"{step}__max_epochs"
+
+    def _candidates(self):
+        space = self.param_distributions
+        if hasattr(space, "distributions"):
+            space = space.distributions()
+        return list(ParameterSampler(space, self.n_iter, random_state=self.random_state))
+
+    def _candidate_estimator(self, params):
+        return clone(self.estimator).set_params(**clone(params, safe=False))
+
+    def fit(self, X, y=None, **fit_params):
+        """Run the search on ``X``, ``y``.
+
+        Returns
+        -------
+        self : object
+        """
+        if fit_params:
+            raise TypeError(f"fit parameters are not supported by method='asha'; got {sorted(fit_params)}.")
+        rungs = self._check()
+        X, y = indexable(X, y)
+        cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
+        splits = list(cv.split(X, y))
+        scorer = check_scoring(_split_target(self.estimator)[1], scoring=self.scoring)
+        candidates = self._candidates()
+        progress = RungProgress(rungs, len(candidates), enabled=self.verbose > 0,
+                               eta=self.reduction_factor)
+        try:
+            if self.backend == "ray":
+                from ._asha_ray import run_ray
+
+                records = run_ray(self, X, y, candidates, rungs, splits, scorer, progress)
+            else:
+                records = self._run_joblib(X, y, candidates, rungs, splits, scorer, progress)
+        finally:
+            progress.close()
+        self._publish(candidates, records, rungs, len(splits))
+        if self.refit:
+            start = time.perf_counter()
+            best = self._candidate_estimator(self.best_params_)
+            self.best_estimator_ = best.fit(X, y)
+            self.refit_time_ = time.perf_counter() - start
+        return self
+
+    def _run_joblib(self, X, y, candidates, rungs, splits, scorer, progress):
+        n_workers = effective_n_jobs(self.n_jobs)
+        # One torch thread per worker when fits run side by side.
+        threads = 1 if n_workers > 1 else None
+        state = _ASHAState(len(candidates), rungs, self.reduction_factor)
+        folds = {}
+        with Parallel(n_jobs=self.n_jobs) as parallel:
+            while True:
+                picks = state.next_jobs(max(1, -(-n_workers // len(splits))))
+                if not picks:
+                    break
+                jobs = []
+                for cand, rung in picks:
+                    if cand not in folds:
+                        est = self._candidate_estimator(candidates[cand])
+                        folds[cand] = [_Fold(clone(est), tr, te) for tr, te in splits]
+                    for fold in folds[cand]:
+                        jobs.append((cand, rung, fold))
+                out = parallel(
+                    delayed(_advance)(fold, X, y, rungs[rung], scorer, threads)
+                    for _, rung, fold in jobs
+                )
+                results = {}
+                for (cand, rung, _), (fold, score, error) in zip(jobs, out):
+                    results.setdefault((cand, rung), []).append((fold, score, error))
+                for (cand, rung), parts in results.items():
+                    folds[cand] = [fold for fold, _, _ in parts]
+                    errors = [e for _, _, e in parts if e is not None]
+                    if errors and self.error_score == "raise":
+                        raise ValueError(f"Candidate {candidates[cand]} failed: {errors[0]}")
+                    state.report(cand, rung, [s for _, s, _ in parts], errors[0] if errors else None)
+                    if errors or rung == len(rungs) - 1:
+                        folds[cand] = None  # frees its networks
+                    progress.update(rung, state.best_score())
+        return state.records
+
+    # -- results
+    def _publish(self, candidates, records, rungs, n_splits):
+        n = len(candidates)
+        epochs = np.zeros(n, dtype=int)
+        rung_of = np.full(n, -1, dtype=int)
+        failed = np.zeros(n, dtype=bool)
+        errors = np.empty(n, dtype=object)
+        splits = np.full((n, n_splits), np.nan)
+        history = np.empty(n, dtype=object)
+        total = 0
+        for i in range(n):
+            rec = records[i]
+            history[i] = [(rungs[r], float(np.mean(s))) for r, s in rec["scores"]]
+            errors[i] = rec["error"]
+            failed[i] = rec["error"] is not None
+            if rec["scores"]:
+                r, s = rec["scores"][-1]
+                rung_of[i], epochs[i], splits[i] = r, rungs[r], s
+            total += rec["epochs"] * n_splits
+        if failed.any() or np.isnan(splits).any():
+            fill = np.nan if self.error_score == "raise" else float(self.error_score)
+            splits[failed] = fill
+        mean = splits.mean(axis=1)
+        results = {
+            "params": list(candidates),
+            "epochs": epochs,
+            "rung": rung_of,
+            "failed": failed,
+            "error": errors,
+            "mean_test_score": mean,
+            "std_test_score": splits.std(axis=1),
+            "score_history": history,
+        }
+        for k in range(n_splits):
+            results[f"split{k}_test_score"] = splits[:, k]
+        for name in sorted({k for p in candidates for k in p}):
+            column = np.ma.masked_all(n, dtype=object)
+            for i, p in enumerate(candidates):
+                if name in p:
+                    column[i] = p[name]
+            results[f"param_{name}"] = column
+        # Rank by the rung reached, then by the score there; failures last.
+        key = np.where(failed | ~np.isfinite(mean), -np.inf, mean)
+        order = np.lexsort((-key, -np.where(failed, -1, rung_of)))
+        rank = np.empty(n, dtype=np.int32)
+        rank[order] = np.arange(1, n + 1)
+        results["rank_test_score"] = rank
+        if np.all(failed | ~np.isfinite(mean)):
+            raise ValueError(
+                f"All the {n} candidates of the ASHA search failed; first error: {errors[0]}. "
+                "Set error_score='raise' to see the traceback."
+            )
+        self.cv_results_ = results
+        self.best_index_ = int(order[0])
+        self.best_params_ = candidates[self.best_index_]
+        self.best_score_ = float(mean[self.best_index_])
+        self.total_epochs_ = int(total)
+        self.n_candidates_ = n
+        self.n_splits_ = n_splits
+        self.rungs_ = list(rungs)
+        self.scorer_ = self.scoring
+
+    # -- the fitted search behaves like its best estimator
+    def _best(self):
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_
+
+    def predict(self, X):
+        """Predict with ``best_estimator_``."""
+        return self._best().predict(X)
+
+    def predict_proba(self, X):
+        """Class probabilities from ``best_estimator_``."""
+        return self._best().predict_proba(X)
+
+    def score(self, X, y=None):
+        """Score of ``best_estimator_`` (its own ``score``, or ``scoring``)."""
+        best = self._best()
+        if self.scoring is None:
+            return best.score(X, y)
+        return check_scoring(best, scoring=self.scoring)(best, X, y)
+
+    @property
+    def classes_(self):
+        return self._best().classes_
+
+
+def _advance(fold, X, y, epochs, scorer, threads):
+    import torch
+
+    return fold.advance(X, y, epochs, scorer, threads or torch.get_num_threads())
+
+
+class _ASHAState:
+    """The promotion bookkeeping of asynchronous successive halving."""
+
+    def __init__(self, n_candidates, rungs, eta):
+        self.n, self.rungs, self.eta = n_candidates, rungs, eta
+        self.next_new = 0
+        # per rung: {candidate: mean score} of those that finished it
+        self.done = [dict() for _ in rungs]
+        self.promoted = [set() for _ in rungs]
+        self.records = [{"scores": [], "error": None, "epochs": 0} for _ in range(n_candidates)]
+
+    def next_jobs(self, k):
+        """Up to ``k`` ``(candidate, rung)`` jobs, promotions first."""
+        picks = []
+        for _ in range(k):
+            job = self._promotion() or self._new()
+            if job is None:
+                break
+            picks.append(job)
+        return picks
+
+    def _promotion(self):
+        for r in range(len(self.rungs) - 2, -1, -1):
+            done = self.done[r]
+            ranked = sorted((c for c in done if math.isfinite(done[c])), key=lambda c: -done[c])
+            top = ranked[: len(done) // self.eta]
+            for c in top:
+                if c not in self.promoted[r]:
+                    self.promoted[r].add(c)
+                    return c, r + 1
+        return None
+
+    def _new(self):
+        if self.next_new >= self.n:
+            return None
+        self.next_new += 1
+        return self.next_new - 1, 0
+
+    def report(self, cand, rung, fold_scores, error):
+        rec = self.records[cand]
+        if error is not None:
+            rec["error"] = error
+            self.done[rung][cand] = -math.inf
+            return
+        rec["scores"].append((rung, list(fold_scores)))
+        rec["epochs"] = self.rungs[rung]
+        self.done[rung][cand] = float(np.mean(fold_scores))
+
+    def best_score(self):
+        for done in reversed(self.done):
+            finite = [s for s in done.values() if math.isfinite(s)]
+            if finite:
+                return max(finite)
+        return None
