@@ -97,7 +97,7 @@ def write_plots(out_dir, *, search=None, model=None, n_rows=None):
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError:
-        return [], "plots skipped: matplotlib is not installed (pip install 'skopt-nn[plot]')"
+        return [], "plots skipped: matplotlib is not installed (pip install matplotlib)"
     from . import plotting
     from .plotting import _fitted_nn
     from .schedules import resolve_schedule

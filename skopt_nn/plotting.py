@@ -1,6 +1,6 @@
 """Plots of training, schedules, pruning and searches (needs matplotlib).
 
-matplotlib is an optional dependency (``pip install "skopt-nn[plot]"``) and
+matplotlib is an optional dependency (``pip install matplotlib``) and
 is imported only when a function here is called. Every function draws on the
 ``ax`` it is given, or on a new figure, and returns what it drew on, so plots
 combine with the rest of a matplotlib figure.
@@ -24,7 +24,7 @@ def _pyplot():
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError(
-            "skopt_nn.plotting needs matplotlib: pip install 'skopt-nn[plot]'"
+            "skopt_nn.plotting needs matplotlib: pip install matplotlib"
         ) from None
     return plt
 

@@ -147,5 +147,5 @@ def test_unfitted_model_is_refused():
 
 def test_missing_matplotlib_names_the_extra(pruned, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"pip install 'skopt-nn\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib"):
         plotting.plot_learning_curve(pruned)
