@@ -71,8 +71,13 @@ html_title = f"skopt-nn {release}"
 html_theme_options = {
     "description": "PyTorch networks as scikit-learn estimators, recipe included.",
     "fixed_sidebar": True,
+    # alabaster's default is a 940 px page whose text column stops at 800 px:
+    # at 1280 px that cut the gallery's code and output short of the window.
+    "page_width": "1200px",
+    "body_max_width": "none",
 }
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["skopt_nn.css"]
 
 
 def _skip_metadata_requests(app, what, name, obj, skip, options):

@@ -9,6 +9,7 @@ search (scikit-optimize's ``BayesSearchCV``, made robust to failed fits by
 """
 
 # %%
+import matplotlib.pyplot as plt
 from sklearn.datasets import load_digits
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import train_test_split
@@ -61,11 +62,14 @@ print(f"test accuracy {best.score(X_test, y_test):.3f} with {best.n_params_:,} p
 # Did the search settle? Each candidate's cross-validated accuracy, in the
 # order the optimizer proposed them, and the best so far.
 plot_convergence(search)
+plt.show()
 
 # %%
 # Accuracy against each dimension of the recipe.
 plot_search_results(search)
+plt.show()
 
 # %%
 # What the best recipe removed, layer by layer.
 plot_sparsity(best)
+plt.show()

@@ -72,3 +72,4 @@ ax.barh(labels, scores, xerr=search.cv_results_["std_test_score"],
 ax.set_xlim(min(scores) - 0.05, 1.0)
 ax.set_xlabel("cross-validated accuracy")
 ax.invert_yaxis()
+plt.show()

@@ -13,6 +13,8 @@ choosing between before a single network is trained.
 # -----------------
 # ``steps_per_epoch`` is ``ceil(rows / batch_size)``: 8 here, as for 1,000
 # training rows in batches of 128.
+import matplotlib.pyplot as plt
+
 from skopt_nn import LRSchedule
 from skopt_nn.plotting import plot_lr_schedule
 
@@ -20,6 +22,7 @@ plot_lr_schedule(
     ["constant", "step", "cosine", LRSchedule("onecycle", pct_start=0.25), "linear"],
     lr=0.05, max_epochs=30, steps_per_epoch=8,
 )
+plt.show()
 
 # %%
 # Warm-up and restarts
@@ -35,6 +38,7 @@ ax = plot_lr_schedule(
     lr=0.05, max_epochs=30, steps_per_epoch=8,
 )
 ax.set_yscale("log")
+plt.show()
 
 # %%
 # The exact rates

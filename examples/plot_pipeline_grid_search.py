@@ -15,6 +15,7 @@ leaks into training.
 # -----------------
 # Breast-cancer diagnosis: 569 rows, 30 numeric features of very different
 # scales, hence the scaler.
+import matplotlib.pyplot as plt
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -65,3 +66,4 @@ print(f"test accuracy: {search.score(X_test, y_test):.3f}")
 # candidate, with one standard deviation over the folds; the star is the
 # best candidate.
 plot_search_results(search)
+plt.show()

@@ -56,9 +56,11 @@ left.set(xlabel="pruning amount", ylabel="test accuracy", title="accuracy")
 right.set(xlabel="pruning amount", ylabel="parameters in the fitted model", title="model size")
 left.legend()
 right.legend()
+plt.show()
 
 # %%
 # Where the zeros are: per-layer sparsity of the 80 % structured network.
 # The output layer keeps its 10 units but loses the inputs of the removed
 # neurons.
 plot_sparsity(results["ln_structured", 0.8][2])
+plt.show()

@@ -56,3 +56,4 @@ for name, search in searches.items():
             drawstyle="steps-post", label=name)
 ax.set(xlabel="candidates evaluated", ylabel="best cv accuracy so far")
 ax.legend()
+plt.show()

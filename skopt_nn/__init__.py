@@ -6,19 +6,36 @@ ordinary sklearn hyperparameters, tuned by any sklearn or scikit-optimize
 search.
 """
 
-from ._base import DivergenceError
-from ._progress import search_progress
-from .distillation import Distillation
-from .estimators import NNClassifier, NNRegressor
-from .io import load, save
-from .modules import CNN, MLP, TorchModule
-from .onnx_export import export_onnx
-from .pruning import Pruning
-from .schedules import LRSchedule
-from .search import default_space, make_search
-from .spaces import Categorical, Integer, Real, SearchSpace
+import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+# Public name -> the module that defines it. The names are loaded on first
+# use (PEP 562), so that ``import skopt_nn.cli`` and ``skopt-nn --help`` do
+# not pay for importing torch and scikit-learn; ``from skopt_nn import X``
+# works as usual. tests/test_architecture.py reads this table as imports of
+# the package, so the import graph it checks stays complete.
+_LAZY_EXPORTS = {
+    "DivergenceError": "._base",
+    "search_progress": "._search_progress",
+    "Distillation": ".distillation",
+    "NNClassifier": ".estimators",
+    "NNRegressor": ".estimators",
+    "load": ".io",
+    "save": ".io",
+    "CNN": ".modules",
+    "MLP": ".modules",
+    "TorchModule": ".modules",
+    "export_onnx": ".onnx_export",
+    "Pruning": ".pruning",
+    "LRSchedule": ".schedules",
+    "default_space": ".search",
+    "make_search": ".search",
+    "Categorical": ".spaces",
+    "Integer": ".spaces",
+    "Real": ".spaces",
+    "SearchSpace": ".spaces",
+}
 
 __all__ = [
     "NNClassifier",
@@ -42,3 +59,17 @@ __all__ = [
     "DivergenceError",
     "__version__",
 ]
+
+
+def __getattr__(name):
+    try:
+        module = _LAZY_EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

@@ -12,7 +12,6 @@ import shutil
 import tempfile
 
 import numpy as np
-from sklearn.base import clone
 
 __all__ = ["run_ray", "import_ray"]
 
@@ -32,11 +31,7 @@ def _trial(config, *, search, X, y, candidates, rungs, splits, scorer):
     """One candidate: every fold trained to each rung, one report per rung."""
     from ray import tune
 
-    from .asha import _Fold
-
-    params = candidates[config["candidate"]]
-    estimator = search._candidate_estimator(params)
-    folds = [_Fold(clone(estimator), train, test) for train, test in splits]
+    folds = search._candidate_folds(candidates[config["candidate"]], splits)
     for rung, epochs in enumerate(rungs):
         scores, error = [], None
         for k, fold in enumerate(folds):

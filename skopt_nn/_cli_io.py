@@ -14,8 +14,6 @@ import numbers
 import os
 import warnings
 
-import numpy as np
-
 __all__ = ["CLIError", "BUILTIN_DATASETS", "load_dataset", "read_space_file", "load_model"]
 
 
@@ -97,6 +95,7 @@ def load_dataset(source, *, target=None, task=None):
 
 
 def _infer_task(y, target):
+    import numpy as np
     import pandas as pd
 
     if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
@@ -201,8 +200,9 @@ def _dimension(name, spec, path):
 
 def _fixed_value(name, value, path):
     """A fixed estimator parameter from a file: tables become recipe specs."""
-    from . import LRSchedule, Pruning
     from .modules import CNN, MLP
+    from .pruning import Pruning
+    from .schedules import LRSchedule
 
     if not isinstance(value, dict):
         return _tuples(value)

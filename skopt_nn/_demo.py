@@ -29,7 +29,7 @@ def run(args):
         search_progress,
     )
     from ._runtime import torch_threads
-    from ._report import format_table, human_bytes, size_on_disk, write_cv_results, write_html, write_plots
+    from ._report import format_table, human_bytes, size_on_disk, write_cv_results, write_html, write_plots, write_rows
 
     quick = args.quick
     n_iter = args.n_iter if args.n_iter is not None else (3 if quick else 10)
@@ -105,39 +105,40 @@ def run(args):
         dense_time = time.perf_counter() - start
 
     model_paths, save_note = _save_model(best, out)
+    # Plain numbers, so results.csv holds numbers; the columns say how to show them.
     rows = [
         {
             "model": f"teacher: HistGradientBoosting ({teacher_iter} rounds)",
-            "test": f"{teacher_fitted.score(X_test, y_test):.3f}",
-            "size": human_bytes(size_on_disk(teacher_fitted)),
-            "time": f"{teacher_time:.1f} s",
+            "test_accuracy": float(teacher_fitted.score(X_test, y_test)),
+            "size_bytes": size_on_disk(teacher_fitted),
+            "fit_seconds": round(teacher_time, 3),
         },
         {
             "model": "student, dense (best lr and schedule only)",
-            "test": f"{dense.score(X_test, y_test):.3f}",
-            "sparsity": "0%",
-            "params": f"{dense.n_params_:,}",
-            "size": human_bytes(size_on_disk(dense)),
-            "time": f"{dense_time:.1f} s",
+            "test_accuracy": float(dense.score(X_test, y_test)),
+            "sparsity": 0.0,
+            "parameters": int(dense.n_params_),
+            "size_bytes": size_on_disk(dense),
+            "fit_seconds": round(dense_time, 3),
         },
         {
             "model": "student, tuned: pruned + distilled",
-            "test": f"{best.score(X_test, y_test):.3f}",
-            "cv": f"{search.best_score_:.3f}",
-            "sparsity": f"{best.sparsity_:.0%}",
-            "params": f"{best.n_params_:,}",
-            "size": human_bytes(os.path.getsize(model_paths[0])),
-            "time": f"{search.refit_time_:.1f} s",
+            "test_accuracy": float(best.score(X_test, y_test)),
+            "cv_accuracy": float(search.best_score_),
+            "sparsity": float(best.sparsity_),
+            "parameters": int(best.n_params_),
+            "size_bytes": os.path.getsize(model_paths[0]),
+            "fit_seconds": round(search.refit_time_, 3),
         },
     ]
     columns = [
         ("model", "model"),
-        ("test", "test accuracy"),
-        ("cv", "cv accuracy"),
-        ("sparsity", "sparsity"),
-        ("params", "parameters"),
-        ("size", "size on disk"),
-        ("time", "fit time"),
+        ("test_accuracy", "test accuracy", "{:.3f}"),
+        ("cv_accuracy", "cv accuracy", "{:.3f}"),
+        ("sparsity", "sparsity", "{:.0%}"),
+        ("parameters", "parameters", "{:,}"),
+        ("size_bytes", "size on disk", human_bytes),
+        ("fit_seconds", "fit time", "{:.1f} s"),
     ]
     table = format_table(rows, columns)
     _say("\n" + table + "\n")
@@ -150,7 +151,7 @@ def run(args):
     written = list(model_paths)
     written.append(write_cv_results(search, os.path.join(out, "cv_results.csv")))
     results_csv = os.path.join(out, "results.csv")
-    _write_rows(results_csv, rows, columns)
+    write_rows(results_csv, rows, [column[0] for column in columns])
     written.append(results_csv)
     images, plot_note = write_plots(out, search=search, n_rows=len(X_train))
     written += images
@@ -179,12 +180,3 @@ def run(args):
          f"try: skopt-nn inspect {model_paths[-1]}")
     return 0
 
-
-def _write_rows(path, rows, columns):
-    import csv
-
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow([header for _, header in columns])
-        for row in rows:
-            writer.writerow(["" if row.get(k) is None else row[k] for k, _ in columns])

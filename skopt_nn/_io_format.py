@@ -72,11 +72,6 @@ def _class_name(cls):
     for name, known in _OWN.items():
         if known is cls:
             return name
-    if cls.__module__.startswith("skopt_nn.") and cls.__qualname__ == cls.__name__:
-        import skopt_nn
-
-        if getattr(skopt_nn, cls.__name__, None) is cls:
-            return f"skopt_nn.{cls.__name__}"
     for namespace, base in (("torch.nn", nn.Module), ("torch.optim", torch.optim.Optimizer)):
         module = importlib.import_module(namespace)
         if issubclass(cls, base) and getattr(module, cls.__name__, None) is cls:

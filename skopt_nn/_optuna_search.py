@@ -250,7 +250,7 @@ scorer_, n_splits_, refit_time_, multimetric_
             optuna.logging.set_verbosity(verbosity)
 
     def _trials(self, optuna, distributions, decoders, evaluate_candidates):
-        from .search import _tolerate_failed_steps
+        from ._failed_steps import _tolerate_failed_steps
 
         self.study_ = study = self._make_study()
         scores = []

@@ -7,7 +7,9 @@ import os
 
 import numpy as np
 
-__all__ = ["format_table", "size_on_disk", "human_bytes", "write_cv_results", "write_plots", "write_html"]
+__all__ = [
+    "format_table", "size_on_disk", "human_bytes", "write_rows", "write_cv_results", "write_plots", "write_html",
+]
 
 
 def human_bytes(n):
@@ -29,10 +31,15 @@ def size_on_disk(model):
 
 
 def format_table(rows, columns):
-    """A text table; ``rows`` are dicts, ``columns`` ``(key, header)`` pairs."""
-    cells = [[header for _, header in columns]]
+    """A text table; ``rows`` are dicts, ``columns`` ``(key, header)`` or ``(key, header, show)``.
+
+    ``show`` turns a cell's value into its text (``human_bytes``, a format
+    string such as ``"{:.3f}"``); rows keep plain numbers, so the same rows
+    are also written as numeric CSV (:func:`write_rows`).
+    """
+    cells = [[column[1] for column in columns]]
     for row in rows:
-        cells.append([_cell(row.get(key)) for key, _ in columns])
+        cells.append([_cell(row.get(column[0]), *column[2:]) for column in columns])
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = []
     for index, line in enumerate(cells):
@@ -44,12 +51,30 @@ def format_table(rows, columns):
     return "\n".join(lines)
 
 
-def _cell(value):
+def _cell(value, show=None):
     if value is None:
         return "-"
     if isinstance(value, float) and not math.isfinite(value):
         return "failed"
-    return str(value)
+    if show is None:
+        return str(value)
+    return show.format(value) if isinstance(show, str) else show(value)
+
+
+def write_rows(path, rows, fields):
+    """Write ``rows`` (dicts) as CSV with the columns ``fields``; missing cells stay empty.
+
+    Values are written as they are, so numbers stay numbers: units belong in
+    the field names (``size_bytes``, ``fit_seconds``), not in the cells.
+    """
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        for row in rows:
+            writer.writerow(["" if row.get(k) is None else row[k] for k in fields])
+    return path
 
 
 def write_cv_results(search, path):
@@ -97,7 +122,7 @@ def write_plots(out_dir, *, search=None, model=None, n_rows=None):
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError:
-        return [], "plots skipped: matplotlib is not installed (pip install 'skopt-nn[plot]')"
+        return [], "plots skipped: matplotlib is not installed (pip install matplotlib)"
     from . import plotting
     from .plotting import _fitted_nn
     from .schedules import resolve_schedule
@@ -137,19 +162,15 @@ def write_plots(out_dir, *, search=None, model=None, n_rows=None):
 
 def write_html(path, *, title, intro, table_rows, columns, details, images):
     """A one-page report: the table, a few facts and the plots, side by side."""
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in columns)
+    head = "".join(f"<th>{html.escape(column[1])}</th>" for column in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(k)))}</td>" for k, _ in columns) + "</tr>"
+        "<tr>" + "".join(f"<td>{html.escape(_cell(r.get(c[0]), *c[2:]))}</td>" for c in columns) + "</tr>"
         for r in table_rows
     )
     facts = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in details
     )
-    figures = "".join(
-        f'<figure><img src="{html.escape(os.path.basename(p))}" alt="{html.escape(os.path.basename(p))}">'
-        f"<figcaption>{html.escape(os.path.splitext(os.path.basename(p))[0].replace('_', ' '))}</figcaption></figure>"
-        for p in images
-    )
+    figures = "".join(_figure(p) for p in images)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -157,8 +178,9 @@ body {{ font-family: sans-serif; margin: 2em; max-width: 80em; }}
 table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: right; }}
 td:first-child, th:first-child {{ text-align: left; }}
-figure {{ display: inline-block; margin: .5em; }}
-img {{ max-width: 38em; }}
+figure {{ display: inline-block; margin: .5em; vertical-align: top; max-width: 100%; }}
+img {{ max-width: 100%; height: auto; }}
+figure.half {{ max-width: calc(50% - 1.2em); }}
 </style></head>
 <body><h1>{html.escape(title)}</h1>
 <p>{html.escape(intro)}</p>
@@ -170,3 +192,31 @@ img {{ max-width: 38em; }}
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)
     return path
+
+
+def _png_size(path):
+    """``(width, height)`` in pixels from a PNG's header, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def _figure(path):
+    """One plot at its own pixel size, shrunk only when the window is narrower.
+
+    A many-panel plot (the search results) is as wide as the page; scaling it
+    to the width of the small plots made its labels unreadable.
+    """
+    name = html.escape(os.path.basename(path))
+    caption = html.escape(os.path.splitext(os.path.basename(path))[0].replace("_", " "))
+    size = _png_size(path)
+    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    # Single plots go two to a row; a wide one takes its own.
+    half = ' class="half"' if size and size[0] <= 700 else ""
+    return f'<figure{half}><img src="{name}" alt="{name}"{dims}><figcaption>{caption}</figcaption></figure>'
+

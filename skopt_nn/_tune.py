@@ -68,7 +68,7 @@ def _backend(args):
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise CLIError("--backend dask needs dask.distributed: pip install 'skopt-nn[dask]'") from None
+        raise CLIError("--backend dask needs dask.distributed: pip install 'dask[distributed]'") from None
 
     @contextlib.contextmanager
     def block():

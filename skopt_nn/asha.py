@@ -251,6 +251,12 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
     def _candidate_estimator(self, params):
         return clone(self.estimator).set_params(**clone(params, safe=False))
 
+    def _candidate_folds(self, params, splits):
+        # Each backend trains these; building them here keeps the Ray
+        # backend from importing this module back.
+        estimator = self._candidate_estimator(params)
+        return [_Fold(clone(estimator), train, test) for train, test in splits]
+
     def fit(self, X, y=None, **fit_params):
         """Run the search on ``X``, ``y``.
 
@@ -299,8 +305,7 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
                 jobs = []
                 for cand, rung in picks:
                     if cand not in folds:
-                        est = self._candidate_estimator(candidates[cand])
-                        folds[cand] = [_Fold(clone(est), tr, te) for tr, te in splits]
+                        folds[cand] = self._candidate_folds(candidates[cand], splits)
                     for fold in folds[cand]:
                         jobs.append((cand, rung, fold))
                 out = parallel(

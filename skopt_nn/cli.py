@@ -130,7 +130,7 @@ def _inspect(args):
 
 def build_parser():
     """The ``skopt-nn`` argument parser."""
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="skopt-nn",

@@ -390,9 +390,9 @@ def _logits(model, X):
     model = _unfrozen(model)
     if isinstance(model, nn.Module):
         return _module_forward(model, X)
-    from ._base import BaseNN  # lazy: specs do not depend on the estimators
-
-    if isinstance(model, BaseNN) and is_classifier(model):
+    # skopt_nn's own classifiers are known by their logits method, not by
+    # class: a spec must not import the estimators that it configures.
+    if callable(getattr(type(model), "_forward", None)) and hasattr(model, "net_") and is_classifier(model):
         return model._forward(X).astype(np.float64)
     from skorch import NeuralNet
 

@@ -217,7 +217,7 @@ def save(model, path):
     """
     import safetensors.torch
 
-    from . import __version__
+    from ._version import __version__
 
     if not isinstance(model, BaseEstimator):
         raise TypeError(f"save expects a scikit-learn estimator; got {type(model).__name__}.")

@@ -1,6 +1,6 @@
 """Plots of training, schedules, pruning and searches (needs matplotlib).
 
-matplotlib is an optional dependency (``pip install "skopt-nn[plot]"``) and
+matplotlib is an optional dependency (``pip install matplotlib``) and
 is imported only when a function here is called. Every function draws on the
 ``ax`` it is given, or on a new figure, and returns what it drew on, so plots
 combine with the rest of a matplotlib figure.
@@ -25,7 +25,7 @@ def _pyplot():
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError(
-            "skopt_nn.plotting needs matplotlib: pip install 'skopt-nn[plot]'"
+            "skopt_nn.plotting needs matplotlib: pip install matplotlib"
         ) from None
     return plt
 
@@ -106,12 +106,19 @@ def plot_learning_curve(model, *, ax=None, show_lr=True):
     history = nn.history_
     epochs = np.asarray(history[:, "epoch"], dtype=float)
     ax.plot(epochs, history[:, "train_loss"], marker=".", label="training loss")
-    if "valid_loss" in history[-1]:
-        ax.plot(epochs, history[:, "valid_loss"], marker=".", label="validation loss")
+    # Any epoch may have one: warm-started and partial fits can mix epochs
+    # with and without a validation split. Epochs without one are gaps.
+    valid = np.array([row.get("valid_loss", np.nan) for row in history], dtype=float)
+    if np.isfinite(valid).any():
+        ax.plot(epochs, valid, marker=".", label="validation loss")
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("loss")
-    ax.set_title(f"{type(nn).__name__}: learning curve")
+    title = f"{type(nn).__name__}: learning curve"
+    if not np.isfinite(valid).any():
+        # Say why a reader looking for the validation curve does not find it.
+        title += "\n(no validation loss: fitted with early_stopping=False)"
+    ax.set_title(title)
     handles, labels = ax.get_legend_handles_labels()
     if show_lr and all("lr" in row for row in history):
         twin = ax.twinx()
@@ -189,10 +196,12 @@ def _schedule_label(spec):
 
 
 def plot_sparsity(model, *, ax=None):
-    """Bar chart of the fraction of weights pruned in each layer.
+    """Bar chart of the weights each layer kept and lost to pruning.
 
-    With structured pruning (``ln_structured``) each bar is labelled with
-    the units kept out of the units the layer had.
+    Each layer's bar runs from 0 to 1: the fraction of its weights kept at
+    the bottom, the fraction pruned above it. The kept part is labelled with
+    the units kept out of the units the layer had (structured pruning,
+    ``ln_structured``) or with the fraction kept.
 
     Parameters
     ----------
@@ -216,8 +225,9 @@ def plot_sparsity(model, *, ax=None):
     >>> X, y = load_iris(return_X_y=True)
     >>> clf = NNClassifier(MLP((16,)), max_epochs=4, random_state=0,
     ...                    pruning=Pruning(amount=0.5)).fit(X, y)
-    >>> len(plot_sparsity(clf).patches)
-    2
+    >>> ax = plot_sparsity(clf)
+    >>> [text.get_text() for text in ax.texts]
+    ['50% kept', '100% kept']
     """
     nn = _fitted_nn(model, "plot_sparsity")
     rows = getattr(nn, "pruning_summary_", None)
@@ -226,35 +236,49 @@ def plot_sparsity(model, *, ax=None):
             "plot_sparsity needs a model trained with pruning; this one has no "
             "pruning_summary_ (set pruning=Pruning(...))."
         )
+    from matplotlib.patches import Patch
+
     ax = _axes(ax)
     names = [f"{row['layer']}\n{row['type']}" for row in rows]
-    values = [row["sparsity"] for row in rows]
-    colors = ["C0" if row.get("pruned", True) else "0.7" for row in rows]
-    bars = ax.bar(range(len(rows)), values, color=colors)
-    for bar, row in zip(bars, rows):
+    kept = np.array([1.0 - row["sparsity"] for row in rows])
+    own = [row.get("pruned", True) for row in rows]
+    x = np.arange(len(rows))
+    # A layer that was not pruned itself still loses the inputs of the
+    # units removed before it: its kept part is drawn in grey.
+    bars = ax.bar(x, kept, color=["C0" if p else "0.55" for p in own])
+    ax.bar(x, 1.0 - kept, bottom=kept, color="0.88", edgecolor="0.7", hatch="//")
+    for bar, row, share in zip(bars, rows, kept):
         if "units" in row:
             text = f"{row['units_kept']}/{row['units']} units"
         else:
-            text = f"{row['sparsity']:.0%}"
+            text = f"{share:.0%} kept"
+        # Inside the kept part when it is tall enough to hold the label.
+        inside = share >= 0.12
         ax.annotate(
             text,
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            (bar.get_x() + bar.get_width() / 2, share / 2 if inside else share),
+            xytext=(0, 0 if inside else 2),
+            textcoords="offset points",
             ha="center",
-            va="bottom",
+            va="center" if inside else "bottom",
             fontsize="small",
+            color="white" if inside else "black",
+            fontweight="bold" if inside else "normal",
         )
-    ax.set_xticks(range(len(rows)), names, fontsize="small")
-    if not all(row.get("pruned", True) for row in rows):
-        from matplotlib.patches import Patch
-
-        ax.legend(
-            handles=[Patch(color="C0", label="pruned"),
-                     Patch(color="0.7", label="not pruned; loses the inputs of removed units")],
-            loc="upper right", fontsize="small",
-        )
-    ax.set_ylim(0, 1.25)
-    ax.set_ylabel("fraction of weights pruned")
-    ax.set_title(f"sparsity per layer (overall {nn.sparsity_:.0%})")
+    ax.set_xticks(x, names, fontsize="small")
+    handles = [Patch(color="C0", label="kept"),
+               Patch(facecolor="0.88", edgecolor="0.7", hatch="//", label="pruned")]
+    if not all(own):
+        label = "kept, layer not pruned"
+        if any("units" in row for row in rows):
+            label += "\n(loses removed units' inputs)"
+        handles.insert(1, Patch(color="0.55", label=label))
+    # Below the axes, so it never covers a bar.
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              ncols=len(handles), fontsize="small", frameon=False)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("fraction of the layer's weights")
+    ax.set_title(f"weights kept per layer (overall sparsity {nn.sparsity_:.0%})")
     return ax
 
 
@@ -465,9 +489,11 @@ def plot_convergence(search, *, score=None, ax=None):
         bottom = np.nanmin(scores) if ok.any() else 0.0
         ax.plot(steps[~ok], np.full((~ok).sum(), bottom), "x", color="0.4", label="failed")
     ax.set_xlabel("candidate (search order)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(key[len("mean_test_"):])
     ax.set_title(f"{type(search).__name__}: convergence")
-    ax.legend(loc="lower right")
+    # Outside the axes: inside, some corner always holds a candidate.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return ax
 
 

@@ -9,13 +9,9 @@ that fail.
 
 import contextlib
 import numbers
-import threading
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
-import sklearn.model_selection._search as _sk_search
-from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 from sklearn.utils import check_random_state
 from skopt import BayesSearchCV
@@ -25,6 +21,7 @@ from skopt.utils import eval_callbacks, point_asdict
 
 from ._base import BaseNN
 from ._checkpoint import SearchCheckpoint, fingerprint, replaying
+from ._failed_steps import _tolerate_failed_steps
 from ._optuna_search import OptunaSearchCV
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
@@ -199,51 +196,6 @@ def default_space(estimator):
 
 
 # -- the robust Bayesian search -----------------------------------------------
-
-_patch_lock = threading.Lock()
-_patch_depth = 0
-_original_check = getattr(_sk_search, "_warn_or_raise_about_fit_failures", None)
-
-
-def _warn_even_if_all_failed(results, error_score):
-    try:
-        _original_check(results, error_score)
-    except ValueError as exc:
-        if not all(result.get("fit_error") is not None for result in results):
-            raise
-        warnings.warn(
-            f"Every fit of this search step failed; its score is set to "
-            f"{error_score} and the search goes on.{str(exc).partition('failed.')[2]}",
-            FitFailedWarning,
-        )
-
-
-@contextlib.contextmanager
-def _tolerate_failed_steps():
-    """Let one all-failed batch of candidates through as a warning.
-
-    sklearn raises when every fit of one ``evaluate_candidates`` call fails,
-    a sound check for a grid evaluated at once but fatal to a sequential
-    optimizer, whose every step is one or a few candidates. The check is
-    looked up in sklearn's search module at call time, so it is swapped
-    there for the length of a step, with a lock so overlapping searches
-    restore it correctly.
-    """
-    global _patch_depth
-    if _original_check is None:
-        yield
-        return
-    with _patch_lock:
-        _patch_depth += 1
-        _sk_search._warn_or_raise_about_fit_failures = _warn_even_if_all_failed
-    try:
-        yield
-    finally:
-        with _patch_lock:
-            _patch_depth -= 1
-            if _patch_depth == 0:
-                _sk_search._warn_or_raise_about_fit_failures = _original_check
-
 
 def _to_skopt_dimension(value, name):
     """Render one entry of a Bayes subspace as a skopt dimension."""

@@ -1,6 +1,7 @@
 """Every plot function draws a real, non-blank image."""
 
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -80,11 +81,64 @@ def test_lr_schedule_preview_draws_each_schedule_at_batch_resolution(tmp_path):
     _assert_png(ax, tmp_path / "schedule.png")
 
 
-def test_sparsity_plot_has_one_bar_per_layer(pruned, tmp_path):
+def test_sparsity_plot_labels_the_kept_part_of_each_layer(pruned, tmp_path):
     ax = plotting.plot_sparsity(pruned)
-    assert len(ax.patches) == len(pruned.pruning_summary_)
-    assert "8/16 units" in [t.get_text() for t in ax.texts]
+    rows = pruned.pruning_summary_
+    # Per layer, a kept part from 0 and a pruned part stacked on it up to 1.
+    kept, lost = ax.patches[: len(rows)], ax.patches[len(rows):]
+    assert len(ax.patches) == 2 * len(rows)
+    for bar, top, row in zip(kept, lost, rows):
+        assert bar.get_y() == 0 and bar.get_height() == pytest.approx(1 - row["sparsity"])
+        assert top.get_y() + top.get_height() == pytest.approx(1.0)
+    assert ax.get_ylim() == (0.0, 1.0)
+    # "8/16 units" counts the kept units, so it sits on the kept part.
+    label = next(t for t in ax.texts if t.get_text() == "8/16 units")
+    assert 0 <= label.xy[1] <= kept[0].get_height()
     _assert_png(ax, tmp_path / "sparsity.png")
+
+
+def _overlaps_a_point(ax):
+    """Whether the axes' legend covers one of the plotted points."""
+    ax.figure.canvas.draw()
+    box = ax.get_legend().get_window_extent()
+    for line in ax.get_lines():
+        for x, y in ax.transData.transform(line.get_xydata()):
+            if box.contains(x, y):
+                return True
+    return False
+
+
+def test_convergence_legend_covers_no_candidate(bayes_search):
+    ax = plotting.plot_convergence(bayes_search)
+    assert not _overlaps_a_point(ax)
+    plt.close(ax.figure)
+    # Scores all over the axes leave no free corner inside them.
+    scattered = types.SimpleNamespace(
+        cv_results_={"mean_test_score": np.random.RandomState(0).uniform(0.1, 0.9, size=60)}
+    )
+    ax = plotting.plot_convergence(scattered)
+    assert not _overlaps_a_point(ax)
+    plt.close(ax.figure)
+
+
+def test_learning_curve_draws_a_validation_loss_from_any_epoch(iris):
+    X, y = iris
+    clf = NNClassifier(MLP((8,)), max_epochs=3, early_stopping=True, random_state=0).fit(X, y)
+    clf.partial_fit(X, y)  # an epoch without a validation split comes last
+    assert "valid_loss" not in clf.history_[-1]
+    ax = plotting.plot_learning_curve(clf, show_lr=False)
+    valid = ax.get_lines()[1]
+    assert valid.get_label() == "validation loss"
+    assert np.isfinite(valid.get_ydata()[:-1]).all() and np.isnan(valid.get_ydata()[-1])
+    plt.close(ax.figure)
+
+
+def test_learning_curve_says_why_there_is_no_validation_loss(iris):
+    X, y = iris
+    ax = plotting.plot_learning_curve(NNClassifier(max_epochs=2, random_state=0).fit(X, y))
+    assert [line.get_label() for line in ax.get_lines()] == ["training loss"]
+    assert "early_stopping=False" in ax.get_title()
+    plt.close(ax.figure)
 
 
 def test_sparsity_plot_refuses_an_unpruned_model(iris):
@@ -147,5 +201,5 @@ def test_unfitted_model_is_refused():
 
 def test_missing_matplotlib_names_the_extra(pruned, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"pip install 'skopt-nn\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib"):
         plotting.plot_learning_curve(pruned)
