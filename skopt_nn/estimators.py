@@ -10,7 +10,7 @@ from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 
-from ._base import BaseNN
+from .training._base import BaseNN
 
 __all__ = ["NNClassifier", "NNRegressor"]
 

@@ -50,7 +50,7 @@ def _log_axis(ax, which):
 
 def _fitted_nn(model, what):
     """The fitted skopt_nn estimator inside ``model`` (a search, a Pipeline or itself)."""
-    from ._base import BaseNN
+    from .training._base import BaseNN
 
     model = getattr(model, "best_estimator_", model)
     if not isinstance(model, BaseNN):
@@ -166,7 +166,7 @@ def plot_lr_schedule(schedule, *, lr=1e-3, max_epochs=20, steps_per_epoch=1, ax=
     >>> [line.get_label() for line in ax.get_lines()]
     ['cosine', 'onecycle(pct_start=0.2)']
     """
-    from .schedules import LRSchedule, resolve_schedule
+    from .specs.schedules import LRSchedule, resolve_schedule
 
     if isinstance(schedule, (str, LRSchedule)):
         schedule = [schedule]
@@ -300,7 +300,7 @@ def _score_key(search, score):
 
 def _strip_prefix(search):
     """A function shortening ``step__param`` names to the skopt_nn estimator's own."""
-    from .search import _find_target
+    from .search._engines import _find_target
 
     try:
         prefix, _ = _find_target(search.estimator)

@@ -162,7 +162,7 @@ def test_an_error_in_a_subprocess_shows_no_traceback(tmp_path):
 
 def test_toml_and_json_space_files_describe_the_same_space(tmp_path):
     from skopt_nn import Categorical, Integer, LRSchedule, Pruning, Real
-    from skopt_nn._cli_io import read_space_file
+    from skopt_nn.cli._io import read_space_file
 
     (tmp_path / "s.toml").write_text(
         '[params]\nmax_epochs = 4\npruning = {method = "l1_unstructured", amount = 0.5}\n'

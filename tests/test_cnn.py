@@ -7,7 +7,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 from skopt_nn import CNN, NNClassifier, Pruning
-from skopt_nn._shrink import analyse, shrink
+from skopt_nn.specs._shrink import analyse, shrink
 
 
 @pytest.fixture(scope="module")

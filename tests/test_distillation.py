@@ -21,8 +21,8 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from skopt_nn import MLP, NNClassifier, NNRegressor
-from skopt_nn.distillation import Distillation, DistillationLoss
-from skopt_nn.schedules import SCHEDULES
+from skopt_nn.specs.distillation import Distillation, DistillationLoss
+from skopt_nn.specs.schedules import SCHEDULES
 
 # What every RecordingTeacher did, across clones: sklearn clones the teacher
 # for every fold, so the record has to live outside the instances.
@@ -432,7 +432,7 @@ def test_distillation_composes_with_partial_fit(iris):
 
 @pytest.mark.parametrize("method", ["l1_unstructured", "ln_structured"])
 def test_distillation_composes_with_pruning(digits, method):
-    pruning = pytest.importorskip("skopt_nn.pruning")
+    pruning = pytest.importorskip("skopt_nn.specs.pruning")
     X, y = digits
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
     teacher = FrozenEstimator(NNClassifier(MLP((64,)), lr=0.01, max_epochs=30, random_state=0).fit(X_train, y_train))

@@ -354,7 +354,7 @@ def test_regressor_multioutput_and_scale(iris):
 
 
 def test_float32_input_is_not_copied(iris):
-    from skopt_nn.data import as_float_tensor
+    from skopt_nn.training.data import as_float_tensor
 
     X = np.ascontiguousarray(iris[0], dtype=np.float32)
     assert as_float_tensor(X).data_ptr() == X.ctypes.data

@@ -18,8 +18,8 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from skopt_nn import CNN, MLP, DivergenceError, Distillation, LRSchedule, NNClassifier, NNRegressor, TorchModule
-from skopt_nn.io import FORMAT_VERSION, UntrustedTypeError, _digest, load, save
-from skopt_nn.pruning import Pruning
+from skopt_nn.persistence.io import FORMAT_VERSION, UntrustedTypeError, _digest, load, save
+from skopt_nn.specs.pruning import Pruning
 
 FAST = dict(lr=0.02, max_epochs=8, batch_size=32, random_state=0)
 

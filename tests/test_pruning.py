@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from skopt_nn import CNN, MLP, LRSchedule, NNClassifier, NNRegressor, Pruning, TorchModule
-from skopt_nn._shrink import analyse, shrink
+from skopt_nn.specs._shrink import analyse, shrink
 
 DIGITS_EPOCHS = 40
 

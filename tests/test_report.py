@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from skopt_nn._report import format_table, human_bytes, write_html, write_rows
+from skopt_nn.cli._report import format_table, human_bytes, write_html, write_rows
 
 ROWS = [
     {"model": "teacher", "test_accuracy": 0.964, "size_bytes": 1_782_579, "fit_seconds": 1.9},

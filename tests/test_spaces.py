@@ -5,7 +5,7 @@ import pytest
 import skopt.space
 
 from skopt_nn import Categorical, Integer, LRSchedule, Real, SearchSpace
-from skopt_nn.spaces import KeyedCategorical
+from skopt_nn.search.spaces import KeyedCategorical
 
 
 def test_log_real_grid_is_geometric_and_hits_the_bounds():

@@ -34,7 +34,7 @@ def test_explicit_thread_count_is_used_and_restored(iris):
 def test_read_only_memmap_fits_without_warnings_or_copies(tmp_path, iris):
     import warnings
 
-    from skopt_nn.data import as_float_tensor
+    from skopt_nn.training.data import as_float_tensor
 
     X, y = iris
     path = tmp_path / "X.npy"
@@ -48,7 +48,7 @@ def test_read_only_memmap_fits_without_warnings_or_copies(tmp_path, iris):
 
 
 def test_validation_split_shares_the_training_data():
-    from skopt_nn.data import BatchIterator, TensorData
+    from skopt_nn.training.data import BatchIterator, TensorData
 
     X = torch.arange(20, dtype=torch.float32).reshape(10, 2)
     y = torch.arange(10)

@@ -248,7 +248,7 @@ class Pruning(BaseEstimator):
         p = self._validated()
         return PRUNING_SCHEDULES.get(p["schedule"])(p, max_epochs)
 
-    # -- protocol used by the estimators (see skopt_nn._base) ----------------
+    # -- protocol used by the estimators (see skopt_nn.training._base) ----------------
     def _make_callback(self, module, *, max_epochs, steps_per_epoch, start_epoch=0, generator=None):
         p = self._validated()
         method = PRUNING_METHODS.get(p["method"])

@@ -105,7 +105,7 @@ def run_name(estimator):
     Examples
     --------
     >>> from skopt_nn import MLP, NNClassifier
-    >>> from skopt_nn._tensorboard import run_name
+    >>> from skopt_nn.training._tensorboard import run_name
     >>> run_name(NNClassifier(MLP((64, 32)), lr=0.01, optimizer="sgd"))
     'lr=0.01,module=MLP,module.hidden_layer_sizes=64x32,optimizer=sgd'
     """

@@ -13,7 +13,7 @@ from inspect import signature
 import numpy as np
 from joblib import effective_n_jobs
 
-from ._progress import _tqdm
+from ..training._progress import _tqdm
 from ._failed_steps import _tolerate_failed_steps
 
 __all__ = ["search_progress"]

@@ -95,7 +95,7 @@ class DistillationLoss(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> from skopt_nn.distillation import DistillationLoss
+    >>> from skopt_nn.specs.distillation import DistillationLoss
     >>> loss = DistillationLoss("classification", temperature=2.0, alpha=0.0)
     >>> s, y = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
     >>> bool(torch.isclose(loss(s, (y, torch.zeros(1, 2))), torch.nn.functional.cross_entropy(s, y)))

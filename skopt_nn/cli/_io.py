@@ -163,7 +163,7 @@ def _tuples(value):
 
 
 def _dimension(name, spec, path):
-    from .spaces import Categorical, Integer, Real
+    from ..search.spaces import Categorical, Integer, Real
 
     if isinstance(spec, list):
         return Categorical([_tuples(v) for v in spec])
@@ -200,9 +200,9 @@ def _dimension(name, spec, path):
 
 def _fixed_value(name, value, path):
     """A fixed estimator parameter from a file: tables become recipe specs."""
-    from .modules import CNN, MLP
-    from .pruning import Pruning
-    from .schedules import LRSchedule
+    from ..specs.modules import CNN, MLP
+    from ..specs.pruning import Pruning
+    from ..specs.schedules import LRSchedule
 
     if not isinstance(value, dict):
         return _tuples(value)
@@ -235,7 +235,7 @@ def read_space_file(path):
     list of choices or a table ``{low, high, log, type}`` or ``{choices}``;
     lists inside choices become tuples (``hidden_layer_sizes``).
     """
-    from .spaces import SearchSpace
+    from ..search.spaces import SearchSpace
 
     doc = _read_document(path)
     if not isinstance(doc, dict):
@@ -273,7 +273,7 @@ def load_model(path):
             return joblib.load(path)
         except Exception as exc:  # a corrupt or foreign pickle fails in many ways
             raise CLIError(f"Cannot load {path} with joblib: {exc}") from None
-    from .io import load
+    from ..persistence.io import load
 
     try:
         return load(path)
@@ -328,7 +328,7 @@ def _save_model(model, out_dir):
     joblib.dump(model, paths[0])
     note = None
     try:
-        from .io import save
+        from ..persistence.io import save
     except ImportError as exc:  # safetensors is an optional extra
         note = f"pickle-free model.safetensors skipped: {exc}"
     else:

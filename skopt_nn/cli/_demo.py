@@ -10,7 +10,7 @@ import os
 import time
 import warnings
 
-from ._cli_io import _failures_line, _params_text, _print_files, _quiet_search, _save_model, _say
+from ._io import _failures_line, _params_text, _print_files, _quiet_search, _save_model, _say
 
 __all__ = ["run"]
 
@@ -24,11 +24,11 @@ def run(args):
     from sklearn.model_selection import train_test_split
     from threadpoolctl import threadpool_limits
 
-    from . import (
+    from .. import (
         MLP, Categorical, Distillation, LRSchedule, NNClassifier, Pruning, Real, make_search,
         search_progress,
     )
-    from ._runtime import torch_threads
+    from ..training._runtime import torch_threads
     from ._report import format_table, human_bytes, size_on_disk, write_cv_results, write_html, write_plots, write_rows
 
     quick = args.quick

@@ -123,9 +123,9 @@ def write_plots(out_dir, *, search=None, model=None, n_rows=None):
         import matplotlib.pyplot as plt
     except ImportError:
         return [], "plots skipped: matplotlib is not installed (pip install matplotlib)"
-    from . import plotting
-    from .plotting import _fitted_nn
-    from .schedules import resolve_schedule
+    from .. import plotting
+    from ..plotting import _fitted_nn
+    from ..specs.schedules import resolve_schedule
 
     if model is None and search is not None:
         model = getattr(search, "best_estimator_", None)

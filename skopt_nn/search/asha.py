@@ -25,8 +25,8 @@ from sklearn.model_selection import ParameterSampler, check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, indexable
 
-from ._base import BaseNN
-from ._runtime import torch_threads
+from ..training._base import BaseNN
+from ..training._runtime import torch_threads
 from ._asha_progress import RungProgress
 
 __all__ = ["ASHASearchCV"]
@@ -49,7 +49,7 @@ def rung_epochs(min_epochs, reduction_factor, max_epochs):
 
     Examples
     --------
-    >>> from skopt_nn.asha import rung_epochs
+    >>> from skopt_nn.search.asha import rung_epochs
     >>> rung_epochs(1, 3, 27)
     [1, 3, 9, 27]
     >>> rung_epochs(2, 3, 10)

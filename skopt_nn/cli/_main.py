@@ -13,7 +13,7 @@ import os
 import sys
 
 from . import _demo, _tune
-from ._cli_io import BUILTIN_DATASETS, CLIError, _say, load_model, read_csv
+from ._io import BUILTIN_DATASETS, CLIError, _say, load_model, read_csv
 
 __all__ = ["main", "build_parser"]
 
@@ -66,7 +66,7 @@ def _predict(args):
 
 def _compact(value):
     """One-line text for a parameter value: specs show only what differs from their defaults."""
-    from ._tensorboard import _changed, _short
+    from ..training._tensorboard import _changed, _short
 
     text = _short(value)
     if text is not None:
@@ -79,8 +79,8 @@ def _compact(value):
 
 def _inspect(args):
     from ._report import human_bytes
-    from ._tensorboard import _changed
-    from .plotting import _fitted_nn
+    from ..training._tensorboard import _changed
+    from ..plotting import _fitted_nn
 
     model = load_model(args.model)
     try:
@@ -130,7 +130,7 @@ def _inspect(args):
 
 def build_parser():
     """The ``skopt-nn`` argument parser."""
-    from ._version import __version__
+    from .._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="skopt-nn",

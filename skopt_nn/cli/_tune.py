@@ -10,7 +10,7 @@ import contextlib
 import os
 import time
 
-from ._cli_io import (
+from ._io import (
     CLIError, _failures_line, _params_text, _print_files, _quiet_search, _save_model, _say, _short_name,
     load_dataset, read_space_file,
 )
@@ -98,10 +98,10 @@ def run(args):
     from sklearn.pipeline import Pipeline
     from threadpoolctl import threadpool_limits
 
-    from . import MLP, NNClassifier, NNRegressor, default_space, make_search, search_progress
-    from ._runtime import torch_threads
+    from .. import MLP, NNClassifier, NNRegressor, default_space, make_search, search_progress
+    from ..training._runtime import torch_threads
     from ._report import write_cv_results, write_plots, write_html
-    from .spaces import SearchSpace
+    from ..search.spaces import SearchSpace
 
     if args.n_iter is not None and args.n_iter < 1:
         raise CLIError(f"--n-iter must be at least 1; got {args.n_iter}.")

@@ -278,7 +278,7 @@ class KeyedCategorical(skopt.space.Categorical):
 
     Examples
     --------
-    >>> from skopt_nn.spaces import KeyedCategorical
+    >>> from skopt_nn.search.spaces import KeyedCategorical
     >>> dim = KeyedCategorical([(64,), (128, 64), None])
     >>> dim.categories
     ('(64,)', '(128, 64)', 'None')
@@ -485,7 +485,7 @@ def as_dimension(value, name="value"):
 
     Examples
     --------
-    >>> from skopt_nn.spaces import as_dimension
+    >>> from skopt_nn.search.spaces import as_dimension
     >>> as_dimension(["sgd", "adam"], "optimizer")
     Categorical(['sgd', 'adam'])
     """

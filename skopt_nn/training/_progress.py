@@ -49,7 +49,7 @@ class EpochProgressBar(Callback):
     >>> from sklearn.datasets import load_iris
     >>> from skorch import NeuralNetClassifier
     >>> from torch import nn
-    >>> from skopt_nn._progress import EpochProgressBar
+    >>> from skopt_nn.training._progress import EpochProgressBar
     >>> X, y = load_iris(return_X_y=True)
     >>> out = io.StringIO()
     >>> net = NeuralNetClassifier(

@@ -26,8 +26,8 @@ import torch
 from sklearn.base import BaseEstimator
 from torch import nn
 
-from ._base import BaseNN
-from ._io_format import _NAME, _OWN, _class_name, _Reader, _Writer
+from ..training._base import BaseNN
+from ._format import _NAME, _OWN, _class_name, _Reader, _Writer
 
 __all__ = ["save", "load", "UntrustedTypeError", "FORMAT_VERSION"]
 
@@ -217,7 +217,7 @@ def save(model, path):
     """
     import safetensors.torch
 
-    from ._version import __version__
+    from .._version import __version__
 
     if not isinstance(model, BaseEstimator):
         raise TypeError(f"save expects a scikit-learn estimator; got {type(model).__name__}.")

@@ -37,10 +37,10 @@ from torch import nn
 
 from .data import BatchIterator, TensorData, as_float_tensor
 from ._progress import _fit_callbacks
-from .modules import count_params, resolve_module
-from .optim import resolve_optimizer
+from ..specs.modules import count_params, resolve_module
+from ..specs.optim import resolve_optimizer
 from ._runtime import GLOBAL_RNG, auto_threads, resolve_device, seeded, torch_threads
-from .schedules import ScheduleCallback, resolve_schedule
+from ..specs.schedules import ScheduleCallback, resolve_schedule
 
 __all__ = ["DivergenceError", "BaseNN"]
 

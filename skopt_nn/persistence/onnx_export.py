@@ -20,7 +20,7 @@ from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, Stan
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._base import BaseNN
+from ..training._base import BaseNN
 
 __all__ = ["export_onnx"]
 

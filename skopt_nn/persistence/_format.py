@@ -1,11 +1,11 @@
-"""How a model is encoded for ``skopt_nn.io``: JSON-ready data plus named tensors.
+"""How a model is encoded for ``skopt_nn.persistence.io``: JSON-ready data plus named tensors.
 
 ``_Writer`` turns an estimator (its parameters, fitted attributes and the
 network as it really is, layer sizes included) into plain JSON values and a
 dict of tensors; ``_Reader`` builds it back. Classes are written under stable
 dotted names (``_class_name``). The reader gets classes only from the
 resolver that ``load`` hands it, after ``load`` has checked every class name
-in the file against what it trusts; that check lives in ``skopt_nn.io``.
+in the file against what it trusts; that check lives in ``skopt_nn.persistence.io``.
 """
 
 import importlib
@@ -17,13 +17,13 @@ import torch
 from skorch.history import History
 from torch import nn
 
-from ._base import BaseNN, make_net
-from .distillation import Distillation
-from .estimators import NNClassifier, NNRegressor
-from .modules import CNN, MLP, TorchModule, count_params, resolve_module
-from .optim import resolve_optimizer
-from .pruning import Pruning
-from .schedules import LRSchedule
+from ..training._base import BaseNN, make_net
+from ..specs.distillation import Distillation
+from ..estimators import NNClassifier, NNRegressor
+from ..specs.modules import CNN, MLP, TorchModule, count_params, resolve_module
+from ..specs.optim import resolve_optimizer
+from ..specs.pruning import Pruning
+from ..specs.schedules import LRSchedule
 
 # skopt_nn's own classes under the names files give them. A file may name
 # them without the caller's say-so: they are built from plain parameters and

@@ -19,10 +19,10 @@ from skopt.space import Categorical as _SkoptCategorical
 from skopt.space import Dimension, check_dimension
 from skopt.utils import eval_callbacks, point_asdict
 
-from ._base import BaseNN
+from ..training._base import BaseNN
 from ._checkpoint import SearchCheckpoint, fingerprint, replaying
 from ._failed_steps import _tolerate_failed_steps
-from ._optuna_search import OptunaSearchCV
+from ._optuna import OptunaSearchCV
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
 __all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV"]
@@ -173,7 +173,7 @@ def default_space(estimator):
         offer("lr_schedule", Categorical(["constant", "cosine", "onecycle"]))
 
     if "module" in params and params["module"] is None:
-        from .modules import MLP
+        from ..specs.modules import MLP
 
         # set_params applies module=MLP() before module__*, so the nested
         # values land on the pinned spec within the same candidate.
@@ -260,7 +260,7 @@ class RobustBayesSearchCV(BayesSearchCV):
 
     - **Any categorical choice.** Tuples (``module__hidden_layer_sizes``),
       ``None`` and spec objects work as categories: the optimizer sees one
-      string key per choice (:class:`~skopt_nn.spaces.KeyedCategorical`)
+      string key per choice (:class:`~skopt_nn.search.spaces.KeyedCategorical`)
       and the estimator, ``cv_results_['params']``, ``best_params_`` and
       ``best_estimator_`` see the real values. ``search_spaces`` may also be
       a :class:`~skopt_nn.SearchSpace`.
@@ -455,7 +455,7 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         ``"optuna"``: :class:`OptunaSearchCV` over the space itself, an
         Optuna study (TPE) whose ``storage`` may be persistent; ``n_iter``
         is taken as its ``n_trials``.
-        ``"asha"``: :class:`~skopt_nn.asha.ASHASearchCV`, asynchronous
+        ``"asha"``: :class:`~skopt_nn.search.ASHASearchCV`, asynchronous
         successive halving whose candidates continue training from rung to
         rung up to ``max_epochs`` (``min_epochs``, ``reduction_factor``,
         ``backend="ray"`` for Ray Tune).

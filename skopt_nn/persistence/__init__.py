@@ -1,0 +1,1 @@
+"""Saving fitted models: the pickle-free format and ONNX export."""

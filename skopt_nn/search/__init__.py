@@ -1,0 +1,10 @@
+"""Hyperparameter searches over one ``SearchSpace``.
+
+``make_search`` builds any of them (grid, random, Bayes, successive halving,
+Optuna, ASHA); the search classes themselves are importable from here.
+"""
+
+from ._engines import OptunaSearchCV, RobustBayesSearchCV, default_space, make_search
+from .asha import ASHASearchCV
+
+__all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV", "ASHASearchCV"]
