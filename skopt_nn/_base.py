@@ -441,14 +441,15 @@ class BaseNN(BaseEstimator):
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
         )
+        sample_weight, weighted = self._class_weighted(y, sample_weight, weighted, partial=partial)
+        # Only ratios matter (see _losses); dividing by the mean keeps float32
+        # far from overflow and underflow, and makes constant weights ones.
+        sample_weight = sample_weight / sample_weight.mean()
         y_t, n_outputs = self._encode_y(
             y, first_call=not continuing, classes=classes, sample_weight=sample_weight
         )
-        sample_weight, weighted = self._class_weighted(y, sample_weight, weighted, partial=partial)
         X_t = as_float_tensor(X)
-        # Only ratios matter (see _losses); dividing by the mean keeps float32
-        # far from overflow and underflow, and leaves weights of ones as ones.
-        w_t = torch.from_numpy((sample_weight / sample_weight.mean()).astype(np.float32))
+        w_t = torch.from_numpy(sample_weight.astype(np.float32))
 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
