@@ -407,6 +407,7 @@ class BaseNN(BaseEstimator):
                 net.module_.load_state_dict(snapshot[0])
                 net.optimizer_.load_state_dict(snapshot[1])
                 del net.history[snapshot[2] :]
+                _lean(net)
             raise
 
     def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False,

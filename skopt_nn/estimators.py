@@ -99,7 +99,9 @@ _CLASS_WEIGHT_DOC = """    class_weight : dict, "balanced" or None, default=None
 
 _ATTRS_DOC = """
     net_ : skorch.NeuralNet
-        The trained skorch net.
+        The trained skorch net, without its training machinery (callbacks,
+        validation split, shuffling generator), which the next warm-started
+        or partial fit builds again.
     module_ : torch.nn.Module
         The trained network (``net_.module_``), in eval mode.
     n_features_in_ : int
