@@ -15,14 +15,16 @@ Recipe parts plug in through two small protocols (see ``_fit_core``):
 * a distillation spec gives ``_prepare(X, y, task=..., classes=..., random_state=...,
   sample_weight=...)``
   -> ``(teacher_outputs, fitted_teacher)``, ``_criterion(task)`` -> loss module
-  taking ``(y_pred, (y_true, teacher_out, weight))``, and
+  taking ``(y_pred, (y_true, teacher_out[, weight]))``, and
   ``_augmenter(fitted_teacher, task=..., generator=..., target_scaler=..., classes=...)``
   -> ``None`` or ``fn(X_batch, y_batch) -> (X_batch, y_batch)``.
 
-Every row carries a weight next to its targets (ones without
-``sample_weight``): the targets of a batch are ``(y, weight)``, or
-``(y, teacher_out, weight)`` with distillation, and each loss is the
-weighted mean ``sum(w * l) / sum(w)`` of the batch (see ``_losses``).
+Unequal sample weights travel with the targets: a batch's targets are
+``y`` or ``(y, weight)``, with distillation ``(y, teacher_out)`` or
+``(y, teacher_out, weight)``, and each loss is the weighted mean
+``sum(w * l) / sum(w)`` of the batch (see ``_losses``). Equal weights
+(none given, or constant) travel as nothing, so they give the very same
+model as no weights.
 
 A fitted estimator keeps the trained module, the history and the optimizer,
 and none of the training machinery: its net's callbacks, split, shuffling
@@ -94,8 +96,9 @@ class _ValidScore(Callback):
     ``r2_score`` with ``sample_weight``.
     """
 
-    def __init__(self, task):
+    def __init__(self, task, weighted=False):
         self.task = task
+        self.weighted = weighted
 
     def on_epoch_begin(self, net, **kwargs):
         self.parts_ = []
@@ -103,15 +106,19 @@ class _ValidScore(Callback):
     def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
         if training or y_pred is None:
             return
-        y, w = batch[1][0], batch[1][-1]  # (y, weight) or (y, teacher_out, weight)
-        self.parts_.append((y_pred.detach(), y.detach(), w.detach()))
+        # y, (y, weight), (y, teacher_out) or (y, teacher_out, weight)
+        target = batch[1]
+        y = target[0] if isinstance(target, (tuple, list)) else target
+        w = target[-1].detach() if self.weighted else None
+        self.parts_.append((y_pred.detach(), y.detach(), w))
 
     def on_epoch_end(self, net, **kwargs):
         if not self.parts_:
             return
         pred = torch.cat([p for p, _, _ in self.parts_]).float()
         y = torch.cat([t for _, t, _ in self.parts_])
-        w = torch.cat([w for _, _, w in self.parts_]).float()
+        w = torch.cat([torch.ones(len(p), device=p.device) if w is None else w for p, _, w in self.parts_])
+        w = w.float()
         self.parts_ = []
         if self.task == "classification":
             score = (w * (pred.argmax(1) == y)).sum() / w.sum().clamp_min(1e-12)
@@ -450,7 +457,8 @@ class BaseNN(BaseEstimator):
             y, first_call=not continuing, classes=classes, sample_weight=sample_weight
         )
         X_t = as_float_tensor(X)
-        w_t = torch.from_numpy(sample_weight.astype(np.float32))
+        # Equal weights travel as None: the fit then runs the fused mean losses.
+        w_t = None if np.all(sample_weight == 1.0) else torch.from_numpy(sample_weight.astype(np.float32))
 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
@@ -468,7 +476,8 @@ class BaseNN(BaseEstimator):
 
             teacher_out, teacher = None, None
             criterion = self._criterion()
-            target = (y_t, w_t)
+            weight = () if w_t is None else (w_t,)
+            target = (y_t, *weight) if weight else y_t
             if self.distillation is not None:
                 teacher_out, teacher = self.distillation._prepare(
                     X, y, task=self._task, classes=getattr(self, "classes_", None),
@@ -476,13 +485,13 @@ class BaseNN(BaseEstimator):
                 )
                 teacher_out = self._encode_teacher(teacher_out)
                 criterion = self.distillation._criterion(self._task)
-                target = (y_t, teacher_out, w_t)
+                target = (y_t, teacher_out, *weight)
 
             data = TensorData(X_t, target)
             train, valid = data, None
             if self.early_stopping and not partial:
                 train, valid = self._split(data, y, seed)
-                if not bool(valid.take(slice(None))[1][-1].any()):
+                if w_t is not None and not bool(valid.take(slice(None))[1][-1].any()):
                     raise ValueError(  # SGDClassifier's wording
                         "The sample weights for validation set are all zero, consider using a "
                         "different random state."
@@ -501,7 +510,8 @@ class BaseNN(BaseEstimator):
 
             schedule_start = start_epoch if partial or resume else 0
             callbacks, pruner = self._callbacks(
-                schedule, module, steps_per_epoch, schedule_start, generator, epochs
+                schedule, module, steps_per_epoch, schedule_start, generator, epochs,
+                weighted=w_t is not None,
             )
             device_data = self._place(train, device), self._place(valid, device)
             setup = dict(
@@ -543,7 +553,8 @@ class BaseNN(BaseEstimator):
             self._resume_rng_ = resume_rng
         return self
 
-    def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs):
+    def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs,
+                   weighted=False):
         """The fit's skorch callbacks, and the pruning callback if any."""
         callbacks = [
             (
@@ -557,7 +568,7 @@ class BaseNN(BaseEstimator):
                 ),
             ),
             ("divergence", _DivergenceGuard()),
-            ("valid_score", _ValidScore(self._task)),
+            ("valid_score", _ValidScore(self._task, weighted)),
         ]
         pruner = None
         if self.pruning is not None:

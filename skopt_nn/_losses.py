@@ -1,9 +1,10 @@
 """Per-sample weighted training losses.
 
-Every fit carries one weight per row next to its targets, ones when the
-caller gave no ``sample_weight`` (and no ``class_weight``), so weighted and
-unweighted fits run the very same code and weights of ones give the very
-same model. The loss of a batch is the weighted mean of its rows' losses::
+Every fit carries its rows' weights next to their targets, unless all
+weights are equal (no ``sample_weight`` and no ``class_weight``, or
+constant ones): such a fit runs the plain, fused mean losses, and weights
+of ones give the very same model as no weights. The loss of a
+batch is the weighted mean of its rows' losses::
 
     sum(w_i * loss_i) / sum(w_i)
 
@@ -47,7 +48,8 @@ def weighted_mean(values, weight=None):
 class WeightedLoss(nn.Module):
     """Cross-entropy (classification) or squared error (regression), weighted per row.
 
-    Called as ``loss(y_pred, (y_true, weight))``; the per-row squared error
+    Called as ``loss(y_pred, (y_true, weight))``, or ``loss(y_pred, y_true)``
+    for equal weights; the per-row squared error
     of a multi-output regression is the mean over its outputs, so unit
     weights give ``nn.MSELoss``'s value.
 
@@ -70,10 +72,15 @@ class WeightedLoss(nn.Module):
         self.task = task
 
     def forward(self, y_pred, target):
-        y_true, weight = target
+        # skorch hands a tuple target over as a list
+        y_true, weight = target if isinstance(target, (tuple, list)) else (target, None)
         if self.task == "classification":
+            if weight is None:  # the fused mean: unweighted fits pay nothing
+                return F.cross_entropy(y_pred, y_true)
             per_row = F.cross_entropy(y_pred, y_true, reduction="none")
         else:
             y_true = y_true.reshape(len(y_true), -1)
+            if weight is None:
+                return F.mse_loss(y_pred.reshape(y_true.shape), y_true)
             per_row = (y_pred.reshape(y_true.shape) - y_true).pow(2).mean(dim=1)
         return weighted_mean(per_row, weight)

@@ -113,9 +113,7 @@ class DistillationLoss(nn.Module):
 
     def forward(self, y_pred, target):
         y_true, teacher, *rest = target
-        weight = rest[0] if rest else None
-        if weight is None:
-            weight = torch.ones(len(y_pred), dtype=y_pred.dtype, device=y_pred.device)
+        weight = rest[0] if rest else None  # None: equal weights
         soft = hard = 0.0
         if self.task == "classification":
             if self.alpha > 0:
@@ -129,7 +127,8 @@ class DistillationLoss(nn.Module):
                 soft = weighted_mean(per_row, weight) * (T * T)
             if self.alpha < 1:
                 per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
-                hard = weighted_mean(per_row, weight * (y_true != _NO_LABEL))
+                labelled = (y_true != _NO_LABEL).to(per_row.dtype)
+                hard = weighted_mean(per_row, labelled if weight is None else weight * labelled)
         else:
             y_pred = y_pred.reshape(teacher.shape)
             n = len(y_pred)
@@ -504,7 +503,7 @@ class _TransferSet:
         self.generator = generator
 
     def __call__(self, X, y):
-        y_true, teacher_out, weight = y
+        y_true, teacher_out, *weight = y
         n_new = max(1, int(round(self.ratio * len(X))))
         with torch.no_grad():
             X_new = self.make(X, n_new, self.generator, self.noise_scale)
@@ -524,12 +523,8 @@ class _TransferSet:
             )
         # Synthetic rows weigh what the batch's real rows weigh on average, so
         # their share of the teacher term does not depend on the weights' scale.
-        new_weight = weight.mean().expand(n_new)
+        weight = [torch.cat([w, w.mean().expand(n_new)]) for w in weight]
         return (
             torch.cat([X, X_new]),
-            (
-                torch.cat([y_true, no_label]),
-                torch.cat([teacher_out, scores]),
-                torch.cat([weight, new_weight]),
-            ),
+            (torch.cat([y_true, no_label]), torch.cat([teacher_out, scores]), *weight),
         )

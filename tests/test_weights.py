@@ -148,10 +148,14 @@ def test_distillation_loss_weight_equals_repeated_rows():
 def test_teacher_fitted_inside_fit_gets_the_weights(clf_data):
     X, y = clf_data
     w = np.where(y == 2, 0.0, 1.0)
-    student = small_clf(distillation=Distillation(LogisticRegression(), keep_teacher=True))
+    recipe = Distillation(LogisticRegression(), keep_teacher=True, augment="mixup")
+    student = small_clf(distillation=recipe, early_stopping=True, max_epochs=30)
     student.fit(X, y, sample_weight=w)
-    # a teacher that never saw class 2 rows with any weight does not predict it
+    # a teacher that never saw class 2 rows with any weight does not predict it,
+    # and neither does its student, taught on weighted real and synthetic rows
     assert not (student.teacher_.predict(X) == 2).any()
+    assert not (student.predict(X) == 2).any()
+    assert (student.predict(X) == y)[y != 2].mean() > 0.85
 
 
 # -- class_weight ----------------------------------------------------------
