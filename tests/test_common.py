@@ -58,7 +58,7 @@ EQUIVALENCE = [
 ]
 
 
-@pytest.mark.parametrize("estimator", EQUIVALENCE, ids=repr)
+@pytest.mark.parametrize("estimator", EQUIVALENCE, ids=lambda e: f"{type(e).__name__}-{e.optimizer}")
 def test_weights_equal_repeated_rows(estimator):
     # sklearn's check_sample_weight_equivalence_on_dense_data, compared at
     # float32 precision: weights 0..4 against rows removed or repeated.
