@@ -6,10 +6,12 @@ import numpy as np
 import torch
 from scipy.special import softmax
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d
-from torch import nn
 
+from .specs._losses import WeightedLoss
 from .training._base import BaseNN
 
 __all__ = ["NNClassifier", "NNRegressor"]
@@ -47,8 +49,10 @@ _PARAMS_DOC = """
         sklearn's ``MLPClassifier`` does.
     validation_fraction : float, default=0.1
         Share of the data held out when ``early_stopping=True``.
-    n_iter_no_change : int, default=10
-        Epochs without improvement before stopping.
+    n_iter_no_change : int or None, default=10
+        Epochs without improvement before stopping. None turns the plateau
+        stop off: every fit runs ``max_epochs`` epochs (with
+        ``early_stopping=True`` the best validation weights are still kept).
     tol : float, default=1e-4
         Minimum loss improvement that counts.
     pruning : Pruning or None, default=None
@@ -83,9 +87,21 @@ _PARAMS_DOC = """
         search appear side by side.
 """
 
+_CLASS_WEIGHT_DOC = """    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, as in sklearn's linear models: a dict
+        ``{label: weight}`` (labels left out weigh 1), ``"balanced"``
+        (``n_samples / (n_classes * np.bincount(y))``, from the ``y`` of
+        each fit) or None (every class weighs 1). They multiply
+        ``sample_weight``. ``partial_fit`` accepts a dict only, since the
+        class frequencies of a stream are not known from one batch.
+"""
+
+
 _ATTRS_DOC = """
     net_ : skorch.NeuralNet
-        The trained skorch net.
+        The trained skorch net, without its training machinery (callbacks,
+        validation split, shuffling generator), which the next warm-started
+        or partial fit builds again.
     module_ : torch.nn.Module
         The trained network (``net_.module_``), in eval mode.
     n_features_in_ : int
@@ -114,11 +130,12 @@ class NNClassifier(ClassifierMixin, BaseNN):
     __doc__ = (
         """Neural network classifier whose training recipe is a set of hyperparameters.
 
-    The network outputs one logit per class and trains with cross-entropy
-    through a skorch net. Labels of any type (strings, ints, bools) come back
-    as given.
+    The network outputs one logit per class and trains with cross-entropy,
+    weighted per row by ``sample_weight`` and ``class_weight``, through a
+    skorch net. Labels of any type (strings, ints, bools) come back as given.
 """
         + _PARAMS_DOC
+        + _CLASS_WEIGHT_DOC
         + """
     Attributes
     ----------
@@ -150,7 +167,77 @@ class NNClassifier(ClassifierMixin, BaseNN):
 
     _task = "classification"
 
-    def _encode_y(self, y, *, first_call, classes=None):
+    _parameter_constraints = {
+        **BaseNN._parameter_constraints,
+        "class_weight": [None, dict, StrOptions({"balanced"})],
+    }
+
+    def __init__(
+        self,
+        module=None,
+        *,
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        momentum=0.9,
+        batch_size=128,
+        max_epochs=200,
+        lr_schedule="constant",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        pruning=None,
+        distillation=None,
+        class_weight=None,
+        callbacks=None,
+        device="cpu",
+        n_threads=None,
+        random_state=None,
+        verbose=0,
+        warm_start=False,
+        tensorboard_dir=None,
+    ):
+        super().__init__(
+            module,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            lr_schedule=lr_schedule,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            pruning=pruning,
+            distillation=distillation,
+            callbacks=callbacks,
+            device=device,
+            n_threads=n_threads,
+            random_state=random_state,
+            verbose=verbose,
+            warm_start=warm_start,
+            tensorboard_dir=tensorboard_dir,
+        )
+        self.class_weight = class_weight
+
+    def _class_weighted(self, y, sample_weight, weighted, *, partial):
+        if self.class_weight is None:
+            return sample_weight, weighted
+        if partial and self.class_weight == "balanced":
+            raise ValueError(  # SGDClassifier's advice
+                "class_weight 'balanced' is not supported for partial_fit. In order to use "
+                "'balanced' weights, use compute_class_weight('balanced', classes=classes, y=y). "
+                "In place of y you can use a large enough sample of the full training set "
+                "target to properly estimate the class frequency distributions. Pass the "
+                "resulting weights as the class_weight parameter."
+            )
+        y = column_or_1d(y)
+        return sample_weight * compute_sample_weight(self.class_weight, y), True
+
+    def _encode_y(self, y, *, first_call, classes=None, sample_weight=None):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if classes is not None and first_call:
@@ -182,10 +269,10 @@ class NNClassifier(ClassifierMixin, BaseNN):
         return y
 
     def _criterion(self):
-        return nn.CrossEntropyLoss()
+        return WeightedLoss("classification")
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one epoch, continuing from the current weights.
 
         Parameters
@@ -194,6 +281,8 @@ class NNClassifier(ClassifierMixin, BaseNN):
         y : array-like of shape (n_samples,)
         classes : array-like of shape (n_classes,), default=None
             All classes that can appear in ``y``; required on the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row, as in ``fit``.
 
         Returns
         -------
@@ -208,7 +297,7 @@ class NNClassifier(ClassifierMixin, BaseNN):
                 f"`classes={classes!r}` is not the same as on last call to partial_fit, "
                 f"was: {self.classes_!r}"
             )
-        return self._partial_fit(X, y, classes=classes)
+        return self._partial_fit(X, y, classes=classes, sample_weight=sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, columns in the order of ``classes_``.
@@ -255,8 +344,8 @@ class NNRegressor(RegressorMixin, BaseNN):
     __doc__ = (
         """Neural network regressor whose training recipe is a set of hyperparameters.
 
-    Targets are standardised inside ``fit`` (mean and scale learnt from the
-    data given to that fit) and predictions are mapped back, so one learning
+    Targets are standardised inside ``fit`` (weighted mean and scale learnt
+    from the data given to that fit) and predictions are mapped back, so one learning
     rate suits targets of any scale; ``loss_curve_`` is the mean squared
     error in standardised units. Several targets (2-D ``y``) are supported.
 """
@@ -293,12 +382,13 @@ class NNRegressor(RegressorMixin, BaseNN):
     # beat 200 on diabetes in 5-fold CV (see benchmarks/bench_defaults.py).
     __init__ = _with_defaults(BaseNN.__init__, max_epochs=50)
 
-    def _encode_y(self, y, *, first_call, classes=None):
+    def _encode_y(self, y, *, first_call, classes=None, sample_weight=None):
         y = np.asarray(y, dtype=np.float64)
         y2 = y.reshape(len(y), -1)
         if first_call:
-            mean = y2.mean(axis=0)
-            scale = y2.std(axis=0)
+            # Weighted, so that a weight of k and k copies of a row agree.
+            mean = np.average(y2, axis=0, weights=sample_weight)
+            scale = np.sqrt(np.average((y2 - mean) ** 2, axis=0, weights=sample_weight))
             scale[scale == 0] = 1.0
             self._y_scaler_ = (mean, scale)
             self.n_outputs_ = y2.shape[1]
@@ -316,22 +406,24 @@ class NNRegressor(RegressorMixin, BaseNN):
         return torch.from_numpy(((out - mean) / scale).astype(np.float32))
 
     def _criterion(self):
-        return nn.MSELoss()
+        return WeightedLoss("regression")
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """Train for one epoch, continuing from the current weights.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row, as in ``fit``.
 
         Returns
         -------
         self : object
         """
-        return self._partial_fit(X, y)
+        return self._partial_fit(X, y, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted targets for ``X``.

@@ -178,6 +178,8 @@ def test_failed_warm_start_fit_restores_weights(iris):
     with pytest.raises(DivergenceError):
         clf.fit(X * 1e3, y)
     np.testing.assert_array_equal(clf.predict_proba(X), before)
+    # and the restored model is as lean as a fitted one
+    assert clf.net_.callbacks_ == [] and clf.net_.train_split is None
 
 
 @pytest.mark.parametrize(

@@ -514,3 +514,73 @@ def test_loaded_model_trains_further_as_quietly_as_the_original(tmp_path, capsys
     loaded.fit(X, y)
     # verbose=1 draws a progress bar (stderr); skorch's epoch table would go to stdout
     assert "train_loss" not in capsys.readouterr().out
+
+
+# -- a lean fitted model ----------------------------------------------------------
+def _lean_models():
+    recipe = dict(early_stopping=True, pruning=Pruning("ln_structured", amount=0.5),
+                  lr_schedule=LRSchedule("cosine", warmup_epochs=1), n_iter_no_change=3)
+    return [
+        NNClassifier(MLP((16,)), verbose=1, **FAST, **recipe),
+        NNRegressor(MLP((16,)), warm_start=True, **FAST, **recipe),
+    ]
+
+
+def _data_for(model, iris, diabetes):
+    return iris if isinstance(model, NNClassifier) else diabetes
+
+
+@pytest.mark.parametrize("model", _lean_models(), ids=lambda m: type(m).__name__)
+def test_fitted_model_holds_no_training_machinery(model, iris, diabetes, capsys):
+    skops_io = pytest.importorskip("skops.io")
+    X, y = _data_for(model, iris, diabetes)
+    model.fit(X, y)
+    untrusted = skops_io.get_untrusted_types(data=skops_io.dumps(model))
+    callable_types = [t for t in untrusted if t.startswith(("builtins.", "functools.", "skorch.callbacks."))]
+    assert callable_types == []
+    # what stays: our own classes, torch's, and skorch's history and data-set type
+    assert all(t.startswith(("skopt_nn.", "torch.", "skorch.history.", "skorch.dataset.")) for t in untrusted)
+    assert model.net_.callbacks_ == [] and model.net_.train_split is None
+    # loading with exactly that list gives the same predictions
+    loaded = skops_io.loads(skops_io.dumps(model), trusted=untrusted)
+    assert_same_predictions(model, loaded, X)
+
+
+@pytest.mark.parametrize("model", _lean_models(), ids=lambda m: type(m).__name__)
+def test_lean_model_pickles_and_trains_on(model, iris, diabetes, tmp_path, capsys):
+    X, y = _data_for(model, iris, diabetes)
+    model.fit(X, y)
+    method = "predict_proba" if isinstance(model, NNClassifier) else "predict"
+    expected = getattr(model, method)(X)
+    for loaded in (pickle.loads(pickle.dumps(model)), joblib.load(_joblib_dump(model, tmp_path))):
+        np.testing.assert_array_equal(getattr(loaded, method)(X), expected)
+        n_epochs = loaded.n_iter_
+        if isinstance(loaded, NNClassifier):
+            # (the cosine schedule has reached lr=0 at max_epochs)
+            loaded.set_params(lr_schedule="constant").partial_fit(X, y)
+            assert loaded.n_iter_ == n_epochs + 1
+        else:  # warm_start=True
+            loaded.set_params(early_stopping=False, n_iter_no_change=None, max_epochs=2).fit(X, y)
+            assert loaded.n_iter_ == n_epochs + 2
+        # the callbacks were built again for that fit, and dropped after it
+        assert len(loaded.history_) == loaded.n_iter_ and "lr" in loaded.history_[-1]
+        assert loaded.net_.callbacks_ == []
+        assert not np.array_equal(getattr(loaded, method)(X), expected)
+        loaded.net_.set_params(lr=0.5)  # skorch's setters are back
+    np.testing.assert_array_equal(getattr(model, method)(X), expected)
+
+
+def _joblib_dump(model, tmp_path):
+    target = tmp_path / "model.joblib"
+    joblib.dump(model, target)
+    return target
+
+
+def test_saved_lean_model_loads_lean_and_warm_starts(iris, path):
+    X, y = iris
+    clf = NNClassifier(MLP((8,)), warm_start=True, early_stopping=True, **FAST).fit(X, y)
+    loaded = round_trip(clf, path)
+    assert_same_predictions(clf, loaded, X)
+    assert loaded.net_.callbacks_ == []
+    loaded.fit(X, y)
+    assert loaded.n_iter_ > clf.n_iter_

@@ -105,6 +105,31 @@ def test_one_space_drives_every_engine_over_a_pipeline(method, data):
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
 
+CLASS_WEIGHTS = ["balanced", None, {0: 1, 1: 5}]
+
+
+@pytest.mark.parametrize("method", ["grid", "random", "bayes", "optuna"])
+def test_class_weight_choices_are_searchable_in_every_engine(method, data, tmp_path):
+    if method == "optuna":
+        pytest.importorskip("optuna")
+    X, y = data
+    options = {"grid": {}, "random": {"n_iter": 3, "random_state": 0},
+               "bayes": {"n_iter": 4, "random_state": 0, "optimizer_kwargs": {"n_initial_points": 3}},
+               # a JSON storage: the dict choice is stored as its key
+               "optuna": {"n_iter": 4, "random_state": 0,
+                          "storage": f"sqlite:///{tmp_path / 'cw.db'}", "study_name": "cw"}}[method]
+    space = SearchSpace({"class_weight": Categorical(CLASS_WEIGHTS)})
+    search = make_search(pipeline(), space, method, cv=2, **options).fit(X, y)
+    tried = [params["nnclassifier__class_weight"] for params in search.cv_results_["params"]]
+    assert all(any(choice == value and type(choice) is type(value) for value in CLASS_WEIGHTS)
+               for choice in tried)
+    if method == "grid":
+        assert tried == CLASS_WEIGHTS
+    best = search.best_params_["nnclassifier__class_weight"]
+    assert search.best_estimator_.named_steps["nnclassifier"].class_weight == best
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
 def test_grid_spaces_log_ranges_geometrically(data):
     search = make_search(pipeline(), {"lr": Real(1e-3, 1e-1, log=True)}, "grid")
     assert search.param_grid == {"nnclassifier__lr": [1e-3, 1e-2, 1e-1]}

@@ -17,7 +17,7 @@ import torch
 from skorch.history import History
 from torch import nn
 
-from ..training._base import BaseNN, make_net
+from ..training._base import BaseNN, _lean, make_net
 from ..specs.distillation import Distillation
 from ..estimators import NNClassifier, NNRegressor
 from ..specs.modules import CNN, MLP, TorchModule, count_params, resolve_module
@@ -377,4 +377,5 @@ class _Reader:
         net = make_net(est, module, opt_cls, opt_kwargs, device="cpu", callbacks=[],
                        criterion=est._criterion())
         net.history = History(self.value(node.get("history", [])))
+        _lean(net)
         est.net_ = net

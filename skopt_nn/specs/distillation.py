@@ -11,7 +11,7 @@ Inside every ``fit`` of the student the teacher is resolved once:
 * a ``torch.nn.Module`` is used as it is (it has no ``fit``).
 
 Its outputs for the training rows are computed in one pass and travel with
-the targets as ``(y, teacher_out)``; the loss mixes the teacher's soft
+the targets as ``(y, teacher_out, weight)``; the loss mixes the teacher's soft
 targets with the hard labels (Hinton et al. 2015). An optional transfer set
 (``augment``) adds synthetic rows to every batch, labelled by the teacher on
 the fly (Bucila et al. 2006).
@@ -27,9 +27,10 @@ from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils._param_validation import Interval, InvalidParameterError
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 from torch import nn
 
+from ._losses import _TINY, weighted_mean
 from ._registry import Registry
 
 __all__ = ["Distillation", "DistillationLoss", "AUGMENTS"]
@@ -78,10 +79,12 @@ class DistillationLoss(nn.Module):
 
         alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)
 
-    where ``s`` are the student's outputs and ``t`` the teacher's. The KL term
-    is averaged over all rows; the hard term over the rows that have a label
+    where ``s`` are the student's outputs and ``t`` the teacher's. The loss
+    is called as ``loss(s, (y, t))`` or, with one weight per row,
+    ``loss(s, (y, t, w))``: the KL term is the weighted mean over all rows,
+    the hard term the weighted mean over the rows that have a label
     (synthetic rows are marked by the label ``-1`` for classification and
-    ``NaN`` for regression).
+    ``NaN`` for regression), each ``sum(w * l) / sum(w)``.
 
     Parameters
     ----------
@@ -109,28 +112,36 @@ class DistillationLoss(nn.Module):
         self.alpha = float(alpha)
 
     def forward(self, y_pred, target):
-        y_true, teacher = target
+        y_true, teacher, *rest = target
+        weight = rest[0] if rest else None  # None: equal weights
         soft = hard = 0.0
         if self.task == "classification":
             if self.alpha > 0:
                 T = self.temperature
-                soft = F.kl_div(
+                per_row = F.kl_div(
                     F.log_softmax(y_pred / T, dim=1),
                     F.log_softmax(teacher / T, dim=1),
-                    reduction="batchmean",
+                    reduction="none",
                     log_target=True,
-                ) * (T * T)
+                ).sum(dim=1)
+                soft = weighted_mean(per_row, weight) * (T * T)
             if self.alpha < 1:
-                hard = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL)
+                per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
+                labelled = (y_true != _NO_LABEL).to(per_row.dtype)
+                hard = weighted_mean(per_row, labelled if weight is None else weight * labelled)
         else:
             y_pred = y_pred.reshape(teacher.shape)
+            n = len(y_pred)
             if self.alpha > 0:
-                soft = F.mse_loss(y_pred, teacher)
+                soft = weighted_mean((y_pred - teacher).pow(2).reshape(n, -1).mean(dim=1), weight)
             if self.alpha < 1:
                 y_true = y_true.reshape(teacher.shape)
-                labelled = ~torch.isnan(y_true)
-                diff = torch.where(labelled, y_pred - torch.nan_to_num(y_true), 0.0)
-                hard = diff.pow(2).sum() / labelled.sum().clamp(min=1)
+                labelled = (~torch.isnan(y_true)).reshape(n, -1)
+                diff = torch.where(labelled, (y_pred - torch.nan_to_num(y_true)).reshape(n, -1), 0.0)
+                # Each labelled value counts once, weighted by its row.
+                hard = weighted_mean(diff.pow(2).sum(dim=1), weight) / weighted_mean(
+                    labelled.sum(dim=1).to(diff.dtype), weight
+                ).clamp_min(_TINY)
         return self.alpha * soft + (1 - self.alpha) * hard
 
 
@@ -147,7 +158,9 @@ class Distillation(BaseEstimator):
         - An sklearn-style estimator (``HistGradientBoostingClassifier()``,
           a ``Pipeline``, a skorch net, an ``NNClassifier``...): cloned and
           fitted inside every ``fit`` of the student, on the data that fit
-          was given, so cross-validation scores stay honest. This holds for a
+          was given (with that fit's ``sample_weight`` and ``class_weight``
+          when its ``fit`` takes ``sample_weight``), so cross-validation
+          scores stay honest. This holds for a
           *fitted* estimator too: its fitted state is not used (a warning
           says so), exactly as sklearn's searches and ``clone`` would drop it.
         - ``sklearn.frozen.FrozenEstimator(fitted_model)``: used as it is,
@@ -253,17 +266,20 @@ class Distillation(BaseEstimator):
         self.keep_teacher = keep_teacher
 
     # -- protocol used by BaseNN._fit_core
-    def _prepare(self, X, y, *, task, classes=None, random_state=None):
+    def _prepare(self, X, y, *, task, classes=None, random_state=None, sample_weight=None):
         """Fit (or take) the teacher and score the training rows once.
 
         Returns ``(teacher_outputs, fitted_teacher)``: logits with columns in
         the order of ``classes`` for classification, predictions in target
-        units for regression.
+        units for regression. ``sample_weight`` (the student's weights) goes
+        to a teacher fitted here when its ``fit`` takes ``sample_weight``.
         """
         self._validate_params()
         if self.augment is not None:
             self._augment_fn()
-        teacher = self._fitted_teacher(X, y, task=task, random_state=random_state)
+        teacher = self._fitted_teacher(
+            X, y, task=task, random_state=random_state, sample_weight=sample_weight
+        )
         return _teacher_scores(teacher, X, task=task, classes=classes), teacher
 
     def _criterion(self, task):
@@ -291,7 +307,7 @@ class Distillation(BaseEstimator):
             AUGMENTS.error_message(self.augment, param="augment", owner="Distillation", extra=" or None")
         )
 
-    def _fitted_teacher(self, X, y, *, task, random_state):
+    def _fitted_teacher(self, X, y, *, task, random_state, sample_weight=None):
         teacher = self.teacher
         if isinstance(teacher, nn.Module):
             return teacher
@@ -324,6 +340,8 @@ class Distillation(BaseEstimator):
             )
         fitted = clone(teacher, safe=False)
         _seed_unset_random_states(fitted, random_state)
+        if sample_weight is not None and has_fit_parameter(fitted, "sample_weight"):
+            return fitted.fit(X, y, sample_weight=sample_weight)
         return fitted.fit(X, y)
 
 
@@ -471,7 +489,7 @@ class _TransferSet:
     """Per-batch transform adding synthetic rows labelled by the teacher.
 
     Synthetic rows get no hard label, so only the distillation term learns
-    from them.
+    from them, and the mean weight of the batch's real rows.
     """
 
     def __init__(self, make, teacher, *, task, classes, target_scaler, ratio, noise_scale, generator):
@@ -485,7 +503,7 @@ class _TransferSet:
         self.generator = generator
 
     def __call__(self, X, y):
-        y_true, teacher_out = y
+        y_true, teacher_out, *weight = y
         n_new = max(1, int(round(self.ratio * len(X))))
         with torch.no_grad():
             X_new = self.make(X, n_new, self.generator, self.noise_scale)
@@ -503,7 +521,10 @@ class _TransferSet:
             no_label = torch.full(
                 (n_new,) + tuple(y_true.shape[1:]), float("nan"), dtype=y_true.dtype, device=y_true.device
             )
+        # Synthetic rows weigh what the batch's real rows weigh on average, so
+        # their share of the teacher term does not depend on the weights' scale.
+        weight = [torch.cat([w, w.mean().expand(n_new)]) for w in weight]
         return (
             torch.cat([X, X_new]),
-            (torch.cat([y_true, no_label]), torch.cat([teacher_out, scores])),
+            (torch.cat([y_true, no_label]), torch.cat([teacher_out, scores]), *weight),
         )

@@ -12,14 +12,28 @@ Recipe parts plug in through two small protocols (see ``_fit_core``):
   start_epoch=..., generator=...)`` -> skorch callback, and
   ``_finalize(module, callback) -> (module, info)`` where ``info`` has
   ``"sparsity"`` and ``"layers"``;
-* a distillation spec gives ``_prepare(X, y, task=..., classes=..., random_state=...)``
+* a distillation spec gives ``_prepare(X, y, task=..., classes=..., random_state=...,
+  sample_weight=...)``
   -> ``(teacher_outputs, fitted_teacher)``, ``_criterion(task)`` -> loss module
-  taking ``(y_pred, (y_true, teacher_out))``, and
+  taking ``(y_pred, (y_true, teacher_out[, weight]))``, and
   ``_augmenter(fitted_teacher, task=..., generator=..., target_scaler=..., classes=...)``
   -> ``None`` or ``fn(X_batch, y_batch) -> (X_batch, y_batch)``.
+
+Unequal sample weights travel with the targets: a batch's targets are
+``y`` or ``(y, weight)``, with distillation ``(y, teacher_out)`` or
+``(y, teacher_out, weight)``, and each loss is the weighted mean
+``sum(w * l) / sum(w)`` of the batch (see ``_losses``). Equal weights
+(none given, or constant) travel as nothing, so they give the very same
+model as no weights.
+
+A fitted estimator keeps the trained module, the history and the optimizer,
+and none of the training machinery: its net's callbacks, split, shuffling
+generator and setters are dropped at the end of ``fit`` and built afresh by
+the next warm-started or partial fit (see ``_lean``).
 """
 
 import copy
+import functools
 import math
 import numbers
 import os
@@ -30,12 +44,14 @@ from sklearn.base import BaseEstimator, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch import NeuralNet
 from skorch.callbacks import Callback
+from skorch.setter import optimizer_setter
 from torch import nn
 
 from .data import BatchIterator, TensorData, as_float_tensor
+from ..specs._losses import WeightedLoss
 from ._progress import _fit_callbacks
 from ..specs.modules import count_params, resolve_module
 from ..specs.optim import resolve_optimizer
@@ -72,14 +88,17 @@ class _DivergenceGuard(Callback):
 
 
 class _ValidScore(Callback):
-    """Accuracy (classifier) or R² (regressor) on the validation rows.
+    """Accuracy (classifier) or R² (regressor) on the validation rows, weighted.
 
     Computed from the predictions skorch already makes for the validation
     loss, so it costs no extra forward pass; recorded as ``valid_score``.
+    The rows' sample weights count as in sklearn's ``accuracy_score`` and
+    ``r2_score`` with ``sample_weight``.
     """
 
-    def __init__(self, task):
+    def __init__(self, task, weighted=False):
         self.task = task
+        self.weighted = weighted
 
     def on_epoch_begin(self, net, **kwargs):
         self.parts_ = []
@@ -87,21 +106,28 @@ class _ValidScore(Callback):
     def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
         if training or y_pred is None:
             return
-        y = batch[1][0] if isinstance(batch[1], tuple) else batch[1]  # distillation: (y, teacher)
-        self.parts_.append((y_pred.detach(), y.detach()))
+        # y, (y, weight), (y, teacher_out) or (y, teacher_out, weight)
+        target = batch[1]
+        y = target[0] if isinstance(target, (tuple, list)) else target
+        w = target[-1].detach() if self.weighted else None
+        self.parts_.append((y_pred.detach(), y.detach(), w))
 
     def on_epoch_end(self, net, **kwargs):
         if not self.parts_:
             return
-        pred = torch.cat([p for p, _ in self.parts_]).float()
-        y = torch.cat([t for _, t in self.parts_])
+        pred = torch.cat([p for p, _, _ in self.parts_]).float()
+        y = torch.cat([t for _, t, _ in self.parts_])
+        w = torch.cat([torch.ones(len(p), device=p.device) if w is None else w for p, _, w in self.parts_])
+        w = w.float()
         self.parts_ = []
         if self.task == "classification":
-            score = (pred.argmax(1) == y).float().mean()
+            score = (w * (pred.argmax(1) == y)).sum() / w.sum().clamp_min(1e-12)
         else:  # R² is the same in standardised and original units
             y = y.float().reshape(pred.shape)
-            total = ((y - y.mean(0)) ** 2).sum(0).clamp_min(1e-12)
-            score = (1 - ((y - pred) ** 2).sum(0) / total).mean()
+            w = w.reshape(-1, *([1] * (y.dim() - 1)))
+            mean = (w * y).sum(0) / w.sum().clamp_min(1e-12)
+            total = (w * (y - mean) ** 2).sum(0).clamp_min(1e-12)
+            score = (1 - (w * (y - pred) ** 2).sum(0) / total).mean()
         net.history.record("valid_score", float(score))
 
 
@@ -175,6 +201,32 @@ def make_net(estimator, module, opt_cls, opt_kwargs, *, device, callbacks, crite
     return net.initialize()
 
 
+def _lean(net):
+    """Drop what only training needs from a trained net, in place.
+
+    Kept: the module, the history, the optimizer (its state only when the
+    estimator continues training), the criterion module and the plain
+    settings. Dropped: the callbacks (skorch's defaults hold ``print`` and
+    timers), the validation split, the shuffling generator, the batch
+    transform and skorch's ``functools.partial`` setters, so a fitted model
+    holds no callable that a careful loader would have to trust.
+    """
+    net.callbacks = []
+    net.callbacks_ = []
+    net.virtual_params_ = {}
+    net.batch_transform_ = None
+    net.train_split = None
+    net.iterator_train__generator = None
+
+
+def _register_optimizer_setters(net):
+    """Register skorch's optimizer setters (``net.set_params(lr=...)``) again."""
+    # The patterns skorch's own optimizer initialisation registers.
+    setter = functools.partial(optimizer_setter, optimizer_attr="optimizer_", optimizer_name="optimizer")
+    for pattern in ("optimizer__param_groups__*__*", "optimizer__*", "lr"):
+        net.virtual_params_[pattern] = setter
+
+
 class BaseNN(BaseEstimator):
     """Logic shared by ``NNClassifier`` and ``NNRegressor``; not public."""
 
@@ -189,7 +241,7 @@ class BaseNN(BaseEstimator):
         "lr_schedule": "no_validation",
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_iter_no_change": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "pruning": "no_validation",
         "distillation": "no_validation",
@@ -270,9 +322,13 @@ class BaseNN(BaseEstimator):
             raise AttributeError("history_") from None
 
     # -- hooks for the subclasses
-    def _encode_y(self, y, *, first_call, classes=None):
+    def _encode_y(self, y, *, first_call, classes=None, sample_weight=None):
         """Return ``(y_tensor, n_outputs)``; sets label attributes on first call."""
         raise NotImplementedError
+
+    def _class_weighted(self, y, sample_weight, weighted, *, partial):
+        """``(sample_weight, weighted)`` after the estimator's class weights, if any."""
+        return sample_weight, weighted
 
     def _criterion(self):
         raise NotImplementedError
@@ -282,7 +338,7 @@ class BaseNN(BaseEstimator):
 
     # -- fit entry points
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network on ``X``, ``y``.
 
         With ``warm_start=True`` and a fitted model, training continues from
@@ -294,6 +350,13 @@ class BaseNN(BaseEstimator):
             Training data; float64 is converted to float32 once.
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weight of each row; None weighs every row 1. The
+            loss of a batch is ``sum(w * loss) / sum(w)``, so only the
+            ratios of the weights matter; weights follow their rows into the
+            early-stopping validation set, whose loss and score are weighted
+            too. With one batch per epoch (``batch_size`` at least the
+            number of rows), an integer weight equals repeating the row.
 
         Returns
         -------
@@ -301,14 +364,19 @@ class BaseNN(BaseEstimator):
             The fitted estimator.
         """
         continuing = self.warm_start and hasattr(self, "net_")
-        return self._guarded_fit(X, y, continuing=continuing, epochs=self.max_epochs)
+        return self._guarded_fit(
+            X, y, continuing=continuing, epochs=self.max_epochs, sample_weight=sample_weight
+        )
 
-    def _partial_fit(self, X, y, classes=None):
+    def _partial_fit(self, X, y, classes=None, sample_weight=None):
         # sklearn's _fit_context skips validation on partial_fit once fitted;
         # parameters changed between calls (lr=-1) must still be refused.
         self._validate_params()
         continuing = hasattr(self, "net_")
-        return self._guarded_fit(X, y, continuing=continuing, epochs=1, classes=classes, partial=True)
+        return self._guarded_fit(
+            X, y, continuing=continuing, epochs=1, classes=classes, partial=True,
+            sample_weight=sample_weight,
+        )
 
     def _fit_epochs(self, X, y, epochs):
         """Train the next ``epochs`` epochs of one ``max_epochs``-long fit.
@@ -346,9 +414,11 @@ class BaseNN(BaseEstimator):
                 net.module_.load_state_dict(snapshot[0])
                 net.optimizer_.load_state_dict(snapshot[1])
                 del net.history[snapshot[2] :]
+                _lean(net)
             raise
 
-    def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False):
+    def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False,
+                  sample_weight=None):
         owner = type(self).__name__
         if y is None:
             raise ValueError(
@@ -375,8 +445,20 @@ class BaseNN(BaseEstimator):
                     f"The {name!r} parameter of {owner} must be None or a "
                     f"{name.title() if name == 'pruning' else 'Distillation'} spec; got {value!r} instead."
                 )
-        y_t, n_outputs = self._encode_y(y, first_call=not continuing, classes=classes)
+        weighted = sample_weight is not None
+        sample_weight = _check_sample_weight(
+            sample_weight, X, dtype=np.float64, ensure_non_negative=True
+        )
+        sample_weight, weighted = self._class_weighted(y, sample_weight, weighted, partial=partial)
+        # Only ratios matter (see _losses); dividing by the mean keeps float32
+        # far from overflow and underflow, and makes constant weights ones.
+        sample_weight = sample_weight / sample_weight.mean()
+        y_t, n_outputs = self._encode_y(
+            y, first_call=not continuing, classes=classes, sample_weight=sample_weight
+        )
         X_t = as_float_tensor(X)
+        # Equal weights travel as None: the fit then runs the fused mean losses.
+        w_t = None if np.all(sample_weight == 1.0) else torch.from_numpy(sample_weight.astype(np.float32))
 
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
@@ -394,19 +476,26 @@ class BaseNN(BaseEstimator):
 
             teacher_out, teacher = None, None
             criterion = self._criterion()
+            weight = () if w_t is None else (w_t,)
+            target = (y_t, *weight) if weight else y_t
             if self.distillation is not None:
                 teacher_out, teacher = self.distillation._prepare(
                     X, y, task=self._task, classes=getattr(self, "classes_", None),
-                    random_state=seed,
+                    random_state=seed, sample_weight=sample_weight if weighted else None,
                 )
                 teacher_out = self._encode_teacher(teacher_out)
                 criterion = self.distillation._criterion(self._task)
-                y_t = (y_t, teacher_out)
+                target = (y_t, teacher_out, *weight)
 
-            data = TensorData(X_t, y_t)
+            data = TensorData(X_t, target)
             train, valid = data, None
             if self.early_stopping and not partial:
                 train, valid = self._split(data, y, seed)
+                if w_t is not None and not bool(valid.take(slice(None))[1][-1].any()):
+                    raise ValueError(  # SGDClassifier's wording
+                        "The sample weights for validation set are all zero, consider using a "
+                        "different random state."
+                    )
             steps_per_epoch = -(-len(train) // self.batch_size)
 
             if continuing:
@@ -421,7 +510,8 @@ class BaseNN(BaseEstimator):
 
             schedule_start = start_epoch if partial or resume else 0
             callbacks, pruner = self._callbacks(
-                schedule, module, steps_per_epoch, schedule_start, generator, epochs
+                schedule, module, steps_per_epoch, schedule_start, generator, epochs,
+                weighted=w_t is not None,
             )
             device_data = self._place(train, device), self._place(valid, device)
             setup = dict(
@@ -463,7 +553,8 @@ class BaseNN(BaseEstimator):
             self._resume_rng_ = resume_rng
         return self
 
-    def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs):
+    def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs,
+                   weighted=False):
         """The fit's skorch callbacks, and the pruning callback if any."""
         callbacks = [
             (
@@ -477,7 +568,7 @@ class BaseNN(BaseEstimator):
                 ),
             ),
             ("divergence", _DivergenceGuard()),
-            ("valid_score", _ValidScore(self._task)),
+            ("valid_score", _ValidScore(self._task, weighted)),
         ]
         pruner = None
         if self.pruning is not None:
@@ -495,7 +586,12 @@ class BaseNN(BaseEstimator):
 
     @staticmethod
     def _renew_net(net, opt_cls, opt_kwargs, *, callbacks, criterion, train_split, iterator_train__generator):
-        """Prepare a fitted net for a warm-started fit, keeping weights and optimizer state."""
+        """Prepare a fitted net for a warm-started fit, keeping weights and optimizer state.
+
+        The callbacks, setters and criterion that ``_lean`` dropped after the
+        last fit are built again here.
+        """
+        _register_optimizer_setters(net)
         net.callbacks = callbacks
         net.train_split = train_split
         net.iterator_train__generator = iterator_train__generator
@@ -515,9 +611,7 @@ class BaseNN(BaseEstimator):
 
     def _publish(self, net, *, n_iter, loss_curve, n_threads, teacher, keep_optimizer):
         """Set the fitted attributes; nothing here can fail."""
-        net.batch_transform_ = None
-        net.train_split = None
-        net.iterator_train__generator = None
+        _lean(net)
         if not keep_optimizer:
             net.optimizer_.state.clear()  # no optimizer state in pickles
         net.module_.eval()
@@ -619,7 +713,7 @@ class BaseNN(BaseEstimator):
                     best = value
                     if monitor == "valid_loss":
                         best_state = copy.deepcopy(net.module_.state_dict())
-                if stale >= self.n_iter_no_change:
+                if self.n_iter_no_change is not None and stale >= self.n_iter_no_change:
                     break
             if best_state is not None:
                 # Before on_train_end, which may change the module's parameters

@@ -1,0 +1,86 @@
+"""Per-sample weighted training losses.
+
+Every fit carries its rows' weights next to their targets, unless all
+weights are equal (no ``sample_weight`` and no ``class_weight``, or
+constant ones): such a fit runs the plain, fused mean losses, and weights
+of ones give the very same model as no weights. The loss of a
+batch is the weighted mean of its rows' losses::
+
+    sum(w_i * loss_i) / sum(w_i)
+
+Two consequences the docs rely on: multiplying every weight by one constant
+changes nothing, and with one batch per epoch (``batch_size`` at least the
+number of rows) an integer weight is the same as repeating the row that many
+times, and a zero weight the same as leaving the row out. With smaller
+batches the equivalence holds in expectation only: a batch's weights are
+normalised within the batch.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["weighted_mean", "WeightedLoss"]
+
+# Denominator floor: a batch whose weights are all zero contributes a zero
+# loss (and no gradient) instead of 0 / 0.
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def weighted_mean(values, weight=None):
+    """``sum(weight * values) / sum(weight)`` over the first axis (the rows).
+
+    ``weight=None`` stands for ones. A batch whose weights sum to zero gives 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skopt_nn.specs._losses import weighted_mean
+    >>> float(weighted_mean(torch.tensor([1.0, 3.0]), torch.tensor([3.0, 1.0])))
+    1.5
+    """
+    if weight is None:
+        return values.mean()
+    weight = weight.to(values.dtype)
+    return (weight * values).sum() / weight.sum().clamp_min(_TINY)
+
+
+class WeightedLoss(nn.Module):
+    """Cross-entropy (classification) or squared error (regression), weighted per row.
+
+    Called as ``loss(y_pred, (y_true, weight))``, or ``loss(y_pred, y_true)``
+    for equal weights; the per-row squared error
+    of a multi-output regression is the mean over its outputs, so unit
+    weights give ``nn.MSELoss``'s value.
+
+    Parameters
+    ----------
+    task : {"classification", "regression"}
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skopt_nn.specs._losses import WeightedLoss
+    >>> s, y = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    >>> plain = torch.nn.functional.cross_entropy(s, y)
+    >>> bool(torch.isclose(WeightedLoss("classification")(s, (y, torch.ones(2))), plain))
+    True
+    """
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+
+    def forward(self, y_pred, target):
+        # skorch hands a tuple target over as a list
+        y_true, weight = target if isinstance(target, (tuple, list)) else (target, None)
+        if self.task == "classification":
+            if weight is None:  # the fused mean: unweighted fits pay nothing
+                return F.cross_entropy(y_pred, y_true)
+            per_row = F.cross_entropy(y_pred, y_true, reduction="none")
+        else:
+            y_true = y_true.reshape(len(y_true), -1)
+            if weight is None:
+                return F.mse_loss(y_pred.reshape(y_true.shape), y_true)
+            per_row = (y_pred.reshape(y_true.shape) - y_true).pow(2).mean(dim=1)
+        return weighted_mean(per_row, weight)
