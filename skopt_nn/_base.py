@@ -39,7 +39,7 @@ from .data import BatchIterator, TensorData, as_float_tensor
 from ._progress import _fit_callbacks
 from .modules import count_params, resolve_module
 from .optim import resolve_optimizer
-from ._runtime import GLOBAL_RNG, auto_threads, resolve_device, seeded, torch_threads
+from ._runtime import GLOBAL_RNG, auto_threads, resolve_device, row_cost, seeded, torch_threads
 from .schedules import ScheduleCallback, resolve_schedule
 
 __all__ = ["DivergenceError", "BaseNN"]
@@ -384,8 +384,7 @@ class BaseNN(BaseEstimator):
         if partial:
             seed = (seed + start_epoch) % np.iinfo(np.int32).max
 
-        n_threads = self.n_threads or auto_threads()
-        with seeded(seed, device), torch_threads(n_threads):
+        with seeded(seed, device), torch_threads(self.n_threads) as threads:
             generator = torch.Generator().manual_seed(seed)
             if resume and continuing:  # pick up the random streams where the last call left them
                 generator.set_state(self._resume_rng_[0])
@@ -419,6 +418,8 @@ class BaseNN(BaseEstimator):
                 if not isinstance(module, nn.Module):
                     raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
 
+            n_threads = self.n_threads or threads.set(auto_threads(
+                min(self.batch_size, len(train)) * row_cost(module, X.shape[1], device)))
             schedule_start = start_epoch if partial or resume else 0
             callbacks, pruner = self._callbacks(
                 schedule, module, steps_per_epoch, schedule_start, generator, epochs
@@ -640,7 +641,8 @@ class BaseNN(BaseEstimator):
         module.eval()
         batch = max(int(self.batch_size), 4096)
         out = []
-        with torch.inference_mode(), torch_threads(self.n_threads or auto_threads()):
+        n_threads = self.n_threads or auto_threads(min(len(X_t), batch) * row_cost(module, X.shape[1], device))
+        with torch.inference_mode(), torch_threads(n_threads):
             for start in range(0, len(X_t), batch):
                 xb = X_t[start : start + batch].to(device, non_blocking=True)
                 out.append(module(xb).float().cpu())
