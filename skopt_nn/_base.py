@@ -36,10 +36,11 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from .data import BatchIterator, TensorData, as_float_tensor
+from ._loop import LeanLoop, last_batch_value
 from ._progress import _fit_callbacks
 from .modules import count_params, resolve_module
 from .optim import resolve_optimizer
-from ._runtime import GLOBAL_RNG, auto_threads, resolve_device, row_cost, seeded, torch_threads
+from ._runtime import GLOBAL_RNG, auto_threads, manual_seed, resolve_device, row_cost, seeded, torch_threads
 from .schedules import ScheduleCallback, resolve_schedule
 
 __all__ = ["DivergenceError", "BaseNN"]
@@ -60,7 +61,7 @@ class _DivergenceGuard(Callback):
             return
         # skorch has just recorded loss.item(); reading it back avoids a
         # second device synchronisation per batch on a GPU.
-        loss = net.history[-1]["batches"][-1]["train_loss"]
+        loss = last_batch_value(net.history, "train_loss")
         if not math.isfinite(loss):
             epoch = len(net.history)
             lr = net.optimizer_.param_groups[0]["lr"]
@@ -115,7 +116,7 @@ class _Holdout:
         return dataset, self.valid
 
 
-class _Net(NeuralNet):
+class _Net(LeanLoop, NeuralNet):
     """skorch net with an optional per-batch transform of the training inputs.
 
     The transform is where distillation's transfer-set augmentation adds
@@ -413,7 +414,7 @@ class BaseNN(BaseEstimator):
                 module = net.module_
             else:
                 with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
-                    torch.manual_seed(seed)
+                    manual_seed(seed, device)
                     module = resolve_module(self.module, owner).build(X.shape[1], n_outputs)
                 if not isinstance(module, nn.Module):
                     raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
@@ -566,7 +567,7 @@ class BaseNN(BaseEstimator):
             return data
 
     @staticmethod
-    def _check_finite(net, train, n_rows=4096):
+    def _check_finite(net, train, n_rows=1024):
         """Raise ``DivergenceError`` if the trained network's outputs overflow.
 
         The last optimizer step comes after the last loss was checked, so a

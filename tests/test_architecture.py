@@ -30,7 +30,7 @@ PACKAGE_DIR = pathlib.Path(skopt_nn.__file__).resolve().parent
 # they import still counts for whoever imports them.
 LAYERS = (
     ("specs", {"specs", "modules", "schedules", "pruning", "distillation", "optim", "_shrink"}),
-    ("estimators", {"estimators", "_base", "data", "_progress", "_runtime"}),
+    ("estimators", {"estimators", "_base", "data", "_loop", "_progress", "_runtime"}),
     ("search", {"search", "spaces", "_search_progress", "_checkpoint"}),
     ("cli", {"cli", "__main__", "_cli_io", "_demo", "_tune", "_report"}),
 )
