@@ -256,7 +256,7 @@ def search():
 def crossover(batch=128, features=50, steps=80):
     """Multiply-adds per step at which 2 torch threads first beat 1 (quiet machine)."""
     print(f"\n[crossover] MLP (w, w), batch {batch}, {features} features; time per step, 1 / 2 threads")
-    found = None
+    found, previous = None, None
     for width in (16, 32, 48, 64, 96, 128, 160, 192, 256, 384):
         macs = batch * (features * width + width * width + width * 4)
         ratios = []
@@ -280,8 +280,9 @@ def crossover(batch=128, features=50, steps=80):
                     t[k] = (time.perf_counter() - t0) / steps
             ratios.append(t[1] / t[2])
         speedup = statistics.median(ratios)
-        if found is None and speedup > 1.0:
-            found = macs
+        if found is None and previous is not None and speedup > 1.0 and previous[1] > 1.0:
+            found = previous[0]  # the first of two widths in a row where 2 threads win
+        previous = (macs, speedup)
         print(f"width {width:4d}  {macs / 1e6:7.2f} M multiply-adds per step  2 threads: {speedup:.2f}x")
     print(f"crossover: about {found / 1e6:.1f} M multiply-adds per step" if found else "no crossover found")
     return found
