@@ -12,7 +12,9 @@ Sections, each measured side by side in this run:
    (``bench_distillation.py``);
 6. peak memory of a 1M x 100 fit (``bench_scale.py memory``);
 7. epochs, best CV score and wall time of the ASHA search against a full
-   random search and halving, on joblib and Ray (``bench_asha.py``).
+   random search and halving, on joblib and Ray (``bench_asha.py``);
+8. the thread policy next to a CPU-bound competitor, the small-data overhead
+   against a hand loop and the cold n_jobs=2 search (``bench_threads.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -66,6 +68,7 @@ def main(argv=None):
     import bench_distillation
     import bench_pruning
     import bench_scale
+    import bench_threads
 
     print("[core]")
     core = bench_core.main(["--rows", "10000" if args.quick else "50000", "--repeats", "1" if args.quick else "3"])
@@ -78,6 +81,8 @@ def main(argv=None):
     gap = bench_distillation.main(["--seeds", "2"] if args.quick else [])
     memory = bench_scale.memory(200_000 if args.quick else 1_000_000)
     asha = bench_asha.main(["--rows", "300", "--candidates", "9", "--max-epochs", "9"] if args.quick else [])
+    threads = bench_threads.main(["--quick"] if args.quick else [])
+    busy = threads["busy"]
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -101,6 +106,18 @@ def main(argv=None):
         ("ASHA on Ray epochs / full random search", asha["asha, ray"]["epochs"], "<= 0.20"),
         ("full search best cv - ASHA on Ray best cv", asha["asha, ray"]["gap"], "<= 0.01"),
         ("ASHA on Ray wall time / full random search", asha["asha, ray"]["wall"], ""),
+    ]
+    for name in ("NNClassifier", "PyTorch loop", "sklearn MLP"):
+        ours = name == "NNClassifier"
+        rows += [
+            (f"{name}: small, busy, default / 1 thread", busy[name]["small_busy_vs_1"], "<= 1.15" if ours else ""),
+            (f"{name}: small, busy / quiet", busy[name]["small_busy_vs_quiet"], "<= 1.5" if ours else ""),
+            (f"{name}: large, quiet, default / best", busy[name]["large_quiet_vs_best"], "<= 1.05" if ours else ""),
+            (f"{name}: large, busy, default / best", busy[name]["large_busy_vs_best"], "<= 1.10" if ours else ""),
+        ]
+    rows += [
+        ("small data (4000 x 40) fit / hand loop", threads["overhead"], "<= 1.10"),
+        ("cold search (8000 x 40) n_jobs=2 speed-up", threads["search"], ">= 1.3"),
     ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")

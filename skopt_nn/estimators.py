@@ -65,10 +65,14 @@ _PARAMS_DOC = """
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``. A model trained on
         a GPU loads and predicts on a CPU-only machine.
     n_threads : int or None, default=None
-        Torch threads used by one fit. None takes the share of the cores
-        that joblib (loky), Dask or Ray give each parallel worker (their
-        ``OMP_NUM_THREADS``), and torch's own setting elsewhere, so
-        ``n_jobs`` parallel fits do not oversubscribe the machine.
+        Torch threads used by one fit (and by ``predict``). None chooses per
+        call from the work per step (batch rows x multiply-adds per row:
+        small networks get one thread) and the cores that other processes
+        leave free, so a fit on a busy machine is not slower than with one
+        thread; inside a joblib (loky), Dask or Ray worker, its share of the
+        cores (``OMP_NUM_THREADS``) replaces the free cores, so ``n_jobs``
+        parallel fits do not oversubscribe the machine (see "Threads" in
+        the performance notes of the documentation).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, shuffling, dropout and the validation
         split. With an int, two fits give bit-identical models on the CPU.

@@ -26,7 +26,7 @@ PACKAGE_DIR = pathlib.Path(skopt_nn.__file__).resolve().parent
 # below it, never on one above, directly or through other modules. A module
 # belongs to the layer of the leftmost component of its dotted name found
 # here (a subpackage decides for all its modules); modules found in no layer
-# (registries, persistence, plotting, the package itself) are free, but what
+# (plotting, the version, the package itself) are free, but what
 # they import still counts for whoever imports them.
 LAYERS = (
     ("specs", {"specs"}),

@@ -60,3 +60,124 @@ def test_validation_split_shares_the_training_data():
     assert sorted(seen.tolist()) == [0, 2, 4, 6, 8]
     assert all(torch.equal(xb[:, 0], 2 * yb.float()) for xb, yb in batches)
     assert [yb.tolist() for _, yb in BatchIterator(valid, batch_size=3)] == [[1, 3, 5], [7, 9]]
+
+
+# -- the policy for n_threads=None: decisions, not timings -------------------
+from skopt_nn.training import _runtime  # noqa: E402
+from skopt_nn.training._runtime import PARALLEL_GRAIN, auto_threads, row_cost, threads_for  # noqa: E402
+
+
+def test_tiny_work_gets_one_thread_whatever_the_cores():
+    assert threads_for(1_000, free_cores=64) == 1
+    assert threads_for(PARALLEL_GRAIN * 2 - 1, free_cores=64) == 1
+
+
+def test_large_work_gets_the_free_cores():
+    assert threads_for(PARALLEL_GRAIN * 100, free_cores=2) == 2
+    assert threads_for(PARALLEL_GRAIN * 100, free_cores=16) == 16
+    # in between: one thread per grain of work
+    assert threads_for(PARALLEL_GRAIN * 3, free_cores=16) == 3
+
+
+def test_a_busy_machine_gets_fewer_threads():
+    big = PARALLEL_GRAIN * 100
+    assert threads_for(big, free_cores=1) == 1
+    assert threads_for(big, free_cores=3) < threads_for(big, free_cores=8)
+
+
+def test_a_parallel_worker_keeps_to_its_share():
+    big = PARALLEL_GRAIN * 100
+    assert threads_for(big, free_cores=16, share=1) == 1
+    assert threads_for(big, free_cores=1, share=4) == 4  # the workers divide the cores already
+    assert threads_for(1_000, free_cores=16, share=4) == 1
+
+
+def test_auto_threads_reads_the_worker_share(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(_runtime, "free_cores", lambda: 1 / 0)  # a worker never samples the load
+    assert auto_threads(PARALLEL_GRAIN * 100) == 3
+    assert auto_threads(10) == 1
+
+
+def test_small_work_does_not_sample_the_load(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(_runtime, "free_cores", lambda: 1 / 0)
+    assert auto_threads(10) == 1
+
+
+def test_free_cores_subtracts_other_runnable_tasks(monkeypatch):
+    monkeypatch.setattr(_runtime, "usable_cores", lambda: 4)
+    monkeypatch.setattr(_runtime, "_own_running_threads", lambda: 1)
+    reads = iter([4, 3, 5])  # a short-lived task comes and goes: the fewest count
+    monkeypatch.setattr(_runtime, "_runnable_now", lambda: next(reads))
+    assert _runtime.free_cores() == 2  # 3 runnable, one of them this thread
+    monkeypatch.setattr(_runtime, "_runnable_now", lambda: 1)  # only ourselves
+    assert _runtime.free_cores() == 4
+    monkeypatch.setattr(_runtime, "_runnable_now", lambda: 40)
+    assert _runtime.free_cores() == 1
+
+
+def test_work_is_counted_in_multiply_adds_per_row():
+    net = MLP((16, 8)).build(5, 3)
+    assert row_cost(net, 5) == 5 * 16 + 16 * 8 + 8 * 3
+    conv = torch.nn.Sequential(torch.nn.Unflatten(1, (1, 4, 4)), torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten())
+    assert row_cost(conv, 16) == 2 * 9 * (2 * 2)  # weights x output positions
+
+
+def test_a_tiny_fit_uses_one_thread_and_restores_torch(iris, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    X, y = iris
+    before = torch.get_num_threads()
+    clf = NNClassifier(MLP((8,)), max_epochs=1, random_state=0).fit(X, y)
+    assert clf.n_threads_ == 1
+    clf.predict(X)
+    assert torch.get_num_threads() == before
+
+
+def test_explicit_thread_count_wins_over_the_policy(iris, monkeypatch):
+    X, y = iris
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    clf = NNClassifier(MLP((8,)), max_epochs=1, n_threads=2, random_state=0).fit(X, y)
+    assert clf.n_threads_ == 2
+    assert torch.get_num_threads() == before
+
+
+def test_fit_inside_a_worker_uses_its_share_for_large_work(iris, monkeypatch):
+    X, y = iris
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(_runtime, "PARALLEL_GRAIN", 1)  # make iris "large work"
+    before = torch.get_num_threads()
+    clf = NNClassifier(MLP((8,)), max_epochs=1, random_state=0).fit(X, y)
+    assert clf.n_threads_ == 2
+    assert torch.get_num_threads() == before
+
+
+def test_the_thread_count_does_not_change_the_model(iris):
+    X, y = iris
+    fits = [NNClassifier(MLP((32,)), max_epochs=3, n_threads=k, random_state=0).fit(X, y) for k in (1, 2)]
+    np.testing.assert_allclose(fits[0].predict_proba(X), fits[1].predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_lean_loop_keeps_history_and_user_callbacks(iris):
+    from skorch.callbacks import Callback
+
+    class Counter(Callback):
+        def initialize(self):
+            self.batches, self.grads = 0, 0
+            return self
+
+        def on_batch_end(self, net, training=None, **kwargs):
+            self.batches += bool(training)
+
+        def on_grad_computed(self, net, named_parameters, **kwargs):
+            self.grads += 1
+
+    X, y = iris
+    clf = NNClassifier(MLP((8,)), max_epochs=2, batch_size=50, early_stopping=True, random_state=0,
+                       callbacks=[("count", Counter())]).fit(X, y)
+    row = clf.history_[-1]
+    assert [b["train_batch_size"] for b in row["batches"] if "train_loss" in b] == [50, 50, 35]
+    assert {"train_loss", "valid_loss", "valid_score", "lr", "dur", "epoch"} <= set(row)
+    count = dict(clf.net_.callbacks_)["count"]
+    assert count.batches == count.grads == 6

@@ -52,11 +52,12 @@ from torch import nn
 
 from .data import BatchIterator, TensorData, as_float_tensor
 from ..specs._losses import WeightedLoss
-from ._progress import _fit_callbacks
 from ..specs.modules import count_params, resolve_module
 from ..specs.optim import resolve_optimizer
-from ._runtime import GLOBAL_RNG, auto_threads, resolve_device, seeded, torch_threads
 from ..specs.schedules import ScheduleCallback, resolve_schedule
+from ._loop import LeanLoop, last_batch_value
+from ._progress import _fit_callbacks
+from ._runtime import GLOBAL_RNG, auto_threads, manual_seed, resolve_device, row_cost, seeded, torch_threads
 
 __all__ = ["DivergenceError", "BaseNN"]
 
@@ -76,7 +77,7 @@ class _DivergenceGuard(Callback):
             return
         # skorch has just recorded loss.item(); reading it back avoids a
         # second device synchronisation per batch on a GPU.
-        loss = net.history[-1]["batches"][-1]["train_loss"]
+        loss = last_batch_value(net.history, "train_loss")
         if not math.isfinite(loss):
             epoch = len(net.history)
             lr = net.optimizer_.param_groups[0]["lr"]
@@ -141,7 +142,7 @@ class _Holdout:
         return dataset, self.valid
 
 
-class _Net(NeuralNet):
+class _Net(LeanLoop, NeuralNet):
     """skorch net with an optional per-batch transform of the training inputs.
 
     The transform is where distillation's transfer-set augmentation adds
@@ -466,8 +467,7 @@ class BaseNN(BaseEstimator):
         if partial:
             seed = (seed + start_epoch) % np.iinfo(np.int32).max
 
-        n_threads = self.n_threads or auto_threads()
-        with seeded(seed, device), torch_threads(n_threads):
+        with seeded(seed, device), torch_threads(self.n_threads) as threads:
             generator = torch.Generator().manual_seed(seed)
             if resume and continuing:  # pick up the random streams where the last call left them
                 generator.set_state(self._resume_rng_[0])
@@ -503,11 +503,13 @@ class BaseNN(BaseEstimator):
                 module = net.module_
             else:
                 with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
-                    torch.manual_seed(seed)
+                    manual_seed(seed, device)
                     module = resolve_module(self.module, owner).build(X.shape[1], n_outputs)
                 if not isinstance(module, nn.Module):
                     raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
 
+            n_threads = self.n_threads or threads.set(auto_threads(
+                min(self.batch_size, len(train)) * row_cost(module, X.shape[1], device)))
             schedule_start = start_epoch if partial or resume else 0
             callbacks, pruner = self._callbacks(
                 schedule, module, steps_per_epoch, schedule_start, generator, epochs,
@@ -659,7 +661,7 @@ class BaseNN(BaseEstimator):
             return data
 
     @staticmethod
-    def _check_finite(net, train, n_rows=4096):
+    def _check_finite(net, train, n_rows=1024):
         """Raise ``DivergenceError`` if the trained network's outputs overflow.
 
         The last optimizer step comes after the last loss was checked, so a
@@ -734,7 +736,8 @@ class BaseNN(BaseEstimator):
         module.eval()
         batch = max(int(self.batch_size), 4096)
         out = []
-        with torch.inference_mode(), torch_threads(self.n_threads or auto_threads()):
+        n_threads = self.n_threads or auto_threads(min(len(X_t), batch) * row_cost(module, X.shape[1], device))
+        with torch.inference_mode(), torch_threads(n_threads):
             for start in range(0, len(X_t), batch):
                 xb = X_t[start : start + batch].to(device, non_blocking=True)
                 out.append(module(xb).float().cpu())

@@ -1,13 +1,21 @@
 """Where and how a fit runs: device, torch threads, torch's global RNG."""
 
 import contextlib
+import math
 import os
+import sys
 import threading
+import time
+import weakref
 
 import torch
+from torch import nn
 from sklearn.utils._param_validation import InvalidParameterError
 
-__all__ = ["resolve_device", "seeded", "torch_threads", "auto_threads", "GLOBAL_RNG"]
+__all__ = [
+    "resolve_device", "seeded", "manual_seed", "torch_threads", "auto_threads", "threads_for", "row_cost",
+    "free_cores", "worker_share", "PARALLEL_GRAIN", "GLOBAL_RNG",
+]
 
 
 def resolve_device(device):
@@ -30,6 +38,20 @@ def resolve_device(device):
 GLOBAL_RNG = threading.RLock()
 
 
+def manual_seed(seed, device):
+    """``torch.manual_seed`` for a fit on ``device``.
+
+    On the CPU only the CPU generator is seeded: ``torch.manual_seed`` also
+    queues a lazy seeding of every accelerator back end (recording a stack
+    trace for each, about a millisecond per call) and would reseed a CUDA
+    generator that ``seeded`` does not restore. The CPU stream is the same.
+    """
+    if device == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
+
+
 @contextlib.contextmanager
 def seeded(seed, device):
     """Seed torch inside the block without touching the caller's global RNG."""
@@ -39,7 +61,7 @@ def seeded(seed, device):
     fork = torch.random.fork_rng(devices=devices)
     with GLOBAL_RNG:
         fork.__enter__()
-        torch.manual_seed(seed)
+        manual_seed(seed, device)
     try:
         yield
     finally:
@@ -47,34 +69,233 @@ def seeded(seed, device):
             fork.__exit__(None, None, None)
 
 
-def auto_threads():
-    """Torch threads for one fit, so parallel workers share the cores.
+# -- thread policy for ``n_threads=None`` -----------------------------------
+#
+# A torch op split over k intra-op threads ends when its slowest thread ends.
+# When a core is taken by another process, the thread that lands there waits
+# for its time slice and every op waits with it, so threads pay only for
+# large ops on cores nobody else wants. The policy therefore gives a fit one
+# thread per PARALLEL_GRAIN multiply-adds of one step's batch, and never more
+# threads than cores that are free (or than a parallel worker's share).
+
+# Multiply-adds per training step (batch rows x multiply-adds of one row's
+# forward pass) each thread needs before a further thread pays. Measured with
+# benchmarks/bench_threads.py --crossover on a quiet 2-core machine: a second
+# thread starts to beat one at about 2 x PARALLEL_GRAIN (see
+# docs/performance.md, "Threads").
+PARALLEL_GRAIN = 1_500_000
+
+
+def threads_for(work, free_cores, share=None):
+    """Torch threads for ``work`` multiply-adds per step: a pure decision.
+
+    Parameters
+    ----------
+    work : float
+        Multiply-adds of one step (rows per step x forward multiply-adds per row).
+    free_cores : int
+        Cores not taken by other running processes (at least 1 is assumed).
+    share : int or None
+        The threads a parallel worker may use (joblib, Dask, Ray); when
+        given, it replaces ``free_cores``: the workers already divide the
+        machine between them.
+
+    Returns
+    -------
+    n_threads : int
+        ``min(cores, work // PARALLEL_GRAIN)``, at least 1.
+    """
+    cores = share if share is not None else free_cores
+    by_work = int(work // PARALLEL_GRAIN)
+    return max(1, min(int(cores), by_work))
+
+
+def worker_share():
+    """Threads each parallel worker may use, or None outside such a worker.
 
     joblib's loky workers, Dask's nannies and Ray tasks announce the threads
     each worker may use through ``OMP_NUM_THREADS``; a Dask worker without it
-    gets the cores divided among its own threads. Elsewhere torch's current
-    setting is kept.
+    gets the cores divided among its own threads.
     """
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
+    if "distributed" not in sys.modules:  # no Dask worker without it
+        return None
     try:
         from distributed import get_worker
 
         worker = get_worker()
     except (ImportError, ValueError):
-        return torch.get_num_threads()
+        return None
     return max(1, (os.cpu_count() or 1) // max(1, worker.state.nthreads))
 
 
+def usable_cores():
+    """Cores this process may run on: affinity, cgroup quota, torch's setting."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:  # cgroup v2 quota (containers, CI runners)
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    # torch's own setting: its default is the physical cores, and a user's
+    # torch.set_num_threads(k) is a ceiling too.
+    return max(1, min(cores, torch.get_num_threads()))
+
+
+def _runnable_now():
+    """Runnable tasks on the machine right now (Linux), or None."""
+    try:
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _own_running_threads():
+    """Threads of this process that are running or runnable (Linux)."""
+    n = 0
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    # the state follows the parenthesised command name
+                    n += f.read().rpartition(")")[2].split()[0] == "R"
+            except OSError:
+                continue
+    except OSError:
+        return 1
+    return max(1, n)
+
+
+def busy_cores(samples=3, pause=0.0005):
+    """Cores other processes keep busy, from the run queue (cheap, instant).
+
+    The fewest runnable tasks among a few reads of ``/proc/loadavg``, a
+    fraction of a millisecond apart, so that short-lived tasks do not count
+    and a CPU-bound neighbour, always runnable, does; this process's own
+    runnable threads (torch's pool spinning after its last op) are not
+    counted. Without ``/proc`` the one-minute load average is used.
+    """
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(pause)
+        n = _runnable_now()
+        if n is None:
+            try:
+                return max(0, int(round(os.getloadavg()[0])))
+            except (AttributeError, OSError):
+                return 0
+        counts.append(n)
+        if n <= 1:  # only this thread: nothing to subtract
+            return 0
+    return max(0, min(counts) - _own_running_threads())
+
+
+def free_cores():
+    """Usable cores minus those other processes keep busy, at least 1."""
+    cores = usable_cores()
+    if cores == 1:
+        return 1
+    return max(1, cores - busy_cores())
+
+
+# Forward multiply-adds of one row, per module (weakly held: a module that
+# goes away takes its entry with it).
+_ROW_COST = weakref.WeakKeyDictionary()
+_COUNTED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
+
+
+def row_cost(module, n_features, device="cpu"):
+    """Multiply-adds of one row's forward pass through ``module``.
+
+    Linear and convolution layers count their true multiply-adds (a
+    convolution's weights once per output position), read from one forward
+    pass of a single zero row with hooks; other layers with parameters count
+    one per parameter. Any failure falls back to the parameter count.
+    """
+    key = (n_features, str(device))
+    cached = _ROW_COST.get(module)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    total = [0]
+    counted = set()
+
+    def hook(layer, inputs, output):
+        counted.add(id(layer))
+        if isinstance(layer, nn.modules.conv._ConvNd):
+            positions = output[0].numel() // layer.out_channels  # output[0]: the one row
+            total[0] += layer.weight.numel() * max(1, positions)
+        else:
+            total[0] += layer.weight.numel()
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, _COUNTED)]
+    was_training = module.training
+    try:
+        module.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            module(torch.zeros(1, n_features, device=device))
+        for m in module.modules():
+            if id(m) not in counted and not isinstance(m, _COUNTED):
+                total[0] += sum(p.numel() for p in m.parameters(recurse=False))
+        cost = max(1, total[0])
+    except Exception:  # a module that cannot run on one zero row
+        cost = max(1, sum(p.numel() for p in module.parameters()))
+    finally:
+        for h in handles:
+            h.remove()
+        module.train(was_training)
+    _ROW_COST[module] = (key, cost)
+    return cost
+
+
+def auto_threads(work=None):
+    """Torch threads for ``n_threads=None``.
+
+    Inside a parallel worker: its share, fewer for small ``work``. Elsewhere:
+    one thread per ``PARALLEL_GRAIN`` of ``work``, at most the cores that
+    are free now. ``work=None`` (unknown) asks for all of them.
+    """
+    share = worker_share()
+    if work is None:
+        work = math.inf
+    if share is None and work < 2 * PARALLEL_GRAIN:
+        return 1  # one thread whatever the load: no need to look
+    return threads_for(work, free_cores() if share is None else 1, share)
+
+
+class _Threads:
+    """What ``torch_threads`` yields: the count in force, changeable in the block."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def set(self, n):
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        self.n = n
+        return n
+
+
 @contextlib.contextmanager
-def torch_threads(n):
-    """Use ``n`` torch threads inside the block, then restore the setting."""
+def torch_threads(n=None):
+    """Use ``n`` torch threads inside the block, then restore the setting.
+
+    ``n=None`` keeps the current count until the block calls ``.set(k)`` on
+    what it is given.
+    """
     before = torch.get_num_threads()
-    if n != before:
+    if n is not None and n != before:
         torch.set_num_threads(n)
     try:
-        yield
+        yield _Threads(before if n is None else n)
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
