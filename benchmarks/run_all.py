@@ -69,6 +69,7 @@ def main(argv=None):
     import bench_pruning
     import bench_scale
     import bench_threads
+    import torch
 
     print("[core]")
     core = bench_core.main(["--rows", "10000" if args.quick else "50000", "--repeats", "1" if args.quick else "3"])
@@ -81,6 +82,9 @@ def main(argv=None):
     gap = bench_distillation.main(["--seeds", "2"] if args.quick else [])
     memory = bench_scale.memory(200_000 if args.quick else 1_000_000)
     asha = bench_asha.main(["--rows", "300", "--candidates", "9", "--max-epochs", "9"] if args.quick else [])
+    # Earlier sections pin torch to one thread for their own figures; torch's
+    # setting caps what n_threads=None may use, so give the policy the machine.
+    torch.set_num_threads(os.cpu_count() or 1)
     threads = bench_threads.main(["--quick"] if args.quick else [])
     busy = threads["busy"]
 
