@@ -165,7 +165,7 @@ def busy(quick=False, repeats=3):
 
     for fn in CONTENDERS.values():  # warm every contender up once
         fn(Xs[:300], ys[:300], threads=None, **{**small, "epochs": 1})
-    n_large = 1 if quick else max(1, repeats // 2)
+    n_large = 1 if quick else repeats
     measure("quiet", n_large)
     with competitor(1):
         measure("busy", n_large)
