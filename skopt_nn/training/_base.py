@@ -51,7 +51,6 @@ from skorch.setter import optimizer_setter
 from torch import nn
 
 from .data import BatchIterator, TensorData, as_float_tensor
-from ..specs._losses import WeightedLoss
 from ..specs.modules import count_params, resolve_module
 from ..specs.optim import resolve_optimizer
 from ..specs.schedules import ScheduleCallback, resolve_schedule
