@@ -396,3 +396,19 @@ def test_validation_score_is_recorded_with_early_stopping(iris):
     assert reg.history_[-1, "valid_score"] == pytest.approx(
         r2_score(target, reg.predict(X[:, 1:])), abs=0.1
     )
+
+
+def test_the_classifier_signature_is_the_shared_one_plus_class_weight():
+    # NNClassifier spells out its __init__ (sklearn reads parameters from the
+    # signature, and the regressor takes no class_weight); a parameter added
+    # to the shared constructor must reach it too, with the same default.
+    import inspect
+
+    from skopt_nn.training._base import BaseNN
+
+    shared = inspect.signature(BaseNN.__init__).parameters
+    own = dict(inspect.signature(NNClassifier.__init__).parameters)
+    assert own.pop("class_weight").default is None
+    assert [(p.name, p.default, p.kind) for p in own.values()] == [
+        (p.name, p.default, p.kind) for p in shared.values()
+    ]
