@@ -37,6 +37,7 @@ import functools
 import math
 import numbers
 import os
+import types
 
 import numpy as np
 import torch
@@ -419,6 +420,21 @@ class BaseNN(BaseEstimator):
 
     def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False,
                   sample_weight=None):
+        fit = self._start_fit(X, y, continuing=continuing, epochs=epochs, classes=classes,
+                              partial=partial, resume=resume, sample_weight=sample_weight)
+        with seeded(fit.seed, fit.device), torch_threads(self.n_threads) as threads:
+            self._build_fit(fit, threads)
+            n_run = self._train(fit.net, fit.train, epochs, fit.loss_curve)
+            self._end_fit(fit, n_run)
+        return self
+
+    # The three phases of one fit. The fused trainer (``_fused``) runs the
+    # first two and the last for each member and trains the members together
+    # in between, so a fused member is set up and published exactly as a
+    # plain fit is.
+    def _start_fit(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False,
+                   sample_weight=None):
+        """Validate the data and the recipe; return the fit's state (no torch RNG used)."""
         owner = type(self).__name__
         if y is None:
             raise ValueError(
@@ -465,94 +481,119 @@ class BaseNN(BaseEstimator):
         start_epoch = self.n_iter_ if continuing else 0
         if partial:
             seed = (seed + start_epoch) % np.iinfo(np.int32).max
+        return types.SimpleNamespace(
+            X=X, y=y, X_t=X_t, y_t=y_t, w_t=w_t, n_outputs=n_outputs, weighted=weighted,
+            sample_weight=sample_weight, device=device, schedule=schedule, opt_cls=opt_cls,
+            opt_kwargs=opt_kwargs, seed=seed, start_epoch=start_epoch, continuing=continuing,
+            epochs=epochs, classes=classes, partial=partial, resume=resume, owner=owner,
+        )
 
-        with seeded(seed, device), torch_threads(self.n_threads) as threads:
-            generator = torch.Generator().manual_seed(seed)
-            if resume and continuing:  # pick up the random streams where the last call left them
-                generator.set_state(self._resume_rng_[0])
-                with GLOBAL_RNG:
-                    torch.set_rng_state(self._resume_rng_[1])
+    def _build_fit(self, fit, threads=None):
+        """Teacher, data split, module, callbacks and the skorch net, inside ``seeded``.
 
-            teacher_out, teacher = None, None
-            criterion = self._criterion()
-            weight = () if w_t is None else (w_t,)
-            target = (y_t, *weight) if weight else y_t
-            if self.distillation is not None:
-                teacher_out, teacher = self.distillation._prepare(
-                    X, y, task=self._task, classes=getattr(self, "classes_", None),
-                    random_state=seed, sample_weight=sample_weight if weighted else None,
+        ``threads`` (from ``torch_threads``) receives the thread count the
+        work calls for when ``n_threads`` is None; the fused trainer passes
+        None and chooses for the whole group.
+        """
+        X, y, device, seed, partial, resume = fit.X, fit.y, fit.device, fit.seed, fit.partial, fit.resume
+        continuing, w_t, owner = fit.continuing, fit.w_t, fit.owner
+        generator = torch.Generator().manual_seed(seed)
+        if resume and continuing:  # pick up the random streams where the last call left them
+            generator.set_state(self._resume_rng_[0])
+            with GLOBAL_RNG:
+                torch.set_rng_state(self._resume_rng_[1])
+
+        teacher_out, teacher = None, None
+        criterion = self._criterion()
+        weight = () if w_t is None else (w_t,)
+        target = (fit.y_t, *weight) if weight else fit.y_t
+        if self.distillation is not None:
+            teacher_out, teacher = self.distillation._prepare(
+                X, y, task=self._task, classes=getattr(self, "classes_", None),
+                random_state=seed, sample_weight=fit.sample_weight if fit.weighted else None,
+            )
+            teacher_out = self._encode_teacher(teacher_out)
+            criterion = self.distillation._criterion(self._task)
+            target = (fit.y_t, teacher_out, *weight)
+
+        data = TensorData(fit.X_t, target)
+        train, valid = data, None
+        if self.early_stopping and not partial:
+            train, valid = self._split(data, y, seed)
+            if w_t is not None and not bool(valid.take(slice(None))[1][-1].any()):
+                raise ValueError(  # SGDClassifier's wording
+                    "The sample weights for validation set are all zero, consider using a "
+                    "different random state."
                 )
-                teacher_out = self._encode_teacher(teacher_out)
-                criterion = self.distillation._criterion(self._task)
-                target = (y_t, teacher_out, *weight)
+        steps_per_epoch = -(-len(train) // self.batch_size)
 
-            data = TensorData(X_t, target)
-            train, valid = data, None
-            if self.early_stopping and not partial:
-                train, valid = self._split(data, y, seed)
-                if w_t is not None and not bool(valid.take(slice(None))[1][-1].any()):
-                    raise ValueError(  # SGDClassifier's wording
-                        "The sample weights for validation set are all zero, consider using a "
-                        "different random state."
-                    )
-            steps_per_epoch = -(-len(train) // self.batch_size)
+        if continuing:
+            net = self.net_
+            module = net.module_
+        else:
+            with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
+                manual_seed(seed, device)
+                module = resolve_module(self.module, owner).build(X.shape[1], fit.n_outputs)
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
 
-            if continuing:
-                net = self.net_
-                module = net.module_
-            else:
-                with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
-                    manual_seed(seed, device)
-                    module = resolve_module(self.module, owner).build(X.shape[1], n_outputs)
-                if not isinstance(module, nn.Module):
-                    raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
-
-            n_threads = self.n_threads or threads.set(auto_threads(
+        n_threads = self.n_threads
+        if n_threads is None and threads is not None:
+            n_threads = threads.set(auto_threads(
                 min(self.batch_size, len(train)) * row_cost(module, X.shape[1], device)))
-            schedule_start = start_epoch if partial or resume else 0
-            callbacks, pruner = self._callbacks(
-                schedule, module, steps_per_epoch, schedule_start, generator, epochs,
-                weighted=w_t is not None,
+        schedule_start = fit.start_epoch if partial or resume else 0
+        callbacks, pruner = self._callbacks(
+            fit.schedule, module, steps_per_epoch, schedule_start, generator, fit.epochs,
+            weighted=w_t is not None,
+        )
+        device_data = self._place(train, device), self._place(valid, device)
+        setup = dict(
+            callbacks=callbacks,
+            criterion=criterion,
+            train_split=_Holdout(device_data[1]),
+            iterator_train__generator=generator,
+        )
+        if continuing:
+            self._renew_net(net, fit.opt_cls, fit.opt_kwargs, **setup)
+        else:
+            net = make_net(self, module, fit.opt_cls, fit.opt_kwargs, device=device, **setup)
+        if self.distillation is not None:
+            net.batch_transform_ = self.distillation._augmenter(
+                teacher, task=self._task, generator=generator,
+                target_scaler=getattr(self, "_y_scaler_", None),
+                classes=getattr(self, "classes_", None),
             )
-            device_data = self._place(train, device), self._place(valid, device)
-            setup = dict(
-                callbacks=callbacks,
-                criterion=criterion,
-                train_split=_Holdout(device_data[1]),
-                iterator_train__generator=generator,
-            )
-            if continuing:
-                self._renew_net(net, opt_cls, opt_kwargs, **setup)
-            else:
-                net = make_net(self, module, opt_cls, opt_kwargs, device=device, **setup)
-            if self.distillation is not None:
-                net.batch_transform_ = self.distillation._augmenter(
-                    teacher, task=self._task, generator=generator,
-                    target_scaler=getattr(self, "_y_scaler_", None),
-                    classes=getattr(self, "classes_", None),
-                )
-            loss_curve = list(self.loss_curve_) if continuing else []
-            n_run = self._train(net, device_data[0], epochs, loss_curve)
-            self._check_finite(net, device_data[0])
-            resume_rng = (generator.get_state(), torch.get_rng_state()) if resume else None
+        fit.__dict__.update(
+            net=net, train=device_data[0], valid=device_data[1], generator=generator,
+            teacher=teacher, pruner=pruner, n_threads=n_threads, callbacks=callbacks,
+            steps_per_epoch=steps_per_epoch,
+            loss_curve=list(self.loss_curve_) if continuing else [],
+        )
+        return fit
 
-            if pruner is not None:
-                module, info = self.pruning._finalize(net.module_, pruner)
-                if module is not net.module_:
-                    # net.module too: it still holds the unpruned network,
-                    # which pickles would otherwise carry.
-                    net.module = net.module_ = module
-                    net.initialize_optimizer()
-                self.sparsity_ = info["sparsity"]
-                self.pruning_summary_ = info["layers"]
+    def _end_fit(self, fit, n_run):
+        """Check the trained network, make pruning permanent, publish the fitted attributes."""
+        net, pruner = fit.net, fit.pruner
+        self._check_finite(net, fit.train)
+        resume_rng = (fit.generator.get_state(), torch.get_rng_state()) if fit.resume else None
 
-        self._publish(net, n_iter=start_epoch + n_run, loss_curve=loss_curve, n_threads=n_threads,
-                      teacher=teacher, keep_optimizer=self.warm_start or partial or resume)
+        if pruner is not None:
+            module, info = self.pruning._finalize(net.module_, pruner)
+            if module is not net.module_:
+                # net.module too: it still holds the unpruned network,
+                # which pickles would otherwise carry.
+                net.module = net.module_ = module
+                net.initialize_optimizer()
+            self.sparsity_ = info["sparsity"]
+            self.pruning_summary_ = info["layers"]
+
+        self._publish(net, n_iter=fit.start_epoch + n_run, loss_curve=fit.loss_curve,
+                      n_threads=fit.n_threads, teacher=fit.teacher,
+                      keep_optimizer=self.warm_start or fit.partial or fit.resume)
         if resume_rng is None:
             self.__dict__.pop("_resume_rng_", None)
         else:
             self._resume_rng_ = resume_rng
-        return self
 
     def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs,
                    weighted=False):
