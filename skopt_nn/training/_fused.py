@@ -32,6 +32,7 @@ or reaches its ``max_epochs``, which then costs nothing more.
 import copy
 import math
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,7 @@ from ..specs.modules import count_params
 from ..specs.optim import OPTIMIZERS
 from ._runtime import auto_threads, row_cost, seeded, torch_threads
 
-__all__ = ["fusable", "fuse_key", "fit_fused", "member_bytes"]
+__all__ = ["fusable", "fuse_key", "fit_fused", "chunk_size", "member_bytes", "Outcome"]
 
 _TINY = torch.finfo(torch.float32).tiny
 
@@ -135,11 +136,6 @@ class _Plan:
             self.base = copy.deepcopy(modules[0]).to("meta")
             self.names = [n for n, _ in modules[0].named_parameters()]
             self.buffer_names = [n for n, _ in modules[0].named_buffers()]
-
-    def signature(self, module):
-        if self.explicit:
-            return ("explicit", _explicit_layers(module), tuple(tuple(p.shape) for p in module.parameters()))
-        return ("vmap", repr(module), tuple((n, tuple(t.shape)) for n, t in module.state_dict().items()))
 
     def params_of(self, module):
         if self.explicit:
@@ -427,67 +423,141 @@ def _scores(task, out, yb, w):
     return (1 - (wv * (yb - out) ** 2).sum(1) / total).mean(-1)
 
 
-def fit_fused(jobs, *, n_threads=None):
-    """Fit every ``(estimator, X, y, sample_weight)`` of ``jobs``; members of one group.
+class Outcome:
+    """What one job of :func:`fit_fused` gave: a fitted estimator or an error, and its time.
 
-    The estimators must pass :func:`fusable` and share :func:`fuse_key`.
-    Returns one entry per job: the fitted estimator, or the exception its
-    fit raised (set-up errors, divergence), as a plain fit would have.
+    ``fit_time`` is the member's share of its group's wall time (the group's
+    time divided by its members), or its own time when it was fitted alone.
+    ``fused`` says which.
+    """
+
+    __slots__ = ("estimator", "error", "fit_time", "fused")
+
+    def __init__(self, estimator=None, error=None, fit_time=0.0, fused=True):
+        self.estimator, self.error, self.fit_time, self.fused = estimator, error, fit_time, fused
+
+
+class _CannotStack(Exception):
+    """The group's module does not run stacked (``vmap`` refused it)."""
+
+
+def _signature(module):
+    """Members with equal signatures stack into one group."""
+    layers = _explicit_layers(module)
+    shapes = tuple((n, tuple(t.shape), t.dtype) for n, t in module.state_dict().items())
+    if layers is not None:
+        # Without names: a Dropout layer shifts the indices of the layers after it.
+        return ("explicit", layers, tuple(t[1:] for t in shapes))
+    return ("vmap", repr(module), shapes)
+
+
+def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None):
+    """Fit every ``(estimator, X, y, sample_weight)`` of ``jobs``, stacked where they can be.
+
+    Each estimator must pass :func:`fusable`. Members that share
+    :func:`fuse_key` and build the same architecture for their data train
+    together, ``max_members`` at most at a time (None: as many as
+    :func:`chunk_size` allows). A group whose module ``vmap`` cannot run is
+    fitted one by one; its reason is appended to ``fallbacks`` (a list) if
+    given, else warned.
+
+    Returns one :class:`Outcome` per job: the fitted estimator, or the
+    exception its fit raised (set-up errors, divergence) as a plain fit
+    would have raised it.
 
     ``n_threads=None`` chooses torch threads from the work of one stacked
     step, as a plain fit does from its own.
     """
-    keys = {fuse_key(est) for est, *_ in jobs}
-    if len(keys) > 1:
-        raise ValueError(
-            f"fit_fused needs members that share fuse_key (network spec, optimizer, batch size, "
-            f"device); got {len(keys)} groups."
-        )
     results = [None] * len(jobs)
-    members = []
+    groups = {}
     for i, (est, X, y, sample_weight) in enumerate(jobs):
         try:
+            reason = fusable(est)
+            if reason is not None:
+                raise ValueError(f"fit_fused cannot stack this estimator: {reason}.")
             est._validate_params()
             fit = est._start_fit(X, y, continuing=False, epochs=est.max_epochs, sample_weight=sample_weight)
+            if fit.device != "cpu" or not isinstance(fit.X_t, torch.Tensor) or fit.X_t.layout != torch.strided:
+                raise _CannotStack(f"device={fit.device!r} or input layout")
             with seeded(fit.seed, fit.device):
                 est._build_fit(fit)
-            members.append(_Member(i, est, fit))
+            member = _Member(i, est, fit)
+        except _CannotStack:
+            results[i] = _alone(est, X, y, sample_weight)
+            continue
         except Exception as exc:  # reported like the plain fit's error
-            results[i] = exc
-    if not members:
-        return results
-    plan = _Plan([m.net.module_ for m in members])
-    signature = plan.signature(members[0].net.module_)
-    odd = [m for m in members if plan.signature(m.net.module_) != signature]
-    if odd:
-        raise ValueError(
-            f"fit_fused needs members of one architecture; {len(odd)} of {len(members)} differ "
-            "(group them with fuse_key and the built modules first)."
-        )
+            results[i] = Outcome(error=exc, fused=False)
+            continue
+        key = (fuse_key(est), _signature(fit.net.module_), fit.X.shape[1])
+        groups.setdefault(key, []).append(member)
+    for group in groups.values():
+        size = max_members or chunk_size(group[0])
+        for start in range(0, len(group), size):
+            chunk = group[start : start + size]
+            try:
+                outcomes = _fit_chunk(chunk, n_threads)
+            except _CannotStack as exc:
+                reason = f"{type(chunk[0].net.module_).__name__} does not run under torch.func.vmap ({exc})"
+                if fallbacks is None:
+                    warnings.warn(f"fit_fused: {reason}; its {len(chunk)} fits run one by one.",
+                                  UserWarning, stacklevel=2)
+                else:
+                    fallbacks.append(reason)
+                outcomes = [_alone(m.estimator, *jobs[m.index][1:]) for m in chunk]
+            for m, outcome in zip(chunk, outcomes):
+                results[m.index] = outcome
+    return results
+
+
+def _alone(estimator, X, y, sample_weight):
+    start = time.perf_counter()
+    try:
+        estimator.fit(X, y, sample_weight=sample_weight)
+        return Outcome(estimator, fit_time=time.perf_counter() - start, fused=False)
+    except Exception as exc:
+        return Outcome(error=exc, fit_time=time.perf_counter() - start, fused=False)
+
+
+# Memory a group may take for its weights, optimizer state and activations.
+_GROUP_BYTES = 1 << 30
+_MAX_MEMBERS = 64
+
+
+def chunk_size(member):
+    """How many members like ``member`` train in one stacked group.
+
+    Bounded by memory (weights, gradients, optimizer state and one batch of
+    activations per member within ``_GROUP_BYTES``) and by ``_MAX_MEMBERS``:
+    past a few dozen members the stacked step is large enough to keep the
+    cores busy, and a larger group only delays the first results.
+    """
+    est = member.estimator
+    per_member = member_bytes(member.net.module_, min(est.batch_size, member.n_train), member.fit.X.shape[1])
+    return int(max(1, min(_MAX_MEMBERS, _GROUP_BYTES // max(per_member, 1))))
+
+
+def _fit_chunk(members, n_threads):
     first = members[0]
-    task = first.estimator._task
-    device = first.fit.device
-    if device != "cpu":
-        raise ValueError(f"fit_fused trains on the CPU; got device={device!r}.")
+    plan = _Plan([m.net.module_ for m in members])
     work = len(members) * min(first.estimator.batch_size, first.n_train) * row_cost(
-        first.net.module_, first.fit.X.shape[1], device)
+        first.net.module_, first.fit.X.shape[1], first.fit.device)
     threads = n_threads or first.estimator.n_threads or auto_threads(work)
     start = time.perf_counter()
-    with seeded(first.fit.seed, device), torch_threads(threads):
-        _train_group(plan, members, task)
-    elapsed = time.perf_counter() - start
+    with seeded(first.fit.seed, first.fit.device), torch_threads(threads):
+        _train_group(plan, members, first.estimator._task)
+    share = (time.perf_counter() - start) / len(members)
+    outcomes = []
     for m in members:
         if m.error is not None:
-            results[m.index] = m.error
+            outcomes.append(Outcome(error=m.error, fit_time=share))
             continue
         try:
             m.fit.n_threads = threads
             m.estimator._end_fit(m.fit, m.n_run)
-            m.estimator.fused_fit_time_ = elapsed / len(members)
-            results[m.index] = m.estimator
+            outcomes.append(Outcome(m.estimator, fit_time=share))
         except Exception as exc:
-            results[m.index] = exc
-    return results
+            outcomes.append(Outcome(error=exc, fit_time=share))
+    return outcomes
 
 
 def _train_group(plan, members, task):
@@ -548,7 +618,7 @@ def _train_group(plan, members, task):
             xb, yb, wb = train.batch(positions)
             wb = wb * in_batch
             lr = torch.tensor([m.net.optimizer_.param_groups[0]["lr"] for m in active])
-            out = stack.forward(xb, True, generator)
+            out = _first_forward(stack, xb, generator) if epoch == 1 and s == 0 else stack.forward(xb, True, generator)
             losses = (_row_losses(task, out, yb) * wb).sum(1) / wb.sum(1).clamp_min(_TINY)
             grads = torch.autograd.grad(losses.sum(), stack.params)
             n_rows = in_batch.sum(1)
@@ -594,6 +664,15 @@ def _train_group(plan, members, task):
                 done.append(m)
         if done:
             drop(done)
+
+
+def _first_forward(stack, xb, generator):
+    if stack.plan.explicit:
+        return stack.forward(xb, True, generator)
+    try:
+        return stack.forward(xb, True, generator)
+    except RuntimeError as exc:  # vmap's refusals are RuntimeErrors
+        raise _CannotStack(str(exc).splitlines()[0]) from exc
 
 
 def _should_stop(m, stack, k, row):
