@@ -5,6 +5,8 @@ Optuna, ASHA); the search classes themselves are importable from here.
 """
 
 from ._engines import OptunaSearchCV, RobustBayesSearchCV, default_space, make_search
+from ._fused import FusedGridSearchCV, FusedRandomizedSearchCV
 from .asha import ASHASearchCV
 
-__all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV", "ASHASearchCV"]
+__all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV", "ASHASearchCV",
+           "FusedGridSearchCV", "FusedRandomizedSearchCV"]

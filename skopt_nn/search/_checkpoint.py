@@ -136,16 +136,17 @@ _lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def replaying(search, records):
+def replaying(search, records, replay_class=_Replay):
     """Let ``evaluate_candidates`` return recorded results instead of fitting.
 
     sklearn's search looks ``_fit_and_score`` up in its module at call time,
     so it is swapped there for one ``evaluate_candidates`` call.
+    ``replay_class`` (a ``_Replay`` subclass) decides how a call is answered.
     """
     token = uuid.uuid4().hex
     search._checkpoint_token = token
     with _lock:
-        replay = _Replay(token, records, _sk_search._fit_and_score)
+        replay = replay_class(token, records, _sk_search._fit_and_score)
         _sk_search._fit_and_score = replay
     try:
         yield

@@ -22,12 +22,14 @@ from skopt.utils import eval_callbacks, point_asdict
 from ..training._base import BaseNN
 from ._checkpoint import SearchCheckpoint, fingerprint, replaying
 from ._failed_steps import _tolerate_failed_steps
+from ._fused import FusedGridSearchCV, FusedRandomizedSearchCV
 from ._optuna import OptunaSearchCV
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
 __all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV"]
 
 _METHODS = ("asha", "bayes", "grid", "halving", "optuna", "random")
+_FUSED_METHODS = ("grid", "random")
 
 
 # -- finding the skopt_nn estimator inside a Pipeline or meta-estimator -------
@@ -431,7 +433,8 @@ class RobustBayesSearchCV(BayesSearchCV):
 # -- make_search --------------------------------------------------------------
 
 
-def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_points=None, **kwargs):
+def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_points=None, fuse=False,
+                **kwargs):
     """Build a configured search over ``estimator`` from one search space.
 
     Parameters
@@ -464,6 +467,13 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         estimator's step, ``""`` uses the names as written.
     grid_points : int, default=None
         Points per range dimension for ``method="grid"`` (3 when None).
+    fuse : bool, default=False
+        For ``"grid"`` and ``"random"``: train the candidates that share an
+        architecture, on all their CV folds, together as one stacked model
+        (:class:`~skopt_nn.search.FusedGridSearchCV`,
+        :class:`~skopt_nn.search.FusedRandomizedSearchCV`; ``fuse_max_members``
+        caps a group). The result is the same kind of sklearn search object;
+        fits that cannot fuse run as ordinary fits, with one warning.
     **kwargs
         Passed to the search class, e.g. ``n_iter``, ``cv``, ``scoring``,
         ``n_jobs``, ``random_state``; they override the defaults here.
@@ -518,6 +528,10 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
     if not space:
         raise ValueError("space must hold at least one dimension; got an empty space.")
 
+    if fuse and method not in _FUSED_METHODS:
+        raise ValueError(f"fuse=True applies to method in {list(_FUSED_METHODS)}; got method={method!r}.")
+    if "fuse_max_members" in kwargs and not fuse:
+        raise ValueError("fuse_max_members applies only with fuse=True.")
     if "checkpoint" in kwargs and method != "bayes":
         raise ValueError(f"checkpoint only applies to method='bayes'; got method={method!r}.")
     kwargs.setdefault("error_score", np.nan)
@@ -529,9 +543,10 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         return RobustBayesSearchCV(estimator, space.skopt(), **kwargs)
     if method == "grid":
         n = 3 if grid_points is None else grid_points
-        return GridSearchCV(estimator, space.grid(n), **kwargs)
+        return (FusedGridSearchCV if fuse else GridSearchCV)(estimator, space.grid(n), **kwargs)
     if method == "random":
-        return RandomizedSearchCV(estimator, space.distributions(), **kwargs)
+        return (FusedRandomizedSearchCV if fuse else RandomizedSearchCV)(
+            estimator, space.distributions(), **kwargs)
     if method == "optuna":
         if "n_iter" in kwargs:  # the other methods' name for the number of candidates
             if "n_trials" in kwargs:

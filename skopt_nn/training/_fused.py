@@ -178,15 +178,22 @@ def _dropout_rates(module):
 
 
 class _Stack:
-    """The members' parameters (and buffers) stacked on a first axis of size K."""
+    """The members' parameters (and buffers) stacked on a first axis of size K.
+
+    All parameters of a member live in one row of a ``(K, n_params)`` leaf
+    tensor, ``flat``; the layers see views of it. One gradient tensor and
+    one optimizer update then cover every layer of every member.
+    """
 
     def __init__(self, plan, modules):
         self.plan = plan
+        per_member = [plan.params_of(m) for m in modules]
+        self.shapes = [tuple(p.shape) for p in per_member[0]]
+        self.sizes = [math.prod(shape) for shape in self.shapes]
         with torch.no_grad():
-            self.params = [
-                torch.stack([p.detach() for p in group]).requires_grad_()
-                for group in zip(*(plan.params_of(m) for m in modules))
-            ]
+            self.flat = torch.stack([
+                torch.cat([p.detach().reshape(-1) for p in params]) for params in per_member
+            ]).requires_grad_()
             self.buffers = [
                 torch.stack([b.detach() for b in group]).clone()
                 for group in zip(*(plan.buffers_of(m) for m in modules))
@@ -196,21 +203,30 @@ class _Stack:
             rates = [[plan.dropouts[i].get(pos, 0.0) for pos in range(-1, n_layers)] for i in range(len(modules))]
             self.rates = torch.tensor(rates, dtype=torch.float32)  # (K, n_layers + 1)
 
+    @property
+    def params(self):
+        """Per-layer views ``(K, *shape)`` of ``flat``."""
+        K = self.flat.shape[0]
+        parts = torch.split(self.flat, self.sizes, dim=1)
+        return [part.view(K, *shape) for part, shape in zip(parts, self.shapes)]
+
     def keep(self, index):
         """Only the members at ``index`` stay (a LongTensor of positions)."""
         with torch.no_grad():
-            self.params = [p.detach()[index].requires_grad_() for p in self.params]
+            self.flat = self.flat.detach()[index].requires_grad_()
             self.buffers = [b[index] for b in self.buffers]
         if self.plan.explicit:
             self.rates = self.rates[index]
 
     def member_state(self, k):
-        return [p.detach()[k].clone() for p in self.params], [b[k].clone() for b in self.buffers]
+        """``(parameters, buffers)`` of member ``k``, as lists of tensors shaped like its module's."""
+        row = self.flat.detach()[k].clone()
+        params = [part.view(shape) for part, shape in zip(torch.split(row, self.sizes), self.shapes)]
+        return params, [b[k].clone() for b in self.buffers]
 
     def set_member_state(self, k, state):
         with torch.no_grad():
-            for p, v in zip(self.params, state[0]):
-                p[k] = v
+            self.flat[k] = torch.cat([p.reshape(-1) for p in state[0]])
             for b, v in zip(self.buffers, state[1]):
                 b[k] = v
 
@@ -227,7 +243,7 @@ class _Stack:
             state.update(zip(bnames, buffers))
             return torch.func.functional_call(plan.base, state, (xb,))
 
-        return torch.func.vmap(one, randomness="different")(self.params, self.buffers, x)
+        return torch.func.vmap(one, randomness="different")(tuple(self.params), self.buffers, x)
 
     def _explicit(self, x, training, generator):
         params = self.params
@@ -260,69 +276,66 @@ class _Stack:
 class _StackedOptimizer:
     """torch's sgd/adam/adamw/rmsprop/adagrad updates, one lr/decay/momentum per member.
 
-    The arithmetic follows torch's single-tensor implementations with their
+    Works on the ``(K, n_params)`` tensor of a :class:`_Stack`. The
+    arithmetic follows torch's single-tensor implementations with their
     default options, so a member takes the steps its own torch optimizer
     would.
     """
 
-    def __init__(self, name, params, weight_decay, momentum):
-        self.name = name
-        self.weight_decay = weight_decay  # (K,)
-        self.momentum = momentum  # (K,)
-        self.steps = torch.zeros(len(weight_decay))
-        self.state = [[torch.zeros_like(p) for _ in range(self._n_buffers())] for p in params]
+    _BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "rmsprop": 2, "adagrad": 1}
 
-    def _n_buffers(self):
-        return {"sgd": 1, "adam": 2, "adamw": 2, "rmsprop": 2, "adagrad": 1}[self.name]
+    def __init__(self, name, flat, weight_decay, momentum):
+        self.name = name
+        self.weight_decay = weight_decay.view(-1, 1)  # (K, 1)
+        self.momentum = momentum.view(-1, 1)
+        self.decay = bool((weight_decay != 0).any())
+        self.steps = torch.zeros(len(weight_decay), 1)
+        self.state = [torch.zeros_like(flat) for _ in range(self._BUFFERS[name])]
 
     def keep(self, index):
         self.weight_decay, self.momentum = self.weight_decay[index], self.momentum[index]
+        self.decay = bool((self.weight_decay != 0).any())
         self.steps = self.steps[index]
-        self.state = [[s[index] for s in states] for states in self.state]
+        self.state = [s[index] for s in self.state]
 
     @torch.no_grad()
-    def step(self, params, grads, lr, active=None):
+    def step(self, flat, g, lr, active=None):
         """One update; ``lr`` is ``(K,)``; ``active`` (``(K,)`` bool or None) masks members out."""
         if active is not None:
-            self.steps += active.float()
+            mask = active.view(-1, 1)
+            old = [flat.detach().clone()] + [s.clone() for s in self.state]
+            self.steps += mask
         else:
             self.steps += 1
-        name = self.name
-        for p, g, states in zip(params, grads, self.state):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            lr_, wd = lr.view(shape), self.weight_decay.view(shape)
-            if active is not None:
-                mask = active.view(shape)
-                old = [p.detach().clone()] + [s.clone() for s in states]
-            value = p.detach()
-            if name == "adamw":
-                value.mul_(1 - lr_ * wd)
-            elif bool((self.weight_decay != 0).any()):
-                g = g + wd * value
-            if name in ("adam", "adamw"):
-                m, v = states
-                t = self.steps.view(shape).clamp_min(1)
-                m.lerp_(g, 0.1)
-                v.mul_(0.999).addcmul_(g, g, value=0.001)
-                denom = (v / (1 - 0.999**t)).sqrt_().add_(1e-8)
-                value.addcdiv_(m * (lr_ / (1 - 0.9**t)), denom, value=-1)
-            elif name == "sgd":
-                (buf,) = states
-                buf.mul_(self.momentum.view(shape)).add_(g)
-                value.sub_(lr_ * buf)
-            elif name == "rmsprop":
-                sq, buf = states
-                sq.mul_(0.99).addcmul_(g, g, value=0.01)
-                buf.mul_(self.momentum.view(shape)).add_(g / (sq.sqrt() + 1e-8))
-                value.sub_(lr_ * buf)
-            else:  # adagrad
-                (acc,) = states
-                acc.addcmul_(g, g)
-                value.sub_(lr_ * g / (acc.sqrt() + 1e-10))
-            if active is not None:
-                value.copy_(torch.where(mask, value, old[0]))
-                for s, o in zip(states, old[1:]):
-                    s.copy_(torch.where(mask, s, o))
+        name, lr, wd, value = self.name, lr.view(-1, 1), self.weight_decay, flat.detach()
+        if name == "adamw":
+            value.mul_(1 - lr * wd)
+        elif self.decay:
+            g = g + wd * value
+        if name in ("adam", "adamw"):
+            m, v = self.state
+            t = self.steps.clamp_min(1)
+            m.lerp_(g, 0.1)
+            v.mul_(0.999).addcmul_(g, g, value=0.001)
+            denom = (v / (1 - 0.999**t)).sqrt_().add_(1e-8)
+            value.addcdiv_(m * (lr / (1 - 0.9**t)), denom, value=-1)
+        elif name == "sgd":
+            (buf,) = self.state
+            buf.mul_(self.momentum).add_(g)
+            value.sub_(lr * buf)
+        elif name == "rmsprop":
+            sq, buf = self.state
+            sq.mul_(0.99).addcmul_(g, g, value=0.01)
+            buf.mul_(self.momentum).add_(g / (sq.sqrt() + 1e-8))
+            value.sub_(lr * buf)
+        else:  # adagrad
+            (acc,) = self.state
+            acc.addcmul_(g, g)
+            value.sub_(lr * g / (acc.sqrt() + 1e-10))
+        if active is not None:
+            value.copy_(torch.where(mask, value, old[0]))
+            for s, o in zip(self.state, old[1:]):
+                s.copy_(torch.where(mask, s, o))
 
 
 # -- training ---------------------------------------------------------------------------
@@ -570,7 +583,7 @@ def _train_group(plan, members, task):
     est_params = [m.estimator for m in members]
     optimizer = _StackedOptimizer(
         opt_name,
-        stack.params,
+        stack.flat,
         torch.tensor([float(e.weight_decay) for e in est_params]),
         torch.tensor([float(e.momentum) for e in est_params]),
     )
@@ -620,10 +633,10 @@ def _train_group(plan, members, task):
             lr = torch.tensor([m.net.optimizer_.param_groups[0]["lr"] for m in active])
             out = _first_forward(stack, xb, generator) if epoch == 1 and s == 0 else stack.forward(xb, True, generator)
             losses = (_row_losses(task, out, yb) * wb).sum(1) / wb.sum(1).clamp_min(_TINY)
-            grads = torch.autograd.grad(losses.sum(), stack.params)
+            (grad,) = torch.autograd.grad(losses.sum(), stack.flat)
             n_rows = in_batch.sum(1)
             stepping = n_rows > 0
-            optimizer.step(stack.params, grads, lr, None if bool(stepping.all()) else stepping)
+            optimizer.step(stack.flat, grad, lr, None if bool(stepping.all()) else stepping)
             values = losses.detach().double()
             sums += values * n_rows
             counts += n_rows

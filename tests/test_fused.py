@@ -1,0 +1,268 @@
+"""Fused training: many members of one architecture trained as one stacked model."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_diabetes
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from skopt_nn import (CNN, MLP, LRSchedule, NNClassifier, NNRegressor, Pruning, TorchModule, load,
+                      make_search, save)
+from skopt_nn.search import FusedGridSearchCV, FusedRandomizedSearchCV
+from skopt_nn.training._base import DivergenceError
+from skopt_nn.training._fused import fit_fused, fusable
+
+
+@pytest.fixture(scope="module")
+def digits_split(digits):
+    X, y = digits
+    X = X.astype(np.float32)
+    return X[:600], y[:600], X[600:900], y[600:900]
+
+
+def _fused_and_plain(estimators, X, y, sample_weight=None):
+    outcomes = fit_fused([(clone(e), X, y, sample_weight) for e in estimators])
+    plain = []
+    for e in estimators:
+        try:
+            plain.append(clone(e).fit(X, y, sample_weight=sample_weight))
+        except Exception as exc:
+            plain.append(exc)
+    return outcomes, plain
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop", "adagrad"])
+def test_fused_mlp_members_score_as_their_one_by_one_fits(digits_split, optimizer):
+    X, y, Xt, yt = digits_split
+    base = NNClassifier(MLP((32,)), optimizer=optimizer, max_epochs=6, random_state=0)
+    settings = [
+        dict(lr=3e-3, weight_decay=0.0, momentum=0.9, random_state=0),
+        dict(lr=3e-2, weight_decay=1e-3, momentum=0.0, random_state=1,
+             lr_schedule=LRSchedule("cosine", warmup_epochs=1)),
+        dict(lr=1e-2, weight_decay=1e-4, momentum=0.5, random_state=2, lr_schedule="onecycle"),
+    ]
+    estimators = [clone(base).set_params(**s) for s in settings]
+    outcomes, plain = _fused_and_plain(estimators, X, y)
+    for outcome, ref in zip(outcomes, plain):
+        assert outcome.error is None and outcome.fused
+        assert abs(outcome.estimator.score(Xt, yt) - ref.score(Xt, yt)) <= 0.02
+        assert outcome.estimator.n_iter_ == ref.n_iter_
+        np.testing.assert_allclose(outcome.estimator.loss_curve_, ref.loss_curve_, rtol=0.05, atol=1e-3)
+
+
+def test_fused_members_may_differ_in_dropout_including_none(digits_split):
+    X, y, Xt, yt = digits_split
+    base = NNClassifier(MLP((32,)), max_epochs=5, random_state=0)
+    estimators = [clone(base).set_params(module__dropout=d) for d in (0.0, 0.3)]
+    outcomes, plain = _fused_and_plain(estimators, X, y)
+    # one group: the dropout-free member and the other train together
+    for outcome, ref in zip(outcomes, plain):
+        assert outcome.fused
+        assert abs(outcome.estimator.score(Xt, yt) - ref.score(Xt, yt)) <= 0.03
+    assert isinstance(outcomes[1].estimator.module_[2], nn.Dropout)
+    assert not any(isinstance(m, nn.Dropout) for m in outcomes[0].estimator.module_)
+
+
+@pytest.mark.parametrize("module", [CNN((1, 8, 8), channels=(4,), hidden=16), MLP((16,), batch_norm=True)],
+                         ids=["cnn", "batch-norm-mlp"])
+def test_fused_vmap_path_matches_one_by_one_fits(digits_split, module):
+    X, y, Xt, yt = digits_split
+    base = NNClassifier(module, max_epochs=3, random_state=0)
+    estimators = [clone(base).set_params(lr=lr) for lr in (1e-3, 1e-2)]
+    outcomes, plain = _fused_and_plain(estimators, X, y)
+    for outcome, ref in zip(outcomes, plain):
+        assert outcome.fused
+        assert abs(outcome.estimator.score(Xt, yt) - ref.score(Xt, yt)) <= 0.02
+
+
+def test_fused_regressor_with_sample_weight_and_early_stopping_matches():
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    w = np.random.RandomState(0).uniform(0.5, 2.0, len(y))
+    base = NNRegressor(MLP((16,)), max_epochs=30, early_stopping=True, n_iter_no_change=3, random_state=0)
+    estimators = [clone(base).set_params(lr=lr) for lr in (3e-3, 3e-2)]
+    outcomes, plain = _fused_and_plain(estimators, X, y, sample_weight=w)
+    for outcome, ref in zip(outcomes, plain):
+        assert abs(outcome.estimator.score(X, y) - ref.score(X, y)) <= 0.02
+        # each member stopped where its plain fit stopped
+        assert outcome.estimator.n_iter_ == ref.n_iter_
+        assert "valid_score" in outcome.estimator.history_[-1]
+    assert plain[1].n_iter_ < 30 == plain[0].n_iter_  # one stopped early, the other did not
+
+
+def test_a_diverging_member_fails_alone(digits_split):
+    X, y, _, _ = digits_split
+    base = NNClassifier(MLP((16,)), optimizer="sgd", max_epochs=4, random_state=0)
+    estimators = [clone(base).set_params(lr=lr) for lr in (1e-1, 1e15, 3e-1)]
+    outcomes, plain = _fused_and_plain(estimators, X, y)
+    assert isinstance(outcomes[1].error, DivergenceError) and isinstance(plain[1], DivergenceError)
+    assert "diverged" in str(outcomes[1].error)
+    for k in (0, 2):  # the others trained all their epochs, as alone
+        assert outcomes[k].error is None
+        assert outcomes[k].estimator.n_iter_ == 4
+        assert abs(outcomes[k].estimator.score(X, y) - plain[k].score(X, y)) <= 0.02
+
+
+def test_early_stopped_members_stop_while_others_go_on(digits_split):
+    X, y, _, _ = digits_split
+    base = NNClassifier(MLP((16,)), lr=1e-2, max_epochs=15, tol=5e-2, random_state=0)
+    estimators = [clone(base).set_params(n_iter_no_change=n) for n in (2, None)]
+    outcomes, plain = _fused_and_plain(estimators, X, y)
+    stopped, full = (o.estimator for o in outcomes)
+    assert stopped.n_iter_ == plain[0].n_iter_ < full.n_iter_ == 15
+    assert len(stopped.history_) == stopped.n_iter_ == len(stopped.loss_curve_)
+
+
+def test_fused_members_are_ordinary_fitted_estimators(digits_split, tmp_path):
+    X, y, Xt, _ = digits_split
+    base = NNClassifier(MLP((16,)), max_epochs=2, random_state=0)
+    (outcome,) = fit_fused([(clone(base), X, y, None)])
+    model = outcome.estimator
+    expected = model.predict_proba(Xt)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(model)).predict_proba(Xt), expected, rtol=1e-6)
+    save(model, tmp_path / "m.skopt")
+    np.testing.assert_allclose(load(tmp_path / "m.skopt").predict_proba(Xt), expected, rtol=1e-6)
+    # and it continues training like any fitted model
+    model.set_params(warm_start=True, max_epochs=1).fit(X, y)
+    assert model.n_iter_ == 3
+
+
+def test_fused_member_exports_to_onnx(digits_split, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from skopt_nn import export_onnx
+
+    X, y, Xt, _ = digits_split
+    (outcome,) = fit_fused([(NNClassifier(MLP((16,)), max_epochs=2, random_state=0), X, y, None)])
+    path = export_onnx(outcome.estimator, tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: Xt[:20]})
+    proba = [o for o in outputs if np.asarray(o).ndim == 2][0]
+    np.testing.assert_allclose(proba, outcome.estimator.predict_proba(Xt[:20]), atol=1e-4)
+
+
+def test_fusable_names_what_blocks_fusion():
+    assert fusable(NNClassifier()) is None
+    assert "pruning" in fusable(NNClassifier(pruning=Pruning()))
+    assert "warm_start" in fusable(NNClassifier(warm_start=True))
+    assert "optimizer" in fusable(NNClassifier(optimizer=torch.optim.LBFGS))
+
+
+class _Gated(nn.Module):
+    """A module whose data-dependent branch vmap cannot trace."""
+
+    def __init__(self, n_features_in, n_outputs):
+        super().__init__()
+        self.linear = nn.Linear(n_features_in, n_outputs)
+
+    def forward(self, x):
+        out = self.linear(x)
+        if out.sum() > 0:  # a Python branch on a tensor's value
+            return out
+        return -out
+
+
+def test_a_module_vmap_refuses_is_fitted_one_by_one_with_one_warning(digits_split):
+    X, y, _, _ = digits_split
+    base = NNClassifier(TorchModule(_Gated), max_epochs=1, random_state=0)
+    fallbacks = []
+    outcomes = fit_fused([(clone(base).set_params(lr=lr), X, y, None) for lr in (1e-3, 1e-2)],
+                         fallbacks=fallbacks)
+    assert len(fallbacks) == 1 and "vmap" in fallbacks[0]
+    assert all(o.error is None and not o.fused for o in outcomes)
+
+
+# -- the fused searches -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def search_data(digits):
+    X, y = digits
+    return X[:450], y[:450]
+
+
+def _pipe(**kw):
+    return make_pipeline(StandardScaler(), NNClassifier(MLP((16,)), max_epochs=4, random_state=0, **kw))
+
+
+def test_fused_grid_search_equals_the_one_by_one_search(search_data):
+    X, y = search_data
+    grid = {"lr": [1e-3, 1e-2], "weight_decay": [0.0, 1e-3]}
+    fused = make_search(_pipe(), grid, method="grid", fuse=True, cv=3, return_train_score=True)
+    assert isinstance(fused, FusedGridSearchCV)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # everything fuses: no fallback warning
+        fused.fit(X, y)
+    plain = GridSearchCV(_pipe(), fused.param_grid, cv=3, return_train_score=True).fit(X, y)
+    assert sorted(fused.cv_results_) == sorted(plain.cv_results_)
+    np.testing.assert_allclose(fused.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"],
+                               atol=0.02)
+    assert abs(fused.best_score_ - plain.best_score_) <= 0.01
+    assert fused.best_estimator_.score(X, y) > 0.8
+    assert fused.get_params()["n_jobs"] is None and fused.cv == 3  # restored after fit
+
+
+def test_fused_search_records_failures_and_warns_once_for_fallbacks(search_data):
+    X, y = search_data
+    space = {
+        "optimizer": ["sgd"],
+        "lr": [1e-2, 1e15],
+        "pruning": [None, Pruning(amount=0.5)],
+    }
+    search = make_search(_pipe(), space, method="grid", fuse=True, cv=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search.fit(X, y)
+    fallback = [w for w in caught if "could not train fused" in str(w.message)]
+    assert len(fallback) == 1 and "pruning is set" in str(fallback[0].message)
+    scores = search.cv_results_["mean_test_score"]
+    lrs = search.cv_results_["param_nnclassifier__lr"]
+    assert np.isnan(scores[np.asarray(lrs, dtype=float) == 1e15]).all()
+    assert np.isfinite(scores[np.asarray(lrs, dtype=float) == 1e-2]).all()
+    assert search.best_params_["nnclassifier__lr"] == 1e-2
+
+
+def test_fused_random_search_with_two_architectures_and_sample_weight(search_data):
+    X, y = search_data
+    w = np.where(y == 0, 2.0, 1.0)
+    search = make_search(
+        _pipe(), {"lr": [1e-3, 1e-2], "module__hidden_layer_sizes": [(8,), (16, 8)]},
+        method="random", fuse=True, n_iter=4, cv=KFold(2), random_state=0, scoring="accuracy",
+    )
+    assert isinstance(search, FusedRandomizedSearchCV)
+    search.fit(X, y, nnclassifier__sample_weight=w)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert set(map(tuple, search.cv_results_["param_nnclassifier__module__hidden_layer_sizes"])) == {
+        (8,), (16, 8)}
+
+
+def test_fused_search_with_n_jobs_spreads_groups_over_workers(search_data):
+    X, y = search_data
+    grid = {"lr": [1e-3, 1e-2]}
+    fused = make_search(_pipe(), grid, method="grid", fuse=True, cv=2, n_jobs=2).fit(X, y)
+    serial = make_search(_pipe(), grid, method="grid", fuse=True, cv=2).fit(X, y)
+    np.testing.assert_allclose(fused.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"],
+                               atol=1e-6)
+
+
+def test_make_search_refuses_fuse_where_it_does_not_apply():
+    with pytest.raises(ValueError, match="fuse=True applies"):
+        make_search(_pipe(), {"lr": [1e-3]}, method="bayes", fuse=True)
+    with pytest.raises(ValueError, match="fuse_max_members applies only"):
+        make_search(_pipe(), {"lr": [1e-3]}, method="grid", fuse_max_members=4)
+
+
+def test_fuse_max_members_caps_a_group(search_data):
+    X, y = search_data
+    grid = {"lr": [1e-3, 3e-3, 1e-2]}
+    capped = make_search(_pipe(), grid, method="grid", fuse=True, cv=2, fuse_max_members=2).fit(X, y)
+    whole = make_search(_pipe(), grid, method="grid", fuse=True, cv=2).fit(X, y)
+    np.testing.assert_allclose(capped.cv_results_["mean_test_score"], whole.cv_results_["mean_test_score"],
+                               atol=1e-6)
