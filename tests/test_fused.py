@@ -266,3 +266,33 @@ def test_fuse_max_members_caps_a_group(search_data):
     whole = make_search(_pipe(), grid, method="grid", fuse=True, cv=2).fit(X, y)
     np.testing.assert_allclose(capped.cv_results_["mean_test_score"], whole.cv_results_["mean_test_score"],
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop", "adagrad"])
+def test_fused_rungs_continue_like_one_fit(digits_split, optimizer):
+    # What a fused ASHA rung does: train 2 epochs, then 4 more, continuing
+    # weights, optimizer state, schedule and random streams.
+    X, y, Xt, yt = digits_split
+    base = NNClassifier(MLP((16,)), optimizer=optimizer, lr=1e-2, max_epochs=6, lr_schedule="cosine",
+                        n_iter_no_change=None, random_state=0)
+    members = [clone(base), clone(base).set_params(lr=3e-2)]
+    for epochs in (2, 4):
+        outcomes = fit_fused([(m, X, y, None) for m in members], epochs=[epochs] * 2)
+        assert all(o.error is None and o.fused for o in outcomes)
+    for member in members:
+        whole = clone(member).fit(X, y)
+        assert member.n_iter_ == whole.n_iter_ == 6
+        np.testing.assert_allclose(member.loss_curve_, whole.loss_curve_, rtol=0.02, atol=1e-4)
+        assert abs(member.score(Xt, yt) - whole.score(Xt, yt)) <= 0.02
+
+
+def test_fused_asha_search_spends_the_same_budget_and_finds_the_same_best(search_data):
+    X, y = search_data
+    pipe = make_pipeline(StandardScaler(), NNClassifier(MLP((16,)), max_epochs=9, random_state=0))
+    space = {"lr": [1e-4, 1e-3, 1e-2, 3e-2, 1e-1], "module__hidden_layer_sizes": [(8,), (16,)]}
+    kw = dict(n_iter=9, cv=2, random_state=0, refit=False)
+    fused = make_search(pipe, space, "asha", fuse=True, **kw).fit(X, y)
+    plain = make_search(pipe, space, "asha", **kw).fit(X, y)
+    assert sorted(fused.cv_results_) == sorted(plain.cv_results_)
+    assert fused.total_epochs_ <= 9 * 9 * 2 * 0.5
+    assert abs(fused.best_score_ - plain.best_score_) <= 0.02

@@ -29,7 +29,7 @@ from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _
 __all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV"]
 
 _METHODS = ("asha", "bayes", "grid", "halving", "optuna", "random")
-_FUSED_METHODS = ("grid", "random")
+_FUSED_METHODS = ("asha", "grid", "random")
 
 
 # -- finding the skopt_nn estimator inside a Pipeline or meta-estimator -------
@@ -468,12 +468,13 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
     grid_points : int, default=None
         Points per range dimension for ``method="grid"`` (3 when None).
     fuse : bool, default=False
-        For ``"grid"`` and ``"random"``: train the candidates that share an
-        architecture, on all their CV folds, together as one stacked model
-        (:class:`~skopt_nn.search.FusedGridSearchCV`,
-        :class:`~skopt_nn.search.FusedRandomizedSearchCV`; ``fuse_max_members``
-        caps a group). The result is the same kind of sklearn search object;
-        fits that cannot fuse run as ordinary fits, with one warning.
+        For ``"grid"``, ``"random"`` and ``"asha"``: train the candidates that
+        share an architecture, on all their CV folds, together as one stacked
+        model (:class:`~skopt_nn.search.FusedGridSearchCV`,
+        :class:`~skopt_nn.search.FusedRandomizedSearchCV`, or the rungs of
+        :class:`~skopt_nn.search.ASHASearchCV` in waves; ``fuse_max_members``
+        caps a group). The result is the same kind of search object; fits
+        that cannot fuse run as ordinary fits, with one warning.
     **kwargs
         Passed to the search class, e.g. ``n_iter``, ``cv``, ``scoring``,
         ``n_jobs``, ``random_state``; they override the defaults here.
@@ -538,7 +539,7 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
     if method == "asha":
         from .asha import ASHASearchCV
 
-        return ASHASearchCV(estimator, space, **kwargs)
+        return ASHASearchCV(estimator, space, fuse=fuse, **kwargs)
     if method == "bayes":
         return RobustBayesSearchCV(estimator, space.skopt(), **kwargs)
     if method == "grid":

@@ -16,6 +16,7 @@ with ``backend="ray"``, as Ray Tune trials under its ``ASHAScheduler``.
 import math
 import numbers
 import time
+import warnings
 
 import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
@@ -26,6 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted, indexable
 
 from ..training._base import BaseNN
+from ..training._fused import fit_fused, fusable
 from ..training._runtime import torch_threads
 from ._asha_progress import RungProgress
 
@@ -138,6 +140,16 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
         Score of a candidate whose fit fails; ``'raise'`` raises instead.
     backend : {None, "ray"}, default=None
         ``None``: joblib; ``"ray"``: Ray Tune trials under ``ASHAScheduler``.
+    fuse : bool, default=False
+        Train the folds of every candidate waiting for a rung together, as
+        stacked models (see "Fused search" in the searching guide): the
+        rungs then run in waves, all new candidates first, then the
+        promotions of each rung once it is complete, which is successive
+        halving with ASHA's promotion rule. Runs in this process (``n_jobs``
+        is not used); not with ``backend="ray"``.
+    fuse_max_members : int or None, default=None
+        Most members in one stacked group with ``fuse=True``; None chooses
+        from memory.
     ray_address : str, default=None
         Ray cluster to join when ``backend="ray"`` and Ray is not running;
         ``None`` starts a local Ray.
@@ -198,6 +210,8 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
         backend=None,
         ray_address=None,
         verbose=0,
+        fuse=False,
+        fuse_max_members=None,
     ):
         self.estimator = estimator
         self.param_distributions = param_distributions
@@ -213,6 +227,8 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
         self.backend = backend
         self.ray_address = ray_address
         self.verbose = verbose
+        self.fuse = fuse
+        self.fuse_max_members = fuse_max_members
 
     # -- setup shared by both backends
     def _check(self):
@@ -223,6 +239,8 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
         if self.backend not in (None, "ray"):
             raise ValueError(f"backend must be None or 'ray'; got {self.backend!r}.")
+        if self.fuse and self.backend == "ray":
+            raise ValueError("fuse=True trains on joblib's backend; it does not combine with backend='ray'.")
         if self.min_epochs > net.max_epochs:
             raise ValueError(
                 f"min_epochs={self.min_epochs} is more than the estimator's "
@@ -297,9 +315,12 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
         threads = 1 if n_workers > 1 else None
         state = _ASHAState(len(candidates), rungs, self.reduction_factor)
         folds = {}
-        with Parallel(n_jobs=self.n_jobs) as parallel:
+        fallbacks = []
+        with Parallel(n_jobs=1 if self.fuse else self.n_jobs) as parallel:
             while True:
-                picks = state.next_jobs(max(1, -(-n_workers // len(splits))))
+                # Fused: every job that can start now, so that they train together.
+                wave = len(candidates) if self.fuse else max(1, -(-n_workers // len(splits)))
+                picks = state.next_jobs(wave)
                 if not picks:
                     break
                 jobs = []
@@ -308,10 +329,13 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
                         folds[cand] = self._candidate_folds(candidates[cand], splits)
                     for fold in folds[cand]:
                         jobs.append((cand, rung, fold))
-                out = parallel(
-                    delayed(_advance)(fold, X, y, rungs[rung], scorer, threads)
-                    for _, rung, fold in jobs
-                )
+                if self.fuse:
+                    out = _advance_fused(jobs, X, y, rungs, scorer, self.fuse_max_members, fallbacks)
+                else:
+                    out = parallel(
+                        delayed(_advance)(fold, X, y, rungs[rung], scorer, threads)
+                        for _, rung, fold in jobs
+                    )
                 results = {}
                 for (cand, rung, _), (fold, score, error) in zip(jobs, out):
                     results.setdefault((cand, rung), []).append((fold, score, error))
@@ -324,6 +348,14 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
                     if errors or rung == len(rungs) - 1:
                         folds[cand] = None  # frees its networks
                     progress.update(rung, state.best_score())
+        if fallbacks:
+            reasons = sorted(set(fallbacks))
+            warnings.warn(
+                f"fuse=True: {len(fallbacks)} fold trainings could not train fused and ran as "
+                f"ordinary fits ({'; '.join(reasons)}).",
+                UserWarning,
+                stacklevel=3,
+            )
         return state.records
 
     # -- results
@@ -411,6 +443,49 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
     @property
     def classes_(self):
         return self._best().classes_
+
+
+def _advance_fused(jobs, X, y, rungs, scorer, max_members, fallbacks):
+    """``_Fold.advance`` for every ``(candidate, rung, fold)`` job, the networks trained fused."""
+    results = [None] * len(jobs)
+    ready = []
+    for j, (_, rung, fold) in enumerate(jobs):
+        if fold.net is None:
+            try:
+                fold._prepare(X, y)
+            except Exception as exc:
+                fold.data = None
+                results[j] = (fold, np.nan, f"{type(exc).__name__}: {exc}")
+                continue
+        reason = fusable(fold.net)
+        if reason is not None:
+            fallbacks.append(reason)
+            results[j] = fold.advance(X, y, rungs[rung], scorer, None)
+            continue
+        ready.append(j)
+    reasons = []
+    outcomes = fit_fused(
+        [(jobs[j][2].net, jobs[j][2].data[0], jobs[j][2].data[1], None) for j in ready],
+        epochs=[rungs[jobs[j][1]] - jobs[j][2].epochs for j in ready],
+        max_members=max_members,
+        fallbacks=reasons,
+    )
+    fallbacks.extend(reasons)
+    for j, outcome in zip(ready, outcomes):
+        _, rung, fold = jobs[j]
+        try:
+            if outcome.error is not None:
+                raise outcome.error
+            fold.epochs = rungs[rung]
+            _, _, Xv, yv = fold.data
+            score = float(scorer(fold.net, Xv, yv))
+            if not math.isfinite(score):
+                raise ValueError(f"The validation score is {score}.")
+            results[j] = (fold, score, None)
+        except Exception as exc:  # recorded as a failed candidate, as in _Fold.advance
+            fold.data = None
+            results[j] = (fold, np.nan, f"{type(exc).__name__}: {exc}")
+    return results
 
 
 def _advance(fold, X, y, epochs, scorer, threads):

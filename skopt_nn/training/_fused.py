@@ -282,7 +282,10 @@ class _StackedOptimizer:
     would.
     """
 
-    _BUFFERS = {"sgd": 1, "adam": 2, "adamw": 2, "rmsprop": 2, "adagrad": 1}
+    # The names torch's optimizers give the same buffers in their state.
+    _STATE = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"),
+              "adamw": ("exp_avg", "exp_avg_sq"), "rmsprop": ("square_avg", "momentum_buffer"),
+              "adagrad": ("sum",)}
 
     def __init__(self, name, flat, weight_decay, momentum):
         self.name = name
@@ -290,13 +293,38 @@ class _StackedOptimizer:
         self.momentum = momentum.view(-1, 1)
         self.decay = bool((weight_decay != 0).any())
         self.steps = torch.zeros(len(weight_decay), 1)
-        self.state = [torch.zeros_like(flat) for _ in range(self._BUFFERS[name])]
+        self.state = [torch.zeros_like(flat) for _ in self._STATE[name]]
 
     def keep(self, index):
         self.weight_decay, self.momentum = self.weight_decay[index], self.momentum[index]
         self.decay = bool((self.weight_decay != 0).any())
         self.steps = self.steps[index]
         self.state = [s[index] for s in self.state]
+
+    @torch.no_grad()
+    def load(self, k, optimizer, params, sizes):
+        """Take member ``k``'s state from its torch ``optimizer`` (a continued fit)."""
+        offset = 0
+        for p, size in zip(params, sizes):
+            state = optimizer.state.get(p, {})
+            for buf, key in zip(self.state, self._STATE[self.name]):
+                if state.get(key) is not None:
+                    buf[k, offset : offset + size] = state[key].reshape(-1)
+            if "step" in state:
+                self.steps[k] = float(state["step"])
+            offset += size
+
+    @torch.no_grad()
+    def export(self, k, optimizer, params, sizes):
+        """Write member ``k``'s state into its torch ``optimizer``, as torch keeps it."""
+        offset = 0
+        for p, size in zip(params, sizes):
+            state = {key: buf[k, offset : offset + size].reshape(p.shape).clone()
+                     for buf, key in zip(self.state, self._STATE[self.name])}
+            if self.name != "sgd":
+                state["step"] = torch.tensor(float(self.steps[k]))
+            optimizer.state[p] = state
+            offset += size
 
     @torch.no_grad()
     def step(self, flat, g, lr, active=None):
@@ -464,7 +492,7 @@ def _signature(module):
     return ("vmap", repr(module), shapes)
 
 
-def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None):
+def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None, epochs=None):
     """Fit every ``(estimator, X, y, sample_weight)`` of ``jobs``, stacked where they can be.
 
     Each estimator must pass :func:`fusable`. Members that share
@@ -480,6 +508,12 @@ def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None):
 
     ``n_threads=None`` chooses torch threads from the work of one stacked
     step, as a plain fit does from its own.
+
+    ``epochs`` (a list, one count per job) trains each member that many
+    more epochs of its ``max_epochs``-long fit instead, continuing where its
+    last call stopped (weights, optimizer state, schedule position, random
+    streams): what ``BaseNN._fit_epochs`` does for one estimator, used by
+    the rungs of a fused ASHA search.
     """
     results = [None] * len(jobs)
     groups = {}
@@ -489,14 +523,20 @@ def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None):
             if reason is not None:
                 raise ValueError(f"fit_fused cannot stack this estimator: {reason}.")
             est._validate_params()
-            fit = est._start_fit(X, y, continuing=False, epochs=est.max_epochs, sample_weight=sample_weight)
+            if epochs is None:
+                fit = est._start_fit(X, y, continuing=False, epochs=est.max_epochs,
+                                     sample_weight=sample_weight)
+            else:  # BaseNN._fit_epochs
+                continuing = hasattr(est, "net_") and getattr(est, "_resume_rng_", None) is not None
+                fit = est._start_fit(X, y, continuing=continuing, epochs=epochs[i], resume=True,
+                                     sample_weight=sample_weight)
             if fit.device != "cpu" or not isinstance(fit.X_t, torch.Tensor) or fit.X_t.layout != torch.strided:
                 raise _CannotStack(f"device={fit.device!r} or input layout")
             with seeded(fit.seed, fit.device):
                 est._build_fit(fit)
             member = _Member(i, est, fit)
         except _CannotStack:
-            results[i] = _alone(est, X, y, sample_weight)
+            results[i] = _alone(est, X, y, sample_weight, None if epochs is None else epochs[i])
             continue
         except Exception as exc:  # reported like the plain fit's error
             results[i] = Outcome(error=exc, fused=False)
@@ -516,16 +556,20 @@ def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None):
                                   UserWarning, stacklevel=2)
                 else:
                     fallbacks.append(reason)
-                outcomes = [_alone(m.estimator, *jobs[m.index][1:]) for m in chunk]
+                outcomes = [_alone(m.estimator, *jobs[m.index][1:], None if epochs is None else epochs[m.index])
+                            for m in chunk]
             for m, outcome in zip(chunk, outcomes):
                 results[m.index] = outcome
     return results
 
 
-def _alone(estimator, X, y, sample_weight):
+def _alone(estimator, X, y, sample_weight, epochs=None):
     start = time.perf_counter()
     try:
-        estimator.fit(X, y, sample_weight=sample_weight)
+        if epochs is None:
+            estimator.fit(X, y, sample_weight=sample_weight)
+        else:
+            estimator._fit_epochs(X, y, epochs, sample_weight=sample_weight)
         return Outcome(estimator, fit_time=time.perf_counter() - start, fused=False)
     except Exception as exc:
         return Outcome(error=exc, fit_time=time.perf_counter() - start, fused=False)
@@ -594,11 +638,17 @@ def _train_group(plan, members, task):
     generator = torch.Generator().manual_seed(members[0].fit.seed)
     active = list(members)  # position in the stack == position in this list
 
+    for k, m in enumerate(members):
+        if m.fit.continuing:
+            optimizer.load(k, m.net.optimizer_, plan.params_of(m.net.module_), stack.sizes)
+
     def drop(done):
         nonlocal active
         for m in done:
-            state = stack.member_state(active.index(m))
-            _write_back(plan, m.net.module_, state)
+            k = active.index(m)
+            _write_back(plan, m.net.module_, stack.member_state(k))
+            if m.fit.resume:  # the next call continues from this state
+                optimizer.export(k, m.net.optimizer_, plan.params_of(m.net.module_), stack.sizes)
         index = torch.tensor([i for i, m in enumerate(active) if m not in done], dtype=torch.long)
         active = [m for m in active if m not in done]
         if active:
@@ -705,7 +755,7 @@ def _should_stop(m, stack, k, row):
         m.best = value
         if m.monitor == "valid_loss":
             m.best_state = stack.member_state(k)
-    stop = m.n_run >= est.max_epochs or (
+    stop = m.n_run >= m.fit.epochs or (
         est.n_iter_no_change is not None and m.stale >= est.n_iter_no_change)
     if stop and m.best_state is not None:
         stack.set_member_state(k, m.best_state)

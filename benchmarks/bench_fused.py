@@ -1,0 +1,150 @@
+"""Fused search against one-by-one searches, side by side in one process.
+
+sklearn's digits, ``StandardScaler`` + ``NNClassifier(MLP((128,)),
+max_epochs=20, n_iter_no_change=None)``:
+
+1. ``grid``: ``lr`` in {1e-3, 3e-3, 1e-2, 3e-2} x ``weight_decay`` in
+   {0, 1e-4, 1e-3}, ``cv=3`` (36 fits): ``make_search(..., method="grid",
+   fuse=True)`` against ``GridSearchCV(n_jobs=1)`` and ``GridSearchCV(n_jobs=2)``
+   (its workers started inside the timing, as a user's first search starts
+   them); the largest difference of a candidate's ``mean_test_score`` and the
+   difference of ``best_score_``;
+2. ``architectures``: the same with two hidden sizes, (64,) and (256, 128),
+   x four learning rates (24 fits, two fused groups);
+3. ``random``: a 12-candidate random search over ``lr``, ``weight_decay`` and
+   ``module__dropout`` (36 fits), fused against one by one;
+4. ``members``: training alone (``fit_fused`` against plain fits, no search
+   around them), K = 4, 16, 36, 64 members of ``MLP((128,))``, 10 epochs;
+5. ``width``: 16 members of one hidden layer of 32 to 2048 units: where the
+   stacked step stops paying.
+
+Every search includes its refit on all rows. Each timing is one run after a
+warm-up fit; torch threads are left to ``n_threads=None`` (a fused group's
+larger steps get more threads than a small plain fit, as the policy says).
+
+Run: ``python benchmarks/bench_fused.py [--quick]``
+"""
+
+import argparse
+import time
+
+import numpy as np
+from joblib.externals.loky import get_reusable_executor
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skopt_nn import MLP, NNClassifier, make_search
+from skopt_nn.training._fused import fit_fused
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def _pipe(epochs, **module):
+    return make_pipeline(StandardScaler(), NNClassifier(
+        MLP(**(module or {"hidden_layer_sizes": (128,)})), max_epochs=epochs, n_iter_no_change=None,
+        random_state=0))
+
+
+def _compare(name, fused, plain):
+    diff = np.nanmax(np.abs(fused.cv_results_["mean_test_score"] - plain.cv_results_["mean_test_score"]))
+    return {"score_diff": float(diff), "best_diff": float(abs(fused.best_score_ - plain.best_score_))}
+
+
+def grid(X, y, epochs):
+    space = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "weight_decay": [0.0, 1e-4, 1e-3]}
+    pipe = _pipe(epochs)
+    fused, t_fused = _timed(lambda: make_search(pipe, space, "grid", fuse=True, cv=3).fit(X, y))
+    grid_ = fused.param_grid
+    plain, t_plain = _timed(lambda: GridSearchCV(pipe, grid_, cv=3).fit(X, y))
+    get_reusable_executor().shutdown(wait=True)  # the n_jobs=2 run starts its workers
+    _, t_two = _timed(lambda: GridSearchCV(pipe, grid_, cv=3, n_jobs=2).fit(X, y))
+    out = {"fused_s": t_fused, "plain_s": t_plain, "plain2_s": t_two,
+           "speedup": t_plain / t_fused, "speedup_vs_2": t_two / t_fused, **_compare("grid", fused, plain)}
+    print(f"[grid] 36 fits: GridSearchCV n_jobs=1 {t_plain:.1f} s, n_jobs=2 {t_two:.1f} s, fused "
+          f"{t_fused:.1f} s -> {out['speedup']:.2f}x (vs n_jobs=2: {out['speedup_vs_2']:.2f}x); "
+          f"max |d mean_test_score| {out['score_diff']:.4f}, |d best_score_| {out['best_diff']:.4f}")
+    return out
+
+
+def architectures(X, y, epochs):
+    space = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "module__hidden_layer_sizes": [(64,), (256, 128)]}
+    pipe = _pipe(epochs)
+    fused, t_fused = _timed(lambda: make_search(pipe, space, "grid", fuse=True, cv=3).fit(X, y))
+    plain, t_plain = _timed(lambda: GridSearchCV(pipe, fused.param_grid, cv=3).fit(X, y))
+    out = {"speedup": t_plain / t_fused, **_compare("arch", fused, plain)}
+    print(f"[architectures] 24 fits, 2 groups: plain {t_plain:.1f} s, fused {t_fused:.1f} s -> "
+          f"{out['speedup']:.2f}x; max |d mean_test_score| {out['score_diff']:.4f}")
+    return out
+
+
+def random_search(X, y, epochs):
+    from skopt_nn import Real
+
+    space = {"lr": Real(1e-3, 3e-2, log=True), "weight_decay": Real(1e-5, 1e-3, log=True),
+             "module__dropout": Real(0.0, 0.3)}
+    pipe = _pipe(epochs)
+    fused, t_fused = _timed(lambda: make_search(pipe, space, "random", fuse=True, n_iter=12, cv=3,
+                                                random_state=0).fit(X, y))
+    plain, t_plain = _timed(lambda: RandomizedSearchCV(pipe, fused.param_distributions, n_iter=12, cv=3,
+                                                       random_state=0).fit(X, y))
+    out = {"speedup": t_plain / t_fused, **_compare("random", fused, plain)}
+    print(f"[random] 12 candidates x 3 folds (lr, weight_decay, dropout): plain {t_plain:.1f} s, fused "
+          f"{t_fused:.1f} s -> {out['speedup']:.2f}x; max |d mean_test_score| {out['score_diff']:.4f}")
+    return out
+
+
+def _members(Xs, y, k, width, epochs):
+    lrs = np.geomspace(1e-3, 3e-2, k)
+    base = NNClassifier(MLP((width,)), max_epochs=epochs, n_iter_no_change=None, random_state=0)
+    ests = [clone(base).set_params(lr=float(lr), random_state=i) for i, lr in enumerate(lrs)]
+    _, t_plain = _timed(lambda: [clone(e).fit(Xs, y) for e in ests])
+    _, t_fused = _timed(lambda: fit_fused([(clone(e), Xs, y, None) for e in ests]))
+    return t_plain, t_fused
+
+
+def members(X, y, sizes, epochs):
+    Xs = StandardScaler().fit_transform(X).astype(np.float32)
+    out = {}
+    for k in sizes:
+        t_plain, t_fused = _members(Xs, y, k, 128, epochs)
+        out[k] = t_plain / t_fused
+        print(f"[members] K={k:3d}: {k} plain fits {t_plain:6.2f} s, fused {t_fused:5.2f} s -> {out[k]:.2f}x")
+    return out
+
+
+def width(X, y, widths, epochs):
+    Xs = StandardScaler().fit_transform(X).astype(np.float32)
+    out = {}
+    for w in widths:
+        t_plain, t_fused = _members(Xs, y, 16, w, epochs)
+        out[w] = t_plain / t_fused
+        print(f"[width] 16 members of MLP(({w},)): plain {t_plain:6.2f} s, fused {t_fused:5.2f} s -> {out[w]:.2f}x")
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer epochs and members, for a smoke run")
+    args = parser.parse_args(argv)
+    X, y = load_digits(return_X_y=True)
+    epochs = 4 if args.quick else 20
+    # warm-up: the first fit of a process pays one-off set-up costs
+    fit_fused([(NNClassifier(MLP((8,)), max_epochs=1), X[:100], y[:100], None)])
+    NNClassifier(MLP((8,)), max_epochs=1).fit(X[:100], y[:100])
+    results = {"grid": grid(X, y, epochs)}
+    results["architectures"] = architectures(X, y, epochs)
+    results["random"] = random_search(X, y, epochs)
+    results["members"] = members(X, y, (4, 16) if args.quick else (4, 16, 36, 64), 3 if args.quick else 10)
+    results["width"] = width(X, y, (32, 512) if args.quick else (32, 128, 512, 2048), 2 if args.quick else 5)
+    return results
+
+
+if __name__ == "__main__":
+    main()
