@@ -13,9 +13,13 @@ max_epochs=20, n_iter_no_change=None)``:
    x four learning rates (24 fits, two fused groups);
 3. ``random``: a 12-candidate random search over ``lr``, ``weight_decay`` and
    ``module__dropout`` (36 fits), fused against one by one;
-4. ``members``: training alone (``fit_fused`` against plain fits, no search
+4. ``asha``: the ASHA search of ``bench_asha.py`` (1 200 rows, 27
+   candidates over ``lr``, four hidden shapes and three schedules,
+   ``max_epochs=27``, 3 folds), fused against its one-by-one form: wall
+   time, epochs against a full search, best CV score;
+5. ``members``: training alone (``fit_fused`` against plain fits, no search
    around them), K = 4, 16, 36, 64 members of ``MLP((128,))``, 10 epochs;
-5. ``width``: 16 members of one hidden layer of 32 to 2048 units: where the
+6. ``width``: 16 members of one hidden layer of 32 to 2048 units: where the
    stacked step stops paying.
 
 Every search includes its refit on all rows. Each timing is one run after a
@@ -26,6 +30,8 @@ Run: ``python benchmarks/bench_fused.py [--quick]``
 """
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
@@ -38,6 +44,8 @@ from sklearn.preprocessing import StandardScaler
 
 from skopt_nn import MLP, NNClassifier, make_search
 from skopt_nn.training._fused import fit_fused
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def _timed(fn):
@@ -100,6 +108,25 @@ def random_search(X, y, epochs):
     return out
 
 
+def asha(X, y, rows, candidates, epochs):
+    from bench_asha import _space
+
+    X, y = X[:rows], y[:rows]
+    pipe = _pipe(epochs)
+    pipe.set_params(nnclassifier__n_iter_no_change=10)
+    kw = dict(n_iter=candidates, cv=3, random_state=0, refit=False)
+    fused, t_fused = _timed(lambda: make_search(pipe, _space(), "asha", fuse=True, **kw).fit(X, y))
+    plain, t_plain = _timed(lambda: make_search(pipe, _space(), "asha", **kw).fit(X, y))
+    full = candidates * epochs * 3
+    out = {"speedup": t_plain / t_fused, "epochs_fused": fused.total_epochs_ / full,
+           "epochs_plain": plain.total_epochs_ / full, "best_fused": fused.best_score_,
+           "best_plain": plain.best_score_}
+    print(f"[asha] {candidates} candidates, max_epochs={epochs}: one by one {t_plain:.1f} s "
+          f"({out['epochs_plain']:.1%} of a full search's epochs, best cv {plain.best_score_:.4f}); fused "
+          f"{t_fused:.1f} s ({out['epochs_fused']:.1%}, best cv {fused.best_score_:.4f}) -> {out['speedup']:.2f}x")
+    return out
+
+
 def _members(Xs, y, k, width, epochs):
     lrs = np.geomspace(1e-3, 3e-2, k)
     base = NNClassifier(MLP((width,)), max_epochs=epochs, n_iter_no_change=None, random_state=0)
@@ -141,6 +168,7 @@ def main(argv=None):
     results = {"grid": grid(X, y, epochs)}
     results["architectures"] = architectures(X, y, epochs)
     results["random"] = random_search(X, y, epochs)
+    results["asha"] = asha(X, y, 300 if args.quick else 1200, 9 if args.quick else 27, 9 if args.quick else 27)
     results["members"] = members(X, y, (4, 16) if args.quick else (4, 16, 36, 64), 3 if args.quick else 10)
     results["width"] = width(X, y, (32, 512) if args.quick else (32, 128, 512, 2048), 2 if args.quick else 5)
     return results

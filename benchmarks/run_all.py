@@ -14,7 +14,10 @@ Sections, each measured side by side in this run:
 7. epochs, best CV score and wall time of the ASHA search against a full
    random search and halving, on joblib and Ray (``bench_asha.py``);
 8. the thread policy next to a CPU-bound competitor, the small-data overhead
-   against a hand loop and the cold n_jobs=2 search (``bench_threads.py``).
+   against a hand loop and the cold n_jobs=2 search (``bench_threads.py``);
+9. fused searches against one-by-one searches: grid, two architectures,
+   random, ASHA, and the speed-up by number of members and by width
+   (``bench_fused.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -66,6 +69,7 @@ def main(argv=None):
     import bench_asha
     import bench_core
     import bench_distillation
+    import bench_fused
     import bench_pruning
     import bench_scale
     import bench_threads
@@ -87,6 +91,8 @@ def main(argv=None):
     torch.set_num_threads(os.cpu_count() or 1)
     threads = bench_threads.main(["--quick"] if args.quick else [])
     busy = threads["busy"]
+    print("\n[fused]")
+    fused = bench_fused.main(["--quick"] if args.quick else [])
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -123,6 +129,18 @@ def main(argv=None):
         ("small data (4000 x 40) fit / hand loop", threads["overhead"], "<= 1.10"),
         ("cold search (8000 x 40) n_jobs=2 speed-up", threads["search"], ">= 1.3"),
     ]
+    rows += [
+        ("fused grid (36 fits) / GridSearchCV n_jobs=1", fused["grid"]["speedup"], ">= 3 (goal 5)"),
+        ("fused grid speed-up over GridSearchCV n_jobs=2", fused["grid"]["speedup_vs_2"], "> 1"),
+        ("fused grid max |d mean_test_score|", fused["grid"]["score_diff"], "<= 0.02"),
+        ("fused grid |d best_score_|", fused["grid"]["best_diff"], "<= 0.01"),
+        ("fused two-architecture grid speed-up", fused["architectures"]["speedup"], ">= 2"),
+        ("fused random search speed-up", fused["random"]["speedup"], ""),
+        ("fused ASHA speed-up", fused["asha"]["speedup"], ""),
+        ("fused ASHA epochs / full random search", fused["asha"]["epochs_fused"], "<= 0.20"),
+    ]
+    rows += [(f"fused training speed-up, K={k}", v, "") for k, v in fused["members"].items()]
+    rows += [(f"fused training speed-up, 16 x width {w}", v, "") for w, v in fused["width"].items()]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")
     for name, value, target in rows:

@@ -267,19 +267,63 @@ def _assemble(estimator, fitted_prep, fitted_net):
     return fitted
 
 
-_FUSE_DOC = """
-    Fused variant (``make_search(..., fuse=True)``): the candidates' fits on
-    every fold are trained together where they share an architecture (see
-    "Fused search" in the searching guide). Extra parameter:
-
+_PARAMS = """
+    Parameters
+    ----------
+    estimator : estimator
+        A skopt_nn estimator or a Pipeline ending in one; anything else is
+        searched with ordinary fits (and the search warns).
+    {space}
     fuse_max_members : int or None, default=None
         Most members trained in one stacked group; None chooses from memory
         (about 1 GiB per group) and at most 64.
+    **kwargs
+        sklearn's other ``{base}`` parameters (``scoring``, ``cv``,
+        ``refit``, ``error_score``, ``return_train_score``, ...), with the
+        same meaning; ``n_jobs`` spreads the fused groups over workers.
+
+    Attributes
+    ----------
+    cv_results_, best_estimator_, best_score_, best_params_, best_index_, scorer_, n_splits_, refit_time_
+        As in sklearn's ``{base}``: the same keys, a failed fit recorded as
+        ``error_score`` with sklearn's ``FitFailedWarning``.
+        ``mean_fit_time`` is each fit's share of its fused group's time.
+
+    See Also
+    --------
+    make_search : builds this search with ``fuse=True``.
+"""
+
+_EXAMPLE = """
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skopt_nn import MLP, NNClassifier
+    >>> from skopt_nn.search import {name}
+    >>> X, y = load_iris(return_X_y=True)
+    >>> pipe = make_pipeline(StandardScaler(), NNClassifier(MLP((8,)), max_epochs=5, random_state=0))
+    >>> search = {name}(pipe, {{"nnclassifier__lr": [1e-3, 1e-2, 1e-1]}}, {extra}cv=3).fit(X, y)
+    >>> len(search.cv_results_["mean_test_score"])
+    3
 """
 
 
 class FusedGridSearchCV(_FusedMixin, GridSearchCV):
-    __doc__ = (GridSearchCV.__doc__ or "").split("\n\n")[0] + "\n" + _FUSE_DOC
+    __doc__ = (
+        """sklearn's ``GridSearchCV`` whose fits train fused, as stacked models.
+
+    Every candidate's fits on every fold that share an architecture (and
+    batch size, optimizer, device) train together as one stacked model, each
+    with its own hyperparameters, rows, seed and stopping; sklearn's own
+    evaluation then scores them. Usually built by
+    ``make_search(..., method="grid", fuse=True)``.
+"""
+        + _PARAMS.format(space="param_grid : dict or list of dicts\n        As in ``GridSearchCV``.",
+                         base="GridSearchCV")
+        + _EXAMPLE.format(name="FusedGridSearchCV", extra="")
+    )
 
     def __init__(self, estimator, param_grid, *, scoring=None, n_jobs=None, refit=True, cv=None,
                  verbose=0, pre_dispatch="2*n_jobs", error_score=np.nan, return_train_score=False,
@@ -291,7 +335,18 @@ class FusedGridSearchCV(_FusedMixin, GridSearchCV):
 
 
 class FusedRandomizedSearchCV(_FusedMixin, RandomizedSearchCV):
-    __doc__ = (RandomizedSearchCV.__doc__ or "").split("\n\n")[0] + "\n" + _FUSE_DOC
+    __doc__ = (
+        """sklearn's ``RandomizedSearchCV`` whose fits train fused, as stacked models.
+
+    The sampled candidates' fits are grouped and trained as in
+    :class:`FusedGridSearchCV`. Usually built by
+    ``make_search(..., method="random", fuse=True)``.
+"""
+        + _PARAMS.format(
+            space="param_distributions : dict or list of dicts\n        As in ``RandomizedSearchCV``.",
+            base="RandomizedSearchCV")
+        + _EXAMPLE.format(name="FusedRandomizedSearchCV", extra="n_iter=3, random_state=0, ")
+    )
 
     def __init__(self, estimator, param_distributions, *, n_iter=10, scoring=None, n_jobs=None,
                  refit=True, cv=None, verbose=0, pre_dispatch="2*n_jobs", random_state=None,
