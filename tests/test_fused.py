@@ -296,3 +296,16 @@ def test_fused_asha_search_spends_the_same_budget_and_finds_the_same_best(search
     assert sorted(fused.cv_results_) == sorted(plain.cv_results_)
     assert fused.total_epochs_ <= 9 * 9 * 2 * 0.5
     assert abs(fused.best_score_ - plain.best_score_) <= 0.02
+
+
+def test_fused_search_on_a_dataframe_keeps_feature_names(search_data):
+    pd = pytest.importorskip("pandas")
+    X, y = search_data
+    frame = pd.DataFrame(X, columns=[f"px{i}" for i in range(X.shape[1])])
+    search = make_search(NNClassifier(MLP((8,)), max_epochs=2, random_state=0), {"lr": [1e-3, 1e-2]},
+                         method="grid", fuse=True, cv=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "fitted without feature names" warning
+        search.fit(frame, y)
+    assert list(search.best_estimator_.feature_names_in_) == list(frame.columns)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()

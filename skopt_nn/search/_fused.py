@@ -46,14 +46,7 @@ class _Answer(_Replay):
     passes, the way its own step scores.
     """
 
-    def __call__(self, *args, **kwargs):
-        caller = kwargs.get("caller")
-        ours = caller is None or getattr(caller, "_checkpoint_token", None) == self.token
-        if self.passthrough or not ours:
-            return self.real(*args, **kwargs)
-        cand, _ = kwargs["candidate_progress"]
-        split, _ = kwargs["split_progress"]
-        outcome = self.records[cand][split]
+    def answer(self, outcome, args, kwargs):
         if outcome is None:
             return self.real(*args, **kwargs)
         return _result(outcome, *args, **kwargs)
@@ -252,6 +245,8 @@ def _prepare(prep, X, y, train):
         X_train = fitted.fit_transform(X_train, y_train)
     if hasattr(X_train, "toarray") or hasattr(X_train, "sparse"):
         return fitted, None, y_train
+    if hasattr(X_train, "columns"):  # a DataFrame: its column names reach the network
+        return fitted, X_train, y_train
     try:
         # One float32 copy per fold, shared by every member that trains on it.
         X_train = np.ascontiguousarray(np.asarray(X_train), dtype=np.float32)
