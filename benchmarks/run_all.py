@@ -139,6 +139,12 @@ def main(argv=None):
         ("fused ASHA speed-up", fused["asha"]["speedup"], ""),
         ("fused ASHA epochs / full random search", fused["asha"]["epochs_fused"], "<= 0.20"),
     ]
+    for name, e in fused["ensemble"].items():
+        rows += [
+            (f"n_ensemble=5 / one net log-loss, {name}", e["logloss_k"] / e["logloss_1"], "< 1"),
+            (f"n_ensemble=5 - one net accuracy, {name}", e["acc_k"] - e["acc_1"], ">= 0"),
+            (f"n_ensemble=5 / one net fit time, {name}", e["time_ratio"], "< 5"),
+        ]
     rows += [(f"fused training speed-up, K={k}", v, "") for k, v in fused["members"].items()]
     rows += [(f"fused training speed-up, 16 x width {w}", v, "") for w, v in fused["width"].items()]
     print("\n[summary] measured in this run")

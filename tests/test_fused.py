@@ -309,3 +309,67 @@ def test_fused_search_on_a_dataframe_keeps_feature_names(search_data):
         search.fit(frame, y)
     assert list(search.best_estimator_.feature_names_in_) == list(frame.columns)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+# -- deep ensembles (n_ensemble) ----------------------------------------------------
+
+
+def test_an_ensemble_averages_its_members_probabilities(digits_split):
+    X, y, Xt, yt = digits_split
+    model = NNClassifier(MLP((16,)), max_epochs=5, random_state=0, n_ensemble=3).fit(X, y)
+    members = model.module_.members
+    assert len(members) == 3
+    with torch.no_grad():
+        x = torch.as_tensor(Xt, dtype=torch.float32)
+        mean = torch.stack([m(x).softmax(1) for m in members]).mean(0).numpy()
+    np.testing.assert_allclose(model.predict_proba(Xt), mean, atol=1e-5)
+    # the members are different networks (their own seeds)
+    assert not torch.equal(members[0][0].weight, members[1][0].weight)
+    assert model.n_params_ == 3 * sum(p.numel() for p in members[0].parameters())
+    assert len(model.loss_curve_) == model.n_iter_
+
+
+def test_an_ensemble_regressor_averages_predictions():
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    model = NNRegressor(MLP((16,)), lr=1e-2, max_epochs=20, random_state=0, n_ensemble=4).fit(X, y)
+    single = NNRegressor(MLP((16,)), lr=1e-2, max_epochs=20, random_state=0).fit(X, y)
+    assert model.predict(X).shape == y.shape
+    assert model.score(X, y) > single.score(X, y) - 0.05
+
+
+def test_an_ensemble_round_trips_and_is_searchable(digits_split, tmp_path):
+    X, y, Xt, _ = digits_split
+    model = NNClassifier(MLP((16,)), max_epochs=2, random_state=0, n_ensemble=2).fit(X, y)
+    expected = model.predict_proba(Xt)
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(model)).predict_proba(Xt), expected, rtol=1e-6)
+    save(model, tmp_path / "ens.skopt")
+    np.testing.assert_allclose(load(tmp_path / "ens.skopt").predict_proba(Xt), expected, rtol=1e-6)
+    search = GridSearchCV(NNClassifier(MLP((8,)), max_epochs=2, random_state=0),
+                          {"n_ensemble": [1, 2]}, cv=2).fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_an_ensemble_exports_to_onnx(digits_split, tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from skopt_nn import export_onnx
+
+    X, y, Xt, _ = digits_split
+    model = NNClassifier(MLP((16,)), max_epochs=2, random_state=0, n_ensemble=2).fit(X, y)
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "e.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: Xt[:20]})
+    proba = [o for o in outputs if np.asarray(o).ndim == 2][0]
+    np.testing.assert_allclose(proba, model.predict_proba(Xt[:20]), atol=1e-4)
+
+
+def test_ensemble_settings_that_cannot_fuse_are_refused(digits_split):
+    X, y, _, _ = digits_split
+    with pytest.raises(ValueError, match="n_ensemble=2 trains its members together.*pruning is set"):
+        NNClassifier(MLP((8,)), max_epochs=1, n_ensemble=2, pruning=Pruning()).fit(X, y)
+    model = NNClassifier(MLP((8,)), max_epochs=1, n_ensemble=2)
+    assert not hasattr(model, "partial_fit")
+    with pytest.raises(AttributeError, match="partial_fit") as info:
+        model.partial_fit(X, y, classes=np.unique(y))
+    assert "not available with n_ensemble=2" in str(info.value.__cause__)

@@ -20,7 +20,7 @@ from torch import nn
 from ..training._base import BaseNN, _lean, make_net
 from ..specs.distillation import Distillation
 from ..estimators import NNClassifier, NNRegressor
-from ..specs.modules import CNN, MLP, TorchModule, count_params, resolve_module
+from ..specs.modules import CNN, MLP, TorchModule, count_params
 from ..specs.optim import resolve_optimizer
 from ..specs.pruning import Pruning
 from ..specs.schedules import LRSchedule
@@ -324,7 +324,7 @@ class _Reader:
     def network(self, est, node):
         owner = type(est).__name__
         try:
-            module = resolve_module(est.module, owner).build(est.n_features_in_, est.n_outputs_)
+            module = est._build_module(est.n_features_in_, est.n_outputs_)
         except AttributeError as exc:
             raise self.corrupt(f"the fitted {owner} lacks {exc}") from None
         layers = node.get("layers", [])

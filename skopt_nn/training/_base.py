@@ -51,6 +51,8 @@ from skorch.callbacks import Callback
 from skorch.setter import optimizer_setter
 from torch import nn
 
+from ._ensemble import Ensemble, fit_members
+from ._errors import DivergenceError
 from .data import BatchIterator, TensorData, as_float_tensor
 from ..specs.modules import count_params, resolve_module
 from ..specs.optim import resolve_optimizer
@@ -60,13 +62,6 @@ from ._progress import _fit_callbacks
 from ._runtime import GLOBAL_RNG, auto_threads, manual_seed, resolve_device, row_cost, seeded, torch_threads
 
 __all__ = ["DivergenceError", "BaseNN"]
-
-
-class DivergenceError(ValueError):
-    """Raised when the training loss stops being finite.
-
-    Searches record such a fit as a failed point (``error_score``) and go on.
-    """
 
 
 class _DivergenceGuard(Callback):
@@ -250,6 +245,7 @@ class BaseNN(BaseEstimator):
         "device": "no_validation",
         "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
+        "n_ensemble": [Interval(numbers.Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "tensorboard_dir": [None, str, os.PathLike],
@@ -279,6 +275,7 @@ class BaseNN(BaseEstimator):
         device="cpu",
         n_threads=None,
         random_state=None,
+        n_ensemble=1,
         verbose=0,
         warm_start=False,
         tensorboard_dir=None,
@@ -301,6 +298,7 @@ class BaseNN(BaseEstimator):
         self.device = device
         self.n_threads = n_threads
         self.random_state = random_state
+        self.n_ensemble = n_ensemble
         self.verbose = verbose
         self.warm_start = warm_start
         self.tensorboard_dir = tensorboard_dir
@@ -421,6 +419,13 @@ class BaseNN(BaseEstimator):
 
     def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False,
                   sample_weight=None):
+        if self.n_ensemble > 1:
+            if partial or resume or continuing:
+                raise ValueError(
+                    f"n_ensemble={self.n_ensemble} trains a new ensemble at every fit; partial_fit, "
+                    "warm_start and training in steps need n_ensemble=1."
+                )
+            return self._fit_ensemble(X, y, sample_weight)
         fit = self._start_fit(X, y, continuing=continuing, epochs=epochs, classes=classes,
                               partial=partial, resume=resume, sample_weight=sample_weight)
         with seeded(fit.seed, fit.device), torch_threads(self.n_threads) as threads:
@@ -534,9 +539,7 @@ class BaseNN(BaseEstimator):
         else:
             with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
                 manual_seed(seed, device)
-                module = resolve_module(self.module, owner).build(X.shape[1], fit.n_outputs)
-            if not isinstance(module, nn.Module):
-                raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
+                module = self._build_module(X.shape[1], fit.n_outputs)
 
         n_threads = self.n_threads
         if n_threads is None and threads is not None:
@@ -571,6 +574,36 @@ class BaseNN(BaseEstimator):
             loss_curve=list(self.loss_curve_) if continuing else [],
         )
         return fit
+
+    def _build_module(self, n_features_in, n_outputs):
+        """A fresh network for these sizes: the module spec's, or an ensemble of them."""
+        spec = resolve_module(self.module, type(self).__name__)
+        modules = [spec.build(n_features_in, n_outputs) for _ in range(self.n_ensemble)]
+        for module in modules:
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
+        return modules[0] if len(modules) == 1 else Ensemble(modules, self._task)
+
+    def _fit_ensemble(self, X, y, sample_weight):
+        """``n_ensemble`` members with their own seeds, trained fused; one averaged network."""
+        members = fit_members(self, X, y, sample_weight)
+        first = members[0]
+        for key, value in vars(first).items():
+            if key.endswith("_") and not key.startswith("__") and key != "net_":
+                setattr(self, key, value)
+        net = first.net_  # the first member's history, settings and (empty) optimizer
+        module = Ensemble([m.module_ for m in members], self._task).eval()
+        net.module = net.module_ = module
+        net.initialize_optimizer()
+        _lean(net)
+        self.net_ = net
+        self.n_iter_ = max(m.n_iter_ for m in members)
+        self.loss_curve_ = [
+            float(np.mean([m.loss_curve_[i] for m in members if i < len(m.loss_curve_)]))
+            for i in range(self.n_iter_)
+        ]
+        self.n_params_ = count_params(module)
+        return self
 
     def _end_fit(self, fit, n_run):
         """Check the trained network, make pruning permanent, publish the fitted attributes."""

@@ -40,6 +40,7 @@ from torch import nn
 
 from ..specs.modules import count_params
 from ..specs.optim import OPTIMIZERS
+from ._errors import DivergenceError
 from ._runtime import auto_threads, row_cost, seeded, torch_threads
 
 __all__ = ["fusable", "fuse_key", "fit_fused", "chunk_size", "member_bytes", "Outcome"]
@@ -61,9 +62,7 @@ def fusable(estimator):
     Only the settings are read here; a module that turns out not to run
     under ``vmap`` is found when the group is built.
     """
-    from ._base import BaseNN  # the estimator base lives beside this module
-
-    if not isinstance(estimator, BaseNN):
+    if not hasattr(type(estimator), "_start_fit"):  # not a skopt_nn estimator (BaseNN)
         return f"{type(estimator).__name__} is not a skopt_nn estimator"
     reasons = {
         "warm_start": estimator.warm_start,
@@ -619,8 +618,6 @@ def _fit_chunk(members, n_threads):
 
 def _train_group(plan, members, task):
     """Train the members together until each has stopped; write their weights back."""
-    from ._base import DivergenceError
-
     modules = [m.net.module_ for m in members]
     stack = _Stack(plan, modules)
     opt_name = OPTIMIZERS.canonical(str(members[0].estimator.optimizer), param="optimizer")
@@ -740,8 +737,6 @@ def _first_forward(stack, xb, generator):
 
 def _should_stop(m, stack, k, row):
     """The plain fit's stopping rule for one member (``BaseNN._train``); records divergence."""
-    from ._base import DivergenceError
-
     est = m.estimator
     value = float(row[m.monitor])
     if not math.isfinite(value):
