@@ -153,6 +153,8 @@ def test_fusable_names_what_blocks_fusion():
     assert "pruning" in fusable(NNClassifier(pruning=Pruning()))
     assert "warm_start" in fusable(NNClassifier(warm_start=True))
     assert "optimizer" in fusable(NNClassifier(optimizer=torch.optim.LBFGS))
+    # an ensemble fuses its own members inside its fit
+    assert "n_ensemble" in fusable(NNClassifier(n_ensemble=2))
 
 
 class _Gated(nn.Module):

@@ -71,14 +71,14 @@ def fit_members(estimator, X, y, sample_weight=None):
     Raises the first member's error if any member's fit fails, and a
     ``ValueError`` if the settings cannot train fused.
     """
-    reason = fusable(estimator)
+    seeds = member_seeds(estimator.random_state, estimator.n_ensemble)
+    members = [clone(estimator).set_params(n_ensemble=1, random_state=seed) for seed in seeds]
+    reason = fusable(members[0])
     if reason is not None:
         raise ValueError(
             f"n_ensemble={estimator.n_ensemble} trains its members together as one stacked model, "
             f"which needs settings that fuse; here {reason}. Use n_ensemble=1 with these settings."
         )
-    seeds = member_seeds(estimator.random_state, estimator.n_ensemble)
-    members = [clone(estimator).set_params(n_ensemble=1, random_state=seed) for seed in seeds]
     outcomes = fit_fused([(member, X, y, sample_weight) for member in members])
     for outcome in outcomes:
         if outcome.error is not None:

@@ -70,6 +70,8 @@ def fusable(estimator):
         "distillation": estimator.distillation is not None,
         "callbacks": bool(estimator.callbacks),
         "tensorboard_dir": estimator.tensorboard_dir is not None,
+        # an ensemble fuses its own members (n_ensemble=1 each) inside its fit
+        "n_ensemble": getattr(estimator, "n_ensemble", 1) != 1,
     }
     for name, blocked in reasons.items():
         if blocked:
@@ -84,25 +86,19 @@ def fuse_key(estimator):
     """What members must share to stack (the rest may differ per member).
 
     Architecture and data width are compared once the modules are built
-    (``_Group``); this key groups by the settings that decide them.
+    (``fit_fused``); this key groups by the settings that decide them.
     """
-    params = estimator.get_params(deep=False)
-    module = params["module"]
-    module_key = repr(module)
-    if hasattr(module, "get_params") and "dropout" in module.get_params(deep=False):
-        # Dropout rates differ per member on the explicit path.
-        module_key = repr(copy.copy(module).set_params(dropout=0.0)) if _is_spec(module) else module_key
+    module = estimator.module
+    if hasattr(module, "set_params") and "dropout" in module.get_params(deep=False):
+        # Dropout rates may differ per member (on the explicit path).
+        module = copy.copy(module).set_params(dropout=0.0)
     return (
         type(estimator).__name__,
-        module_key,
+        repr(module),
         str(estimator.optimizer).lower(),
         int(estimator.batch_size),
         str(estimator.device),
     )
-
-
-def _is_spec(module):
-    return hasattr(module, "build") and hasattr(module, "set_params")
 
 
 def member_bytes(module, batch_size, n_features):
@@ -126,11 +122,7 @@ class _Plan:
             self.layers = _explicit_layers(modules[0])
             # The first member's own (parameter-free) activation modules.
             self.acts = [layer for layer in modules[0] if type(layer) is not nn.Dropout]
-            self.linears = [
-                [layer for layer in m if isinstance(layer, nn.Linear)] for m in modules
-            ]
             self.dropouts = [_dropout_rates(m) for m in modules]
-            self.names = [f"{i}.{part}" for i in range(len(self.linears[0])) for part in ("weight", "bias")]
         else:
             self.base = copy.deepcopy(modules[0]).to("meta")
             self.names = [n for n, _ in modules[0].named_parameters()]
