@@ -375,3 +375,20 @@ def test_ensemble_settings_that_cannot_fuse_are_refused(digits_split):
     with pytest.raises(AttributeError, match="partial_fit") as info:
         model.partial_fit(X, y, classes=np.unique(y))
     assert "not available with n_ensemble=2" in str(info.value.__cause__)
+
+
+def test_fused_search_under_a_progress_bar_scores_each_candidate_as_its_own(search_data):
+    import io
+
+    from skopt_nn import search_progress
+
+    X, y = search_data
+    grid = {"lr": [1e-4, 1e-2, 3e-2]}
+    quiet = make_search(_pipe(), grid, method="grid", fuse=True, cv=2).fit(X, y)
+    watched = make_search(_pipe(), grid, method="grid", fuse=True, cv=2)
+    out = io.StringIO()
+    with search_progress(watched, file=out):  # hands sklearn one candidate at a time
+        watched.fit(X, y)
+    assert "3/3" in out.getvalue()
+    np.testing.assert_allclose(watched.cv_results_["mean_test_score"], quiet.cv_results_["mean_test_score"])
+    assert len(set(np.round(quiet.cv_results_["mean_test_score"], 6))) > 1

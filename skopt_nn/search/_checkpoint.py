@@ -127,9 +127,13 @@ class _Replay:
         ours = caller is None or getattr(caller, "_checkpoint_token", None) == self.token
         if self.passthrough or not ours:
             return self.real(*args, **kwargs)
+        return self.answer(self.record(kwargs), args, kwargs)
+
+    def record(self, kwargs):
+        """The record of one of sklearn's per-fit calls: by candidate and split index."""
         cand, _ = kwargs["candidate_progress"]
         split, _ = kwargs["split_progress"]
-        return self.answer(self.records[cand][split], args, kwargs)
+        return self.records[cand][split]
 
     def answer(self, record, args, kwargs):
         """The result of one of sklearn's per-fit calls, from its record."""

@@ -46,6 +46,12 @@ class _Answer(_Replay):
     passes, the way its own step scores.
     """
 
+    def record(self, kwargs):
+        # By the candidate's own dict: a wrapper (search_progress) may hand
+        # sklearn the candidates in smaller groups, which renumbers them.
+        split, _ = kwargs["split_progress"]
+        return self.records[id(kwargs["parameters"])][split]
+
     def answer(self, outcome, args, kwargs):
         if outcome is None:
             return self.real(*args, **kwargs)
@@ -142,7 +148,7 @@ class _FusedMixin:
 
         def evaluate_fused(candidate_params, *args, **more):
             candidate_params = list(candidate_params)
-            records = self._fit_candidates(candidate_params)
+            records = dict(zip(map(id, candidate_params), self._fit_candidates(candidate_params)))
             with replaying(self, records, replay_class=_Answer):
                 return evaluate_candidates(candidate_params, *args, **more)
 
