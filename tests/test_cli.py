@@ -217,6 +217,16 @@ def test_tune_runs_every_search_engine(tmp_path, capsys, search):
     assert len(pd.read_csv(tmp_path / "cv_results.csv")) >= 3
 
 
+def test_tune_fuses_a_random_search_and_refuses_fuse_for_bayes(tmp_path, capsys):
+    status = main(["tune", "--data", "iris", "--search", "random", "--fuse", "--n-iter", "3", "--cv", "2",
+                   "--max-epochs", "3", "--out", str(tmp_path)])
+    assert status == 0, capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "cv_results.csv")) == 3
+    status = main(["tune", "--data", "iris", "--search", "bayes", "--fuse", "--out", str(tmp_path)])
+    assert status != 0
+    assert "--fuse applies to --search grid, random or asha" in capsys.readouterr().err
+
+
 def test_tune_reads_a_csv_with_categorical_columns_and_infers_the_task(tmp_path, capsys):
     X, y = load_iris(return_X_y=True, as_frame=True)
     frame = X.assign(colour=np.where(X.iloc[:, 0] > 5.8, "red", "blue"),

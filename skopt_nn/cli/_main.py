@@ -178,6 +178,9 @@ def build_parser():
     tune.add_argument("--space", metavar="FILE", help="search space as TOML or JSON (default: default_space)")
     tune.add_argument("--max-epochs", type=int, metavar="N", default=30, help="epochs per fit (default: 30)")
     tune.add_argument("--n-jobs", type=int, metavar="N", default=1, help="parallel fits (default: 1)")
+    tune.add_argument("--fuse", action="store_true",
+                      help="train the candidates of one architecture, on all folds, as one stacked "
+                           "model (--search grid, random or asha)")
     tune.add_argument("--backend", choices=("loky", "dask"), default="loky",
                       help="joblib backend for the fits (default: loky)")
     tune.add_argument("--scheduler", metavar="ADDRESS",

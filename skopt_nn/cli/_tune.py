@@ -136,6 +136,10 @@ def run(args):
         kwargs["n_candidates"] = n_iter
     if args.search != "grid":
         kwargs["random_state"] = args.random_state
+    if getattr(args, "fuse", False):
+        if args.search not in ("grid", "random", "asha"):
+            raise CLIError(f"--fuse applies to --search grid, random or asha; got --search {args.search}.")
+        kwargs["fuse"] = True
     try:
         search = make_search(pipe, space, args.search, **kwargs)
     except (ValueError, TypeError) as exc:
