@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.base import clone
 from sklearn.utils import check_random_state
 from torch import nn
@@ -29,10 +30,11 @@ class Ensemble(nn.Module):
     ----------
     members : list of nn.Module
         Networks with the same inputs and outputs.
-    task : {"classification", "regression"}
+    task : {"classification", "multilabel", "regression"}
         Classification averages probabilities and returns their logarithm
-        (logits whose softmax is the mean probability); regression averages
-        the outputs.
+        (logits whose softmax is the mean probability); multilabel returns
+        the logit of each label's mean probability; regression averages the
+        outputs.
 
     Examples
     --------
@@ -53,8 +55,13 @@ class Ensemble(nn.Module):
 
     def forward(self, x):
         outs = torch.stack([member(x) for member in self.members])
+        k = math.log(len(self.members))
         if self.task == "classification":
-            return torch.logsumexp(torch.log_softmax(outs, dim=-1), dim=0) - math.log(len(self.members))
+            return torch.logsumexp(torch.log_softmax(outs, dim=-1), dim=0) - k
+        if self.task == "multilabel":  # the logit of each label's mean probability
+            log_p = torch.logsumexp(F.logsigmoid(outs), dim=0) - k
+            log_q = torch.logsumexp(F.logsigmoid(-outs), dim=0) - k
+            return log_p - log_q
         return outs.mean(0)
 
 

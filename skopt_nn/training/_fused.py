@@ -440,13 +440,18 @@ def _row_losses(task, out, yb):
         K, b, c = out.shape
         return F.cross_entropy(out.reshape(K * b, c), yb.reshape(K * b), reduction="none").view(K, b)
     yb = yb.reshape(out.shape)
+    if task == "multilabel":  # one sigmoid per label, mean over the labels
+        return F.binary_cross_entropy_with_logits(out, yb.to(out.dtype), reduction="none").mean(-1)
     return (out - yb).pow(2).mean(-1)
 
 
 def _scores(task, out, yb, w):
-    """Weighted accuracy or R² per member, as ``_ValidScore`` records them."""
-    if task == "classification":
-        hit = (out.argmax(-1) == yb).float()
+    """Weighted accuracy (subset accuracy for multilabel) or R² per member, as ``_ValidScore`` records them."""
+    if task in ("classification", "multilabel"):
+        if task == "classification":
+            hit = (out.argmax(-1) == yb).float()
+        else:
+            hit = ((out > 0) == (yb.reshape(out.shape) > 0.5)).all(-1).float()
         return (w * hit).sum(1) / w.sum(1).clamp_min(1e-12)
     yb = yb.reshape(out.shape)
     wv = w.unsqueeze(-1)
@@ -532,7 +537,7 @@ def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None, epochs=
         except Exception as exc:  # reported like the plain fit's error
             results[i] = Outcome(error=exc, fused=False)
             continue
-        key = (fuse_key(est), _signature(fit.net.module_), fit.X.shape[1])
+        key = (fuse_key(est), _signature(fit.net.module_), fit.X.shape[1], _task(est))
         groups.setdefault(key, []).append(member)
     for group in groups.values():
         size = max_members or chunk_size(group[0])
@@ -552,6 +557,12 @@ def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None, epochs=
             for m, outcome in zip(chunk, outcomes):
                 results[m.index] = outcome
     return results
+
+
+def _task(estimator):
+    """The loss a fitted member trains with: the estimator's task, or "multilabel"."""
+    task = getattr(estimator, "_fit_task", None)
+    return task() if task is not None else estimator._task
 
 
 def _alone(estimator, X, y, sample_weight, epochs=None):
@@ -592,7 +603,7 @@ def _fit_chunk(members, n_threads):
     threads = n_threads or first.estimator.n_threads or auto_threads(work)
     start = time.perf_counter()
     with seeded(first.fit.seed, first.fit.device), torch_threads(threads):
-        _train_group(plan, members, first.estimator._task)
+        _train_group(plan, members, _task(first.estimator))
     share = (time.perf_counter() - start) / len(members)
     outcomes = []
     for m in members:
