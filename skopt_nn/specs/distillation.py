@@ -21,6 +21,7 @@ import numbers
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, clone, is_classifier
@@ -46,8 +47,31 @@ _MISSING_CLASS_GAP = 1e4
 _NO_LABEL = -1
 
 
+def _to_scipy(X):
+    """A torch sparse COO batch as a scipy CSR matrix (float32)."""
+    X = X.coalesce().cpu()
+    row, col = X.indices().numpy()
+    return sp.csr_matrix((X.values().numpy(), (row, col)), shape=tuple(X.shape))
+
+
+def _to_torch(X):
+    """A scipy sparse matrix as a float32 torch sparse COO tensor."""
+    coo = sp.coo_matrix(X)
+    coo.sum_duplicates()
+    return torch.sparse_coo_tensor(
+        torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+        torch.from_numpy(coo.data.astype(np.float32)), coo.shape, check_invariants=False,
+    ).coalesce()
+
+
 def _mixup(X, n_new, generator, noise_scale):
     """Convex combinations of random pairs of rows, weights drawn uniformly."""
+    if X.is_sparse:  # rows stay sparse: a mix of two sparse rows is sparse
+        Xs = _to_scipy(X)
+        first = torch.randint(X.shape[0], (n_new,), generator=generator).numpy()
+        second = torch.randint(X.shape[0], (n_new,), generator=generator).numpy()
+        lam = torch.rand((n_new,), generator=generator).numpy()
+        return _to_torch(sp.diags(lam) @ Xs[first] + sp.diags(1 - lam) @ Xs[second])
     n = len(X)
     first = torch.randint(n, (n_new,), generator=generator).to(X.device)
     second = torch.randint(n, (n_new,), generator=generator).to(X.device)
@@ -56,7 +80,20 @@ def _mixup(X, n_new, generator, noise_scale):
 
 
 def _noise(X, n_new, generator, noise_scale):
-    """Random rows plus Gaussian noise scaled by each feature's spread in the batch."""
+    """Random rows plus Gaussian noise scaled by each feature's spread in the batch.
+
+    On sparse rows only the stored (nonzero) entries get noise, so the rows
+    stay sparse.
+    """
+    if X.is_sparse:
+        Xs = _to_scipy(X)
+        rows = torch.randint(X.shape[0], (n_new,), generator=generator).numpy()
+        mean = np.asarray(Xs.mean(axis=0)).ravel()
+        spread = np.sqrt(np.maximum(np.asarray(Xs.multiply(Xs).mean(axis=0)).ravel() - mean**2, 0))
+        picked = Xs[rows].tocsr()
+        eps = torch.randn((picked.nnz,), generator=generator).numpy()
+        picked.data = picked.data + noise_scale * spread[picked.indices] * eps
+        return _to_torch(picked)
     rows = torch.randint(len(X), (n_new,), generator=generator).to(X.device)
     spread = X.std(dim=0, unbiased=False)
     eps = torch.randn((n_new,) + tuple(X.shape[1:]), generator=generator).to(X.device, X.dtype)
@@ -393,9 +430,14 @@ def _module_forward(module, X):
     try:
         out = []
         with torch.no_grad():
-            X_t = torch.as_tensor(np.asarray(X), dtype=dtype)
-            for start in range(0, len(X_t), 4096):
-                out.append(module(X_t[start : start + 4096].to(device)).detach().double().cpu())
+            if sp.issparse(X):  # sparse batches, never the whole matrix dense
+                X = sp.csr_matrix(X)
+                batches = (_to_torch(X[start : start + 4096]) for start in range(0, X.shape[0], 4096))
+            else:
+                X_t = torch.as_tensor(np.asarray(X), dtype=dtype)
+                batches = (X_t[start : start + 4096] for start in range(0, len(X_t), 4096))
+            for batch in batches:
+                out.append(module(batch.to(device)).detach().double().cpu())
     finally:
         module.train(was_training)
     if not out:
@@ -504,12 +546,11 @@ class _TransferSet:
 
     def __call__(self, X, y):
         y_true, teacher_out, *weight = y
-        n_new = max(1, int(round(self.ratio * len(X))))
+        n_new = max(1, int(round(self.ratio * X.shape[0])))
         with torch.no_grad():
             X_new = self.make(X, n_new, self.generator, self.noise_scale)
-        scores = _teacher_scores(
-            self.teacher, X_new.cpu().numpy(), task=self.task, classes=self.classes
-        )
+        rows = _to_scipy(X_new) if X_new.is_sparse else X_new.cpu().numpy()
+        scores = _teacher_scores(self.teacher, rows, task=self.task, classes=self.classes)
         if self.task == "regression" and self.target_scaler is not None:
             mean, scale = self.target_scaler
             scores = (scores - mean) / scale

@@ -52,7 +52,7 @@ from skorch.setter import optimizer_setter
 from torch import nn
 
 from .data import BatchIterator, TensorData, as_float_tensor
-from ..specs.modules import count_params, resolve_module
+from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
 from ..specs.schedules import ScheduleCallback, resolve_schedule
 from ._loop import LeanLoop, last_batch_value
@@ -445,6 +445,7 @@ class BaseNN(BaseEstimator):
             X,
             y,
             reset=not continuing,
+            accept_sparse=self._sparse_formats(),
             dtype=[np.float32, np.float64],
             y_numeric=self._task == "regression",
             multi_output=self._task == "regression",
@@ -769,7 +770,9 @@ class BaseNN(BaseEstimator):
     def _forward(self, X):
         """Network outputs for ``X`` as a float32 array, computed in batches."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        X = validate_data(
+            self, X, reset=False, accept_sparse=self._sparse_formats(), dtype=[np.float32, np.float64]
+        )
         X_t = as_float_tensor(X)
         net = self.net_
         module, device = net.module_, torch.device(net.device)
@@ -785,7 +788,19 @@ class BaseNN(BaseEstimator):
             return np.empty((0, self.n_outputs_), dtype=np.float32)
         return torch.cat(out).numpy()
 
+    def _sparse_formats(self):
+        """``accept_sparse`` for ``validate_data``: sparse formats if the network takes them.
+
+        Other formats (DOK, LIL, ...) are converted to CSR by sklearn; CSC
+        and COO become CSR once (``SparseRows``), never dense.
+        """
+        try:
+            spec = resolve_module(self.module, type(self).__name__)
+        except (TypeError, ValueError):
+            return False  # the fit reports the bad module
+        return ["csr", "csc", "coo"] if accepts_sparse(spec) else False
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = bool(self._sparse_formats())
         return tags
