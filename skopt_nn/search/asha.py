@@ -23,6 +23,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterSampler, check_cv
 from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted, indexable
 
 from ..training._base import BaseNN
@@ -102,7 +103,8 @@ class _Fold:
 
 
 def _take(a, index):
-    return a.iloc[index] if hasattr(a, "iloc") else a[index]
+    # Rows of arrays, DataFrames, sparse matrices and lists (a text corpus).
+    return None if a is None else _safe_indexing(a, index)
 
 
 class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
