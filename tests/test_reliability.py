@@ -227,7 +227,7 @@ Y4 = np.array([0, 1, 0, 1])
         pytest.param(X4, np.array([0.0, 1.0, np.nan, 1.0]), ValueError, "Input y contains NaN", id="nan-y"),
         pytest.param(X4, np.array([0.1, 0.2, 0.3, 0.4]), ValueError, "Unknown label type: continuous",
                      id="continuous-y"),
-        pytest.param(X4, np.column_stack([Y4, Y4]), ValueError, "y should be a 1d array", id="2d-y"),
+        pytest.param(X4, np.column_stack([Y4, Y4 + 1]), ValueError, "y should be a 1d array", id="2d-y"),
     ],
 )
 def test_classifier_fit_answers_bad_input_in_sklearns_words(X, y, error, message):

@@ -112,6 +112,10 @@ class DistillationLoss(nn.Module):
 
         alpha * T**2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(y, s)
 
+    Multilabel (one sigmoid per label; ``BCE`` averaged over the labels)::
+
+        alpha * T**2 * BCE(sigmoid(s / T), sigmoid(t / T)) + (1 - alpha) * BCE(sigmoid(s), y)
+
     Regression::
 
         alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)
@@ -125,7 +129,7 @@ class DistillationLoss(nn.Module):
 
     Parameters
     ----------
-    task : {"classification", "regression"}
+    task : {"classification", "multilabel", "regression"}
         What the student predicts.
     temperature : float, default=4.0
         Softmax temperature ``T``; ignored for regression.
@@ -166,6 +170,20 @@ class DistillationLoss(nn.Module):
                 per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
                 labelled = (y_true != _NO_LABEL).to(per_row.dtype)
                 hard = weighted_mean(per_row, labelled if weight is None else weight * labelled)
+        elif self.task == "multilabel":
+            if self.alpha > 0:
+                T = self.temperature
+                per_row = F.binary_cross_entropy_with_logits(
+                    y_pred / T, torch.sigmoid(teacher / T), reduction="none"
+                ).mean(dim=1)
+                soft = weighted_mean(per_row, weight) * (T * T)
+            if self.alpha < 1:
+                labelled = ~torch.isnan(y_true[:, 0])
+                per_row = F.binary_cross_entropy_with_logits(
+                    y_pred, torch.nan_to_num(y_true), reduction="none"
+                ).mean(dim=1)
+                mask = labelled.to(per_row.dtype)
+                hard = weighted_mean(per_row, mask if weight is None else weight * mask)
         else:
             y_pred = y_pred.reshape(teacher.shape)
             n = len(y_pred)
@@ -514,8 +532,35 @@ def _map_classes(scores, teacher_classes, classes):
     return out
 
 
+def _label_scores(teacher, X, n_labels):
+    """Logits of each label of a multilabel teacher: ``(n_samples, n_labels)``."""
+    scores = _logits(teacher, X)
+    if scores is None and hasattr(teacher, "predict_proba"):
+        proba = teacher.predict_proba(X)
+        if isinstance(proba, list):  # one (n, 2) array per label (forests, neighbours)
+            proba = np.column_stack([np.asarray(p)[:, -1] for p in proba])
+        proba = np.clip(np.asarray(proba, dtype=np.float64), _PROBA_FLOOR, 1 - _PROBA_FLOOR)
+        scores = np.log(proba) - np.log1p(-proba)
+    elif scores is None and hasattr(teacher, "decision_function"):
+        scores = teacher.decision_function(X)
+    elif scores is None:
+        raise ValueError(
+            f"The teacher {_name(teacher)} gives no label scores: a multilabel student needs "
+            "a teacher with predict_proba or decision_function, or one that outputs logits."
+        )
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != n_labels:
+        raise ValueError(
+            f"The teacher gives scores of shape {scores.shape}; a multilabel student with "
+            f"{n_labels} labels needs one score per label."
+        )
+    return scores
+
+
 def _teacher_scores(teacher, X, *, task, classes=None):
     """One pass of the teacher over ``X``: the student's training signal."""
+    if task == "multilabel":
+        return _label_scores(teacher, X, len(classes))
     if task == "classification":
         scores, teacher_classes = _class_scores(teacher, X)
         return _map_classes(scores, teacher_classes, classes)

@@ -89,7 +89,7 @@ class _DivergenceGuard(Callback):
 
 
 class _ValidScore(Callback):
-    """Accuracy (classifier) or R² (regressor) on the validation rows, weighted.
+    """Accuracy (subset accuracy if multilabel) or R² on the validation rows, weighted.
 
     Computed from the predictions skorch already makes for the validation
     loss, so it costs no extra forward pass; recorded as ``valid_score``.
@@ -123,6 +123,9 @@ class _ValidScore(Callback):
         self.parts_ = []
         if self.task == "classification":
             score = (w * (pred.argmax(1) == y)).sum() / w.sum().clamp_min(1e-12)
+        elif self.task == "multilabel":  # subset accuracy, as sklearn's score
+            exact = ((pred > 0) == (y > 0.5)).all(dim=1)
+            score = (w * exact).sum() / w.sum().clamp_min(1e-12)
         else:  # R² is the same in standardised and original units
             y = y.float().reshape(pred.shape)
             w = w.reshape(-1, *([1] * (y.dim() - 1)))
@@ -334,6 +337,10 @@ class BaseNN(BaseEstimator):
     def _criterion(self):
         raise NotImplementedError
 
+    def _fit_task(self):
+        """The task of the targets being fitted: ``_task``, or "multilabel"."""
+        return self._task
+
     def _validation_stratify(self, y_encoded):
         return None
 
@@ -448,7 +455,8 @@ class BaseNN(BaseEstimator):
             accept_sparse=self._sparse_formats(),
             dtype=[np.float32, np.float64],
             y_numeric=self._task == "regression",
-            multi_output=self._task == "regression",
+            # 2-D classification targets are checked to be multilabel in _encode_y.
+            multi_output=True,
         )
         device = resolve_device(self.device)
         schedule = resolve_schedule(self.lr_schedule, owner)
@@ -505,16 +513,17 @@ class BaseNN(BaseEstimator):
                 torch.set_rng_state(self._resume_rng_[1])
 
         teacher_out, teacher = None, None
+        task = self._fit_task()
         criterion = self._criterion()
         weight = () if w_t is None else (w_t,)
         target = (fit.y_t, *weight) if weight else fit.y_t
         if self.distillation is not None:
             teacher_out, teacher = self.distillation._prepare(
-                X, y, task=self._task, classes=getattr(self, "classes_", None),
+                X, y, task=task, classes=getattr(self, "classes_", None),
                 random_state=seed, sample_weight=fit.sample_weight if fit.weighted else None,
             )
             teacher_out = self._encode_teacher(teacher_out)
-            criterion = self.distillation._criterion(self._task)
+            criterion = self.distillation._criterion(task)
             target = (fit.y_t, teacher_out, *weight)
 
         data = TensorData(fit.X_t, target)
@@ -560,7 +569,7 @@ class BaseNN(BaseEstimator):
             net = make_net(self, module, fit.opt_cls, fit.opt_kwargs, device=device, **setup)
         if self.distillation is not None:
             net.batch_transform_ = self.distillation._augmenter(
-                teacher, task=self._task, generator=generator,
+                teacher, task=task, generator=generator,
                 target_scaler=getattr(self, "_y_scaler_", None),
                 classes=getattr(self, "classes_", None),
             )
@@ -611,7 +620,7 @@ class BaseNN(BaseEstimator):
                 ),
             ),
             ("divergence", _DivergenceGuard()),
-            ("valid_score", _ValidScore(self._task, weighted)),
+            ("valid_score", _ValidScore(self._fit_task(), weighted)),
         ]
         pruner = None
         if self.pruning is not None:
