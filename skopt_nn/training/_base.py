@@ -54,7 +54,8 @@ from torch import nn
 from .data import BatchIterator, TensorData, as_float_tensor
 from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
-from ..specs.schedules import ScheduleCallback, resolve_schedule
+from ..specs.modules import MLP
+from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ._loop import LeanLoop, last_batch_value
 from ._progress import _fit_callbacks
 from ._runtime import GLOBAL_RNG, auto_threads, manual_seed, resolve_device, row_cost, seeded, torch_threads
@@ -307,6 +308,23 @@ class BaseNN(BaseEstimator):
         self.verbose = verbose
         self.warm_start = warm_start
         self.tensorboard_dir = tensorboard_dir
+
+    def set_params(self, **params):
+        """Set the parameters; nested names reach a default the parameter stands for.
+
+        ``module=None`` stands for ``MLP()`` and ``lr_schedule="step"`` for
+        ``LRSchedule("step")``: a nested name (``module__width``,
+        ``lr_schedule__gamma``) turns them into that spec first, so a search
+        can set nested values of a choice among strings and specs, or on an
+        estimator left at its default module (sklearn's own ``set_params``
+        fails there with "'NoneType' object has no attribute 'set_params'").
+        """
+        heads = {key.partition("__")[0] for key in params if "__" in key}
+        if "module" in heads and params.get("module", self.module) is None:
+            params = {**params, "module": MLP()}
+        if "lr_schedule" in heads and isinstance(params.get("lr_schedule", self.lr_schedule), str):
+            params = {**params, "lr_schedule": LRSchedule(params.get("lr_schedule", self.lr_schedule))}
+        return super().set_params(**params)
 
     # -- fitted views onto the skorch net (one copy of the weights in a pickle)
     @property
