@@ -404,7 +404,7 @@ class BaseNN(BaseEstimator):
             sample_weight=sample_weight,
         )
 
-    def _fit_epochs(self, X, y, epochs):
+    def _fit_epochs(self, X, y, epochs, sample_weight=None):
         """Train the next ``epochs`` epochs of one ``max_epochs``-long fit.
 
         Unlike ``partial_fit``, consecutive calls replay a single ``fit``:
@@ -417,7 +417,8 @@ class BaseNN(BaseEstimator):
         """
         self._validate_params()
         continuing = hasattr(self, "net_") and getattr(self, "_resume_rng_", None) is not None
-        return self._guarded_fit(X, y, continuing=continuing, epochs=epochs, resume=True)
+        return self._guarded_fit(X, y, continuing=continuing, epochs=epochs, resume=True,
+                                 sample_weight=sample_weight)
 
     def _guarded_fit(self, X, y, **kwargs):
         saved = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("__")}
