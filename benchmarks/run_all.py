@@ -14,7 +14,10 @@ Sections, each measured side by side in this run:
 7. epochs, best CV score and wall time of the ASHA search against a full
    random search and halving, on joblib and Ray (``bench_asha.py``);
 8. the thread policy next to a CPU-bound competitor, the small-data overhead
-   against a hand loop and the cold n_jobs=2 search (``bench_threads.py``).
+   against a hand loop and the cold n_jobs=2 search (``bench_threads.py``);
+9. sparse fit time against MLPClassifier on the same CSR data, the peak
+   memory of a 100 000 x 50 000 sparse fit over the CSR size, and multilabel
+   subset accuracy next to MLPClassifier's (``bench_inputs.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -66,6 +69,7 @@ def main(argv=None):
     import bench_asha
     import bench_core
     import bench_distillation
+    import bench_inputs
     import bench_pruning
     import bench_scale
     import bench_threads
@@ -87,6 +91,8 @@ def main(argv=None):
     torch.set_num_threads(os.cpu_count() or 1)
     threads = bench_threads.main(["--quick"] if args.quick else [])
     busy = threads["busy"]
+    print()
+    inputs = bench_inputs.main(["--quick"] if args.quick else [])
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -122,6 +128,12 @@ def main(argv=None):
     rows += [
         ("small data (4000 x 40) fit / hand loop", threads["overhead"], "<= 1.10"),
         ("cold search (8000 x 40) n_jobs=2 speed-up", threads["search"], ">= 1.3"),
+        ("sparse fit / MLPClassifier on the same CSR", inputs["sparse"]["vs_mlp"], ""),
+        ("sparse first layer / batches densified", inputs["sparse"]["vs_dense_batches"], "< 1"),
+        ("100k x 50k sparse fit: peak growth (MB)", inputs["memory"]["growth_mb"], "< 1500"),
+        ("  ... over the CSR size", inputs["memory"]["growth_over_csr"], ""),
+        ("multilabel subset accuracy, NNClassifier", inputs["multilabel"]["NNClassifier"], ""),
+        ("multilabel subset accuracy, MLPClassifier", inputs["multilabel"]["MLPClassifier"], "(anchor)"),
     ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")
