@@ -71,7 +71,7 @@ def _mixup(X, n_new, generator, noise_scale):
         first = torch.randint(X.shape[0], (n_new,), generator=generator).numpy()
         second = torch.randint(X.shape[0], (n_new,), generator=generator).numpy()
         lam = torch.rand((n_new,), generator=generator).numpy()
-        return _to_torch(sp.diags(lam) @ Xs[first] + sp.diags(1 - lam) @ Xs[second])
+        return _to_torch(sp.diags(lam) @ Xs[first] + sp.diags(1 - lam) @ Xs[second]).to(X.device)
     n = len(X)
     first = torch.randint(n, (n_new,), generator=generator).to(X.device)
     second = torch.randint(n, (n_new,), generator=generator).to(X.device)
@@ -93,7 +93,7 @@ def _noise(X, n_new, generator, noise_scale):
         picked = Xs[rows].tocsr()
         eps = torch.randn((picked.nnz,), generator=generator).numpy()
         picked.data = picked.data + noise_scale * spread[picked.indices] * eps
-        return _to_torch(picked)
+        return _to_torch(picked).to(X.device)
     rows = torch.randint(len(X), (n_new,), generator=generator).to(X.device)
     spread = X.std(dim=0, unbiased=False)
     eps = torch.randn((n_new,) + tuple(X.shape[1:]), generator=generator).to(X.device, X.dtype)
