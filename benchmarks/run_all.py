@@ -17,7 +17,10 @@ Sections, each measured side by side in this run:
    against a hand loop and the cold n_jobs=2 search (``bench_threads.py``);
 9. fused searches against one-by-one searches: grid, two architectures,
    random, ASHA, and the speed-up by number of members and by width
-   (``bench_fused.py``).
+   (``bench_fused.py``);
+10. sparse fit time against MLPClassifier on the same CSR data, the peak
+    memory of a 100 000 x 50 000 sparse fit over the CSR size, and multilabel
+    subset accuracy next to MLPClassifier's (``bench_inputs.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -70,6 +73,7 @@ def main(argv=None):
     import bench_core
     import bench_distillation
     import bench_fused
+    import bench_inputs
     import bench_pruning
     import bench_scale
     import bench_threads
@@ -93,6 +97,8 @@ def main(argv=None):
     busy = threads["busy"]
     print("\n[fused]")
     fused = bench_fused.main(["--quick"] if args.quick else [])
+    print()
+    inputs = bench_inputs.main(["--quick"] if args.quick else [])
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -128,6 +134,12 @@ def main(argv=None):
     rows += [
         ("small data (4000 x 40) fit / hand loop", threads["overhead"], "<= 1.10"),
         ("cold search (8000 x 40) n_jobs=2 speed-up", threads["search"], ">= 1.3"),
+        ("sparse fit / MLPClassifier on the same CSR", inputs["sparse"]["vs_mlp"], ""),
+        ("sparse first layer / batches densified", inputs["sparse"]["vs_dense_batches"], "< 1"),
+        ("100k x 50k sparse fit: peak growth (MB)", inputs["memory"]["growth_mb"], "< 1500"),
+        ("  ... over the CSR size", inputs["memory"]["growth_over_csr"], ""),
+        ("multilabel subset accuracy, NNClassifier", inputs["multilabel"]["NNClassifier"], ""),
+        ("multilabel subset accuracy, MLPClassifier", inputs["multilabel"]["MLPClassifier"], "(anchor)"),
     ]
     rows += [
         ("fused grid (36 fits) / GridSearchCV n_jobs=1", fused["grid"]["speedup"], ">= 3 (goal 5)"),

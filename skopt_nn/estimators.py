@@ -3,12 +3,13 @@
 import types
 
 import numpy as np
+import scipy.sparse as sp
 import torch
-from scipy.special import softmax
+from scipy.special import expit, softmax
 from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import check_classification_targets, unique_labels
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -253,6 +254,12 @@ class NNClassifier(ClassifierMixin, BaseNN):
     def _class_weighted(self, y, sample_weight, weighted, *, partial):
         if self.class_weight is None:
             return sample_weight, weighted
+        if _is_multilabel(y):
+            raise ValueError(
+                f"class_weight={self.class_weight!r} is not supported for multilabel targets: "
+                "a class weight weighs a row by its one label, and a multilabel row has several. "
+                "Pass per-row weights as sample_weight instead."
+            )
         if partial and self.class_weight == "balanced":
             raise ValueError(  # SGDClassifier's advice
                 "class_weight 'balanced' is not supported for partial_fit. In order to use "
@@ -264,7 +271,23 @@ class NNClassifier(ClassifierMixin, BaseNN):
         y = column_or_1d(y)
         return sample_weight * compute_sample_weight(self.class_weight, y), True
 
+    def _fit_task(self):
+        return "multilabel" if getattr(self, "_multilabel_", False) else "classification"
+
     def _encode_y(self, y, *, first_call, classes=None, sample_weight=None):
+        multilabel = _is_multilabel(y)
+        if not first_call and multilabel != getattr(self, "_multilabel_", False):
+            raise ValueError(
+                f"y is {'a multilabel indicator matrix' if multilabel else 'one label per row'}, "
+                f"but {type(self).__name__} was fitted with "
+                f"{'one label per row' if multilabel else 'a multilabel indicator matrix'}."
+            )
+        if multilabel:
+            return self._encode_multilabel(y, first_call=first_call, classes=classes)
+        if sp.issparse(y):
+            raise ValueError(  # column_or_1d's wording, which cannot read a sparse y
+                f"y should be a 1d array, got a sparse matrix of shape {y.shape} instead."
+            )
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if classes is not None and first_call:
@@ -290,13 +313,35 @@ class NNClassifier(ClassifierMixin, BaseNN):
         if first_call:
             self.classes_ = classes
             self.n_outputs_ = len(classes)
+            self._multilabel_ = False
         return torch.as_tensor(encoded, dtype=torch.long), len(classes)
 
+    def _encode_multilabel(self, y, *, first_call, classes=None):
+        """An indicator matrix ``(n, k)`` as float targets of ``k`` sigmoid outputs."""
+        y = y.toarray() if sp.issparse(y) else np.asarray(y)
+        n_labels = y.shape[1]
+        # As sklearn's LabelBinarizer: the classes of an indicator matrix are its columns.
+        labels = np.arange(n_labels)
+        if first_call and classes is not None and not np.array_equal(unique_labels(classes), labels):
+            raise ValueError(
+                f"classes={classes!r} does not describe a multilabel indicator y with {n_labels} "
+                f"columns; pass classes=np.arange({n_labels})."
+            )
+        if not first_call and n_labels != self.n_outputs_:
+            raise ValueError(
+                f"y has {n_labels} labels, but {type(self).__name__} was fitted with {self.n_outputs_}."
+            )
+        if first_call:
+            self.classes_ = labels
+            self.n_outputs_ = n_labels
+            self._multilabel_ = True
+        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), n_labels
+
     def _validation_stratify(self, y):
-        return y
+        return None if _is_multilabel(y) else y
 
     def _criterion(self):
-        return WeightedLoss("classification")
+        return WeightedLoss(self._fit_task())
 
     @available_if(_single_network)
     @_fit_context(prefer_skip_nested_validation=True)
@@ -339,6 +384,8 @@ class NNClassifier(ClassifierMixin, BaseNN):
         proba : ndarray of shape (n_samples, n_classes)
         """
         logits = self._forward(X).astype(np.float64)
+        if getattr(self, "_multilabel_", False):  # one independent probability per label
+            return expit(logits)
         return softmax(logits, axis=1)
 
     def predict(self, X):
@@ -353,7 +400,18 @@ class NNClassifier(ClassifierMixin, BaseNN):
         y : ndarray of shape (n_samples,)
         """
         logits = self._forward(X)
+        if getattr(self, "_multilabel_", False):  # the indicator matrix, as sklearn's MLPClassifier gives it
+            return (logits > 0).astype(int)
         return self.classes_[np.argmax(logits, axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+def _is_multilabel(y):
+    return y is not None and getattr(y, "ndim", 1) == 2 and type_of_target(y) == "multilabel-indicator"
 
 
 def _with_defaults(init, **defaults):

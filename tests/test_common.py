@@ -32,8 +32,14 @@ _FLOAT32 = (
     "by test_weights_equal_repeated_rows"
 )
 EXPECTED_FAILED = {
-    "NNClassifier": {"check_sample_weight_equivalence_on_dense_data": _FLOAT32},
-    "NNRegressor": {"check_sample_weight_equivalence_on_dense_data": _FLOAT32},
+    "NNClassifier": {
+        "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
+        "check_sample_weight_equivalence_on_sparse_data": _FLOAT32,
+    },
+    "NNRegressor": {
+        "check_sample_weight_equivalence_on_dense_data": _FLOAT32,
+        "check_sample_weight_equivalence_on_sparse_data": _FLOAT32,
+    },
 }
 
 

@@ -190,7 +190,6 @@ def test_failed_warm_start_fit_restores_weights(iris):
         (np.empty((0, 2)), "0 sample"),
         (np.array([1.0, 2.0]), "Expected 2D array"),
         (np.array([[1 + 1j, 2], [3, 4]]), "Complex data not supported"),
-        (sp.csr_matrix(np.eye(2)), "dense data is required"),
     ],
 )
 def test_bad_input_gets_sklearn_errors(X, message):

@@ -392,3 +392,21 @@ def test_fused_search_under_a_progress_bar_scores_each_candidate_as_its_own(sear
     assert "3/3" in out.getvalue()
     np.testing.assert_allclose(watched.cv_results_["mean_test_score"], quiet.cv_results_["mean_test_score"])
     assert len(set(np.round(quiet.cv_results_["mean_test_score"], 6))) > 1
+
+
+def test_fused_multilabel_members_match_and_an_ensemble_averages_label_probabilities():
+    from sklearn.datasets import make_multilabel_classification
+
+    X, Y = make_multilabel_classification(300, 20, n_classes=5, random_state=0)
+    base = NNClassifier(MLP((16,)), max_epochs=8, early_stopping=True, random_state=0)
+    estimators = [clone(base).set_params(lr=lr) for lr in (1e-3, 1e-2)]
+    outcomes, plain = _fused_and_plain(estimators, X, Y)
+    for outcome, ref in zip(outcomes, plain):
+        assert outcome.fused
+        assert abs(outcome.estimator.score(X, Y) - ref.score(X, Y)) <= 0.02
+    model = clone(base).set_params(n_ensemble=3).fit(X, Y)
+    with torch.no_grad():
+        x = torch.as_tensor(X, dtype=torch.float32)
+        mean = torch.stack([m(x).sigmoid() for m in model.module_.members]).mean(0).numpy()
+    np.testing.assert_allclose(model.predict_proba(X), mean, atol=1e-5)
+    assert model.predict(X).shape == Y.shape

@@ -129,3 +129,26 @@ def test_multi_metric_search_maximises_the_refit_metric(data):
 def test_n_iter_and_n_trials_together_are_refused():
     with pytest.raises(TypeError, match="n_trials or n_iter"):
         make_search(pipeline(), {"lr": Real(1e-3, 1e-1)}, "optuna", n_iter=2, n_trials=3)
+
+
+def test_pipeline_with_spec_choices_and_the_default_module_trains_every_trial(data, tmp_path):
+    # module=None stands for MLP(); nested module__ values reach it, as they
+    # do a spec chosen in a Categorical, inside a Pipeline and a stored study.
+    X, y = data
+    pipe = make_pipeline(StandardScaler(), NNClassifier(max_epochs=2, random_state=0))
+    space = {
+        "lr_schedule": Categorical(["constant", LRSchedule("step", step_size=1)]),
+        "module__hidden_layer_sizes": Categorical(TUPLES),
+        "lr_schedule__warmup_epochs": Categorical([0, 1]),
+    }
+    search = make_search(pipe, space, method="optuna", storage=f"sqlite:///{tmp_path / 's.db'}",
+                         n_iter=4, cv=2, random_state=0, error_score="raise").fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_[-1].module.hidden_layer_sizes in TUPLES
+
+
+def test_nested_names_reach_the_spec_a_default_stands_for():
+    clf = NNClassifier().set_params(module__width=8, lr_schedule="step", lr_schedule__gamma=0.5)
+    assert repr(clf.module) == repr(MLP(width=8))
+    assert repr(clf.lr_schedule) == repr(LRSchedule("step", gamma=0.5))
+    assert NNClassifier().set_params(module=None).module is None

@@ -80,6 +80,8 @@ class _Prediction(nn.Module):
         out = self.network(self.scalers(x)).float()
         if self.task == "classification":
             return torch.softmax(out, dim=1)
+        if self.task == "multilabel":
+            return torch.sigmoid(out)
         out = out * self.y_scale + self.y_mean
         return out[:, 0] if self.squeeze else out
 
@@ -150,7 +152,8 @@ def export_onnx(model, path, *, opset_version=None):
 
     - for an ``NNClassifier``: output ``"probabilities"`` (the columns of
       ``predict_proba``) and ``"label"`` (what ``predict`` returns; string
-      labels come back as strings);
+      labels come back as strings; for multilabel targets the int64
+      indicator matrix);
     - for an ``NNRegressor``: output ``"predictions"`` in the units of the
       training targets, shape ``(n_samples,)`` or ``(n_samples, n_outputs)``
       as ``predict``.
@@ -194,7 +197,10 @@ def export_onnx(model, path, *, opset_version=None):
     Needs the ``onnx`` package (``pip install skopt-nn[onnx]``; run the file
     with ``onnxruntime``). The scalers run in ``float32`` in the graph, as the
     network does, so outputs match ``predict_proba`` and ``predict`` to
-    about ``1e-6`` rather than bit for bit.
+    about ``1e-6`` rather than bit for bit. A model trained on sparse ``X``
+    exports the same graph: its input is the dense ``float32`` rows (ONNX
+    Runtime has no sparse input here); densify a batch of rows before
+    running it.
 
     Examples
     --------
@@ -218,12 +224,14 @@ def export_onnx(model, path, *, opset_version=None):
     True
     """
     import onnx
+    from onnx import numpy_helper
 
     estimator, scalers = _split(model)
     network = copy.deepcopy(estimator.module_).cpu().float().eval()
     classifier = estimator._task == "classification"
+    task = estimator._fit_task()
     if classifier:
-        wrapper = _Prediction(scalers, network, "classification")
+        wrapper = _Prediction(scalers, network, task)
         outputs = ["probabilities"]
     else:
         mean, scale = estimator._y_scaler_
@@ -249,8 +257,18 @@ def export_onnx(model, path, *, opset_version=None):
                 f"({type(network).__name__}): {exc}"
             ) from exc
     graph_model = onnx.load_from_string(buffer.getvalue())
-    meta = {"task": estimator._task, "estimator": type(estimator).__name__, "n_features_in": n_features}
-    if classifier:
+    meta = {"task": task, "estimator": type(estimator).__name__, "n_features_in": n_features}
+    if task == "multilabel":  # the indicator matrix: one sigmoid above 0.5 per label
+        graph = graph_model.graph
+        graph.initializer.append(numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"))
+        graph.node.extend([
+            onnx.helper.make_node("Greater", ["probabilities", "half"], ["positive"]),
+            onnx.helper.make_node("Cast", ["positive"], ["label"], to=onnx.TensorProto.INT64),
+        ])
+        graph.output.append(onnx.helper.make_tensor_value_info(
+            "label", onnx.TensorProto.INT64, ["n_samples", len(estimator.classes_)]))
+        meta["classes"] = _json_safe(estimator.classes_)
+    elif classifier:
         table, dtype = _label_tensor(estimator.classes_)
         graph = graph_model.graph
         graph.initializer.append(table)

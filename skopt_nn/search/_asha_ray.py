@@ -27,11 +27,11 @@ def import_ray():
     return ray
 
 
-def _trial(config, *, search, X, y, candidates, rungs, splits, scorer):
+def _trial(config, *, search, X, y, candidates, rungs, splits, scorer, fit_params):
     """One candidate: every fold trained to each rung, one report per rung."""
     from ray import tune
 
-    folds = search._candidate_folds(candidates[config["candidate"]], splits)
+    folds = search._candidate_folds(candidates[config["candidate"]], splits, fit_params)
     for rung, epochs in enumerate(rungs):
         scores, error = [], None
         for k, fold in enumerate(folds):
@@ -48,7 +48,7 @@ def _trial(config, *, search, X, y, candidates, rungs, splits, scorer):
         tune.report({**report, "score": float(np.mean(scores))})
 
 
-def run_ray(search, X, y, candidates, rungs, splits, scorer, progress):
+def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, fit_params=None):
     """Run the search on Ray Tune; return the records ``_publish`` reads."""
     ray = import_ray()
     from ray import tune
@@ -74,7 +74,7 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress):
     try:
         trainable = tune.with_parameters(
             _trial, search=search, X=X, y=y, candidates=candidates, rungs=rungs,
-            splits=splits, scorer=scorer,
+            splits=splits, scorer=scorer, fit_params=fit_params or {},
         )
         scheduler = ASHAScheduler(
             time_attr="epochs", max_t=rungs[-1], grace_period=rungs[0],

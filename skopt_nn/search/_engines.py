@@ -12,7 +12,6 @@ import numbers
 from collections.abc import Mapping
 
 import numpy as np
-from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 from sklearn.utils import check_random_state
 from skopt import BayesSearchCV
 from skopt.space import Categorical as _SkoptCategorical
@@ -24,6 +23,7 @@ from ._checkpoint import SearchCheckpoint, fingerprint, replaying
 from ._failed_steps import _tolerate_failed_steps
 from ._fused import FusedGridSearchCV, FusedRandomizedSearchCV
 from ._optuna import OptunaSearchCV
+from ._refit import GridSearchCV, HalvingRandomSearchCV, RandomizedSearchCV, RefitFallback
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
 __all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV"]
@@ -254,7 +254,7 @@ def _decode(dims, point):
     return params, native
 
 
-class RobustBayesSearchCV(BayesSearchCV):
+class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
     """scikit-optimize's ``BayesSearchCV`` for any choices and failing fits.
 
     Same parameters and attributes as :class:`skopt.BayesSearchCV`. Two
@@ -486,8 +486,13 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
 
     Returns
     -------
-    search : BaseSearchCV
-        Unfitted; call ``fit(X, y)``.
+    search : BaseSearchCV or ASHASearchCV
+        Unfitted; call ``fit(X, y)``. The grid, random and halving searches
+        are subclasses of sklearn's classes of the same names that differ
+        in one point, shared by every method: if the refit of the best
+        candidate on all the data diverges, the next-best candidate is
+        refitted instead, with a warning naming both, and ``best_index_``,
+        ``best_params_`` and ``best_score_`` describe the refitted one.
 
     See Also
     --------
@@ -554,9 +559,6 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
                 raise TypeError("Pass n_trials or n_iter for method='optuna', not both.")
             kwargs["n_trials"] = kwargs.pop("n_iter")
         return OptunaSearchCV(estimator, space, **kwargs)
-
-    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
-    from sklearn.model_selection import HalvingRandomSearchCV
 
     if "resource" not in kwargs:
         epochs_name = _epochs_param(estimator)

@@ -24,7 +24,7 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs, hash as joblib_hash
 from sklearn.base import clone, is_classifier
 from sklearn.metrics._scorer import _MultimetricScorer
-from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, check_cv
+from sklearn.model_selection import check_cv
 from sklearn.model_selection._validation import _score
 from sklearn.pipeline import Pipeline
 from sklearn.utils.metaestimators import _safe_split
@@ -34,6 +34,7 @@ from ..training._base import BaseNN
 from ..training._fused import fit_fused, fusable
 from ..training._runtime import worker_share
 from ._checkpoint import _Replay, replaying
+from ._refit import GridSearchCV, RandomizedSearchCV
 
 __all__ = ["FusedGridSearchCV", "FusedRandomizedSearchCV"]
 

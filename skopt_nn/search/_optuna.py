@@ -20,6 +20,7 @@ from sklearn.model_selection._search import BaseSearchCV
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
+from ._refit import RefitFallback
 from .spaces import Categorical, SearchSpace, _choice_keys, as_dimension
 
 __all__ = ["OptunaSearchCV"]
@@ -63,7 +64,7 @@ def _render(space):
     return distributions, decoders
 
 
-class OptunaSearchCV(BaseSearchCV):
+class OptunaSearchCV(RefitFallback, BaseSearchCV):
     """Hyperparameter search driven by an Optuna study, with any choice and storage.
 
     Each trial asks the study (its sampler, TPE by default) for a point of

@@ -24,12 +24,15 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterSampler, check_cv
 from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted, indexable
+from sklearn.utils import _safe_indexing
+from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, _routing_enabled, process_routing
+from sklearn.utils.validation import _check_method_params, check_is_fitted, indexable
 
-from ..training._base import BaseNN
+from ..training._base import BaseNN, DivergenceError
 from ..training._fused import fit_fused, fusable
 from ..training._runtime import torch_threads
 from ._asha_progress import RungProgress
+from ._refit import refit_in_rank_order
 
 __all__ = ["ASHASearchCV"]
 
@@ -65,11 +68,18 @@ def rung_epochs(min_epochs, reduction_factor, max_epochs):
 
 
 class _Fold:
-    """One candidate on one fold: fitted preprocessing and the net mid-fit."""
+    """One candidate on one fold: fitted preprocessing and the net mid-fit.
 
-    def __init__(self, estimator, train, test):
+    ``fit_params`` are the search's fit parameters for the estimator (a
+    Pipeline's in its own naming, or as metadata routing gives them);
+    those aligned with the rows are cut to the fold's training rows.
+    """
+
+    def __init__(self, estimator, train, test, fit_params=None):
         self.estimator, self.train, self.test = estimator, train, test
+        self.fit_params = fit_params or {}
         self.prep, self.net, self.data = None, None, None
+        self.net_params = {}
         self.epochs = 0
 
     def advance(self, X, y, epochs, scorer, threads):
@@ -79,7 +89,7 @@ class _Fold:
                 if self.net is None:
                     self._prepare(X, y)
                 Xt, yt, Xv, yv = self.data
-                self.net._fit_epochs(Xt, yt, epochs - self.epochs)
+                self.net._fit_epochs(Xt, yt, epochs - self.epochs, **self.net_params)
                 self.epochs = epochs
                 score = float(scorer(self.net, Xv, yv))
             if not math.isfinite(score):
@@ -94,17 +104,38 @@ class _Fold:
         step, net = _split_target(self.estimator)
         Xt, yt = _take(X, self.train), _take(y, self.train)
         Xv, yv = _take(X, self.test), _take(y, self.test)
+        params = _check_method_params(X, params=self.fit_params, indices=self.train)
+        net_params = params
         if step is not None:
+            prep_params, net_params = _pipeline_params(self.estimator, params)
             self.prep = Pipeline(self.estimator.steps[:-1]) if len(self.estimator.steps) > 1 else None
             if self.prep is not None:
-                Xt = self.prep.fit_transform(Xt, yt)
+                Xt = self.prep.fit_transform(Xt, yt, **prep_params)
                 Xv = self.prep.transform(Xv)
         self.net = net
+        self.net_params = net_params
         self.data = (Xt, yt, Xv, yv)
 
 
+def _pipeline_params(pipeline, params):
+    """``(params of the steps before the network, params of the network)``."""
+    step = pipeline.steps[-1][0]
+    if _routing_enabled():
+        routed = process_routing(pipeline, "fit", **params)
+        prep = {}
+        for name, _ in pipeline.steps[:-1]:
+            # The steps before the network route them again, by their own requests.
+            for method in ("fit_transform", "fit"):
+                prep.update(routed[name].get(method, {}))
+        return prep, dict(routed[step]["fit"])
+    net = {k.split("__", 1)[1]: v for k, v in params.items() if k.startswith(step + "__")}
+    prep = {k: v for k, v in params.items() if not k.startswith(step + "__")}
+    return prep, net
+
+
 def _take(a, index):
-    return a.iloc[index] if hasattr(a, "iloc") else a[index]
+    # Rows of arrays, DataFrames, sparse matrices and lists (a text corpus).
+    return None if a is None else _safe_indexing(a, index)
 
 
 class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
@@ -133,7 +164,10 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
     n_jobs : int, default=None
         Fold trainings run at once through joblib.
     refit : bool, default=True
-        Fit the best candidate on all the data as ``best_estimator_``.
+        Fit the best candidate on all the data as ``best_estimator_``. If
+        that fit diverges, the next-best candidate is refitted instead, with
+        a warning naming both; ``best_index_``, ``best_params_`` and
+        ``best_score_`` then describe the refitted candidate.
     random_state : int, RandomState or None, default=None
         Draws the candidates.
     error_score : 'raise' or float, default=np.nan
@@ -269,26 +303,37 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
     def _candidate_estimator(self, params):
         return clone(self.estimator).set_params(**clone(params, safe=False))
 
-    def _candidate_folds(self, params, splits):
+    def _candidate_folds(self, params, splits, fit_params=None):
         # Each backend trains these; building them here keeps the Ray
         # backend from importing this module back.
         estimator = self._candidate_estimator(params)
-        return [_Fold(clone(estimator), train, test) for train, test in splits]
+        return [_Fold(clone(estimator), train, test, fit_params) for train, test in splits]
 
     def fit(self, X, y=None, **fit_params):
         """Run the search on ``X``, ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or list
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        **fit_params
+            Passed to the estimator's ``fit`` in every rung (cut to each
+            fold's training rows when aligned with them, as ``sample_weight``)
+            and in the refit; for a Pipeline as ``<step>__sample_weight``, or
+            by sklearn's metadata routing when it is enabled. With both
+            backends.
 
         Returns
         -------
         self : object
         """
-        if fit_params:
-            raise TypeError(f"fit parameters are not supported by method='asha'; got {sorted(fit_params)}.")
         rungs = self._check()
         X, y = indexable(X, y)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         splits = list(cv.split(X, y))
         scorer = check_scoring(_split_target(self.estimator)[1], scoring=self.scoring)
+        if _routing_enabled():
+            fit_params = process_routing(self, "fit", **fit_params).estimator.fit
         candidates = self._candidates()
         progress = RungProgress(rungs, len(candidates), enabled=self.verbose > 0,
                                eta=self.reduction_factor)
@@ -296,20 +341,55 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
             if self.backend == "ray":
                 from ._asha_ray import run_ray
 
-                records = run_ray(self, X, y, candidates, rungs, splits, scorer, progress)
+                records = run_ray(self, X, y, candidates, rungs, splits, scorer, progress, fit_params)
             else:
-                records = self._run_joblib(X, y, candidates, rungs, splits, scorer, progress)
+                records = self._run_joblib(X, y, candidates, rungs, splits, scorer, progress, fit_params)
         finally:
             progress.close()
         self._publish(candidates, records, rungs, len(splits))
         if self.refit:
-            start = time.perf_counter()
-            best = self._candidate_estimator(self.best_params_)
-            self.best_estimator_ = best.fit(X, y)
-            self.refit_time_ = time.perf_counter() - start
+            self._refit(X, y, fit_params)
         return self
 
-    def _run_joblib(self, X, y, candidates, rungs, splits, scorer, progress):
+    def _refit(self, X, y, fit_params):
+        """Fit the best candidate on all the data; the next-best if it diverges."""
+        start = time.perf_counter()
+        try:
+            best = self._candidate_estimator(self.best_params_)
+            self.best_estimator_ = best.fit(X, y, **fit_params)
+            self.refit_time_ = time.perf_counter() - start
+            return
+        except DivergenceError as exc:
+            error = exc
+        results = self.cv_results_
+        ranked = np.argsort(results["rank_test_score"], kind="stable")
+        order = [self.best_index_] + [
+            int(i) for i in ranked
+            if i != self.best_index_ and not results["failed"][i]
+            and np.isfinite(results["mean_test_score"][i])
+        ]
+        index, estimator, seconds = refit_in_rank_order(
+            self._candidate_estimator, lambda est: est.fit(X, y, **fit_params),
+            results["params"], order, error,
+        )
+        self.best_index_ = index
+        self.best_params_ = results["params"][index]
+        self.best_score_ = float(results["mean_test_score"][index])
+        self.best_estimator_ = estimator
+        self.refit_time_ = seconds
+
+    def get_metadata_routing(self):
+        """Metadata routing: the search's fit parameters go to the estimator's ``fit``.
+
+        Returns
+        -------
+        routing : MetadataRouter
+        """
+        return MetadataRouter(owner=self).add(
+            estimator=self.estimator, method_mapping=MethodMapping().add(caller="fit", callee="fit")
+        )
+
+    def _run_joblib(self, X, y, candidates, rungs, splits, scorer, progress, fit_params):
         n_workers = effective_n_jobs(self.n_jobs)
         # One torch thread per worker when fits run side by side.
         threads = 1 if n_workers > 1 else None
@@ -326,7 +406,7 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
                 jobs = []
                 for cand, rung in picks:
                     if cand not in folds:
-                        folds[cand] = self._candidate_folds(candidates[cand], splits)
+                        folds[cand] = self._candidate_folds(candidates[cand], splits, fit_params)
                     for fold in folds[cand]:
                         jobs.append((cand, rung, fold))
                 if self.fuse:
@@ -458,6 +538,9 @@ def _advance_fused(jobs, X, y, rungs, scorer, max_members, fallbacks):
                 results[j] = (fold, np.nan, f"{type(exc).__name__}: {exc}")
                 continue
         reason = fusable(fold.net)
+        other = sorted(set(fold.net_params) - {"sample_weight"})
+        if reason is None and other:
+            reason = f"fit parameters {other} are not routed into fused fits"
         if reason is not None:
             fallbacks.append(reason)
             results[j] = fold.advance(X, y, rungs[rung], scorer, None)
@@ -465,7 +548,8 @@ def _advance_fused(jobs, X, y, rungs, scorer, max_members, fallbacks):
         ready.append(j)
     reasons = []
     outcomes = fit_fused(
-        [(jobs[j][2].net, jobs[j][2].data[0], jobs[j][2].data[1], None) for j in ready],
+        [(jobs[j][2].net, jobs[j][2].data[0], jobs[j][2].data[1], jobs[j][2].net_params.get("sample_weight"))
+         for j in ready],
         epochs=[rungs[jobs[j][1]] - jobs[j][2].epochs for j in ready],
         max_members=max_members,
         fallbacks=reasons,

@@ -46,7 +46,7 @@ def weighted_mean(values, weight=None):
 
 
 class WeightedLoss(nn.Module):
-    """Cross-entropy (classification) or squared error (regression), weighted per row.
+    """Cross-entropy (classification), binary cross-entropy (multilabel) or squared error, weighted per row.
 
     Called as ``loss(y_pred, (y_true, weight))``, or ``loss(y_pred, y_true)``
     for equal weights; the per-row squared error
@@ -55,7 +55,10 @@ class WeightedLoss(nn.Module):
 
     Parameters
     ----------
-    task : {"classification", "regression"}
+    task : {"classification", "multilabel", "regression"}
+        ``"multilabel"`` takes a float indicator matrix ``y_true`` and one
+        logit per label; a row's loss is the mean of its labels' binary
+        cross-entropies, as in sklearn's ``MLPClassifier``.
 
     Examples
     --------
@@ -78,6 +81,10 @@ class WeightedLoss(nn.Module):
             if weight is None:  # the fused mean: unweighted fits pay nothing
                 return F.cross_entropy(y_pred, y_true)
             per_row = F.cross_entropy(y_pred, y_true, reduction="none")
+        elif self.task == "multilabel":  # one sigmoid per label, mean over the labels
+            if weight is None:
+                return F.binary_cross_entropy_with_logits(y_pred, y_true)
+            per_row = F.binary_cross_entropy_with_logits(y_pred, y_true, reduction="none").mean(dim=1)
         else:
             y_true = y_true.reshape(len(y_true), -1)
             if weight is None:

@@ -21,6 +21,7 @@ import numbers
 import warnings
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, clone, is_classifier
@@ -46,8 +47,31 @@ _MISSING_CLASS_GAP = 1e4
 _NO_LABEL = -1
 
 
+def _to_scipy(X):
+    """A torch sparse COO batch as a scipy CSR matrix (float32)."""
+    X = X.coalesce().cpu()
+    row, col = X.indices().numpy()
+    return sp.csr_matrix((X.values().numpy(), (row, col)), shape=tuple(X.shape))
+
+
+def _to_torch(X):
+    """A scipy sparse matrix as a float32 torch sparse COO tensor."""
+    coo = sp.coo_matrix(X)
+    coo.sum_duplicates()
+    return torch.sparse_coo_tensor(
+        torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+        torch.from_numpy(coo.data.astype(np.float32)), coo.shape, check_invariants=False,
+    ).coalesce()
+
+
 def _mixup(X, n_new, generator, noise_scale):
     """Convex combinations of random pairs of rows, weights drawn uniformly."""
+    if X.is_sparse:  # rows stay sparse: a mix of two sparse rows is sparse
+        Xs = _to_scipy(X)
+        first = torch.randint(X.shape[0], (n_new,), generator=generator).numpy()
+        second = torch.randint(X.shape[0], (n_new,), generator=generator).numpy()
+        lam = torch.rand((n_new,), generator=generator).numpy()
+        return _to_torch(sp.diags(lam) @ Xs[first] + sp.diags(1 - lam) @ Xs[second]).to(X.device)
     n = len(X)
     first = torch.randint(n, (n_new,), generator=generator).to(X.device)
     second = torch.randint(n, (n_new,), generator=generator).to(X.device)
@@ -56,7 +80,20 @@ def _mixup(X, n_new, generator, noise_scale):
 
 
 def _noise(X, n_new, generator, noise_scale):
-    """Random rows plus Gaussian noise scaled by each feature's spread in the batch."""
+    """Random rows plus Gaussian noise scaled by each feature's spread in the batch.
+
+    On sparse rows only the stored (nonzero) entries get noise, so the rows
+    stay sparse.
+    """
+    if X.is_sparse:
+        Xs = _to_scipy(X)
+        rows = torch.randint(X.shape[0], (n_new,), generator=generator).numpy()
+        mean = np.asarray(Xs.mean(axis=0)).ravel()
+        spread = np.sqrt(np.maximum(np.asarray(Xs.multiply(Xs).mean(axis=0)).ravel() - mean**2, 0))
+        picked = Xs[rows].tocsr()
+        eps = torch.randn((picked.nnz,), generator=generator).numpy()
+        picked.data = picked.data + noise_scale * spread[picked.indices] * eps
+        return _to_torch(picked).to(X.device)
     rows = torch.randint(len(X), (n_new,), generator=generator).to(X.device)
     spread = X.std(dim=0, unbiased=False)
     eps = torch.randn((n_new,) + tuple(X.shape[1:]), generator=generator).to(X.device, X.dtype)
@@ -75,6 +112,10 @@ class DistillationLoss(nn.Module):
 
         alpha * T**2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(y, s)
 
+    Multilabel (one sigmoid per label; ``BCE`` averaged over the labels)::
+
+        alpha * T**2 * BCE(sigmoid(s / T), sigmoid(t / T)) + (1 - alpha) * BCE(sigmoid(s), y)
+
     Regression::
 
         alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)
@@ -88,7 +129,7 @@ class DistillationLoss(nn.Module):
 
     Parameters
     ----------
-    task : {"classification", "regression"}
+    task : {"classification", "multilabel", "regression"}
         What the student predicts.
     temperature : float, default=4.0
         Softmax temperature ``T``; ignored for regression.
@@ -129,6 +170,20 @@ class DistillationLoss(nn.Module):
                 per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
                 labelled = (y_true != _NO_LABEL).to(per_row.dtype)
                 hard = weighted_mean(per_row, labelled if weight is None else weight * labelled)
+        elif self.task == "multilabel":
+            if self.alpha > 0:
+                T = self.temperature
+                per_row = F.binary_cross_entropy_with_logits(
+                    y_pred / T, torch.sigmoid(teacher / T), reduction="none"
+                ).mean(dim=1)
+                soft = weighted_mean(per_row, weight) * (T * T)
+            if self.alpha < 1:
+                labelled = ~torch.isnan(y_true[:, 0])
+                per_row = F.binary_cross_entropy_with_logits(
+                    y_pred, torch.nan_to_num(y_true), reduction="none"
+                ).mean(dim=1)
+                mask = labelled.to(per_row.dtype)
+                hard = weighted_mean(per_row, mask if weight is None else weight * mask)
         else:
             y_pred = y_pred.reshape(teacher.shape)
             n = len(y_pred)
@@ -393,9 +448,14 @@ def _module_forward(module, X):
     try:
         out = []
         with torch.no_grad():
-            X_t = torch.as_tensor(np.asarray(X), dtype=dtype)
-            for start in range(0, len(X_t), 4096):
-                out.append(module(X_t[start : start + 4096].to(device)).detach().double().cpu())
+            if sp.issparse(X):  # sparse batches, never the whole matrix dense
+                X = sp.csr_matrix(X)
+                batches = (_to_torch(X[start : start + 4096]) for start in range(0, X.shape[0], 4096))
+            else:
+                X_t = torch.as_tensor(np.asarray(X), dtype=dtype)
+                batches = (X_t[start : start + 4096] for start in range(0, len(X_t), 4096))
+            for batch in batches:
+                out.append(module(batch.to(device)).detach().double().cpu())
     finally:
         module.train(was_training)
     if not out:
@@ -472,8 +532,35 @@ def _map_classes(scores, teacher_classes, classes):
     return out
 
 
+def _label_scores(teacher, X, n_labels):
+    """Logits of each label of a multilabel teacher: ``(n_samples, n_labels)``."""
+    scores = _logits(teacher, X)
+    if scores is None and hasattr(teacher, "predict_proba"):
+        proba = teacher.predict_proba(X)
+        if isinstance(proba, list):  # one (n, 2) array per label (forests, neighbours)
+            proba = np.column_stack([np.asarray(p)[:, -1] for p in proba])
+        proba = np.clip(np.asarray(proba, dtype=np.float64), _PROBA_FLOOR, 1 - _PROBA_FLOOR)
+        scores = np.log(proba) - np.log1p(-proba)
+    elif scores is None and hasattr(teacher, "decision_function"):
+        scores = teacher.decision_function(X)
+    elif scores is None:
+        raise ValueError(
+            f"The teacher {_name(teacher)} gives no label scores: a multilabel student needs "
+            "a teacher with predict_proba or decision_function, or one that outputs logits."
+        )
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2 or scores.shape[1] != n_labels:
+        raise ValueError(
+            f"The teacher gives scores of shape {scores.shape}; a multilabel student with "
+            f"{n_labels} labels needs one score per label."
+        )
+    return scores
+
+
 def _teacher_scores(teacher, X, *, task, classes=None):
     """One pass of the teacher over ``X``: the student's training signal."""
+    if task == "multilabel":
+        return _label_scores(teacher, X, len(classes))
     if task == "classification":
         scores, teacher_classes = _class_scores(teacher, X)
         return _map_classes(scores, teacher_classes, classes)
@@ -504,12 +591,11 @@ class _TransferSet:
 
     def __call__(self, X, y):
         y_true, teacher_out, *weight = y
-        n_new = max(1, int(round(self.ratio * len(X))))
+        n_new = max(1, int(round(self.ratio * X.shape[0])))
         with torch.no_grad():
             X_new = self.make(X, n_new, self.generator, self.noise_scale)
-        scores = _teacher_scores(
-            self.teacher, X_new.cpu().numpy(), task=self.task, classes=self.classes
-        )
+        rows = _to_scipy(X_new) if X_new.is_sparse else X_new.cpu().numpy()
+        scores = _teacher_scores(self.teacher, rows, task=self.task, classes=self.classes)
         if self.task == "regression" and self.target_scaler is not None:
             mean, scale = self.target_scaler
             scores = (scores - mean) / scale

@@ -18,7 +18,7 @@ from torch import nn
 from ._registry import Registry
 from ._spec import OpenParams
 
-__all__ = ["MLP", "CNN", "TorchModule", "ACTIVATIONS", "resolve_module"]
+__all__ = ["MLP", "CNN", "TorchModule", "ACTIVATIONS", "resolve_module", "accepts_sparse"]
 
 ACTIVATIONS = Registry("activation")
 for _name, _cls in {
@@ -111,6 +111,9 @@ class MLP(BaseEstimator):
       (2): Linear(in_features=8, out_features=3, bias=True)
     )
     """
+
+    # The first layer is linear: it multiplies torch sparse batches as they are.
+    accepts_sparse = True
 
     def __init__(
         self,
@@ -240,6 +243,9 @@ class CNN(BaseEstimator):
     Conv1d(2, 8, kernel_size=(5,), stride=(2,), padding=(2,))
     """
 
+    # Rows are reshaped into images first, which a sparse batch cannot be.
+    accepts_sparse = False
+
     def __init__(
         self,
         input_shape=(1, 28, 28),
@@ -333,7 +339,10 @@ class TorchModule(OpenParams):
     module_class : type
         A subclass of ``torch.nn.Module``; its ``forward`` must take one
         float tensor of shape ``(n_samples, n_features)`` and return one
-        output per class (logits) or per regression target.
+        output per class (logits) or per regression target. A class that
+        sets the class attribute ``accepts_sparse = True`` receives sparse
+        ``X`` as torch sparse COO batches (a first ``nn.Linear`` multiplies
+        them as they are); without it sparse ``X`` is refused.
     **kwargs
         Arguments of ``module_class``.
 
@@ -380,6 +389,20 @@ class TorchModule(OpenParams):
             if key in accepted and key not in kwargs:
                 kwargs[key] = value
         return cls(**kwargs)
+
+
+def accepts_sparse(spec):
+    """Whether the network a spec builds takes torch sparse batches.
+
+    ``MLP`` does, ``CNN`` does not; a ``TorchModule`` or ``nn.Module``
+    instance does when its class sets ``accepts_sparse = True``; any other
+    spec when it has a true ``accepts_sparse`` attribute.
+    """
+    if isinstance(spec, TorchModule):
+        return bool(getattr(spec.module_class, "accepts_sparse", False))
+    if isinstance(spec, _Instance):
+        return bool(getattr(spec.module, "accepts_sparse", False))
+    return bool(getattr(spec, "accepts_sparse", False))
 
 
 def resolve_module(module, owner=None):

@@ -54,9 +54,10 @@ from torch import nn
 from ._ensemble import Ensemble, fit_members
 from ._errors import DivergenceError
 from .data import BatchIterator, TensorData, as_float_tensor
-from ..specs.modules import count_params, resolve_module
+from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
-from ..specs.schedules import ScheduleCallback, resolve_schedule
+from ..specs.modules import MLP
+from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ._loop import LeanLoop, last_batch_value
 from ._progress import _fit_callbacks
 from ._runtime import GLOBAL_RNG, auto_threads, manual_seed, resolve_device, row_cost, seeded, torch_threads
@@ -84,7 +85,7 @@ class _DivergenceGuard(Callback):
 
 
 class _ValidScore(Callback):
-    """Accuracy (classifier) or R² (regressor) on the validation rows, weighted.
+    """Accuracy (subset accuracy if multilabel) or R² on the validation rows, weighted.
 
     Computed from the predictions skorch already makes for the validation
     loss, so it costs no extra forward pass; recorded as ``valid_score``.
@@ -118,6 +119,9 @@ class _ValidScore(Callback):
         self.parts_ = []
         if self.task == "classification":
             score = (w * (pred.argmax(1) == y)).sum() / w.sum().clamp_min(1e-12)
+        elif self.task == "multilabel":  # subset accuracy, as sklearn's score
+            exact = ((pred > 0) == (y > 0.5)).all(dim=1)
+            score = (w * exact).sum() / w.sum().clamp_min(1e-12)
         else:  # R² is the same in standardised and original units
             y = y.float().reshape(pred.shape)
             w = w.reshape(-1, *([1] * (y.dim() - 1)))
@@ -303,6 +307,23 @@ class BaseNN(BaseEstimator):
         self.warm_start = warm_start
         self.tensorboard_dir = tensorboard_dir
 
+    def set_params(self, **params):
+        """Set the parameters; nested names reach a default the parameter stands for.
+
+        ``module=None`` stands for ``MLP()`` and ``lr_schedule="step"`` for
+        ``LRSchedule("step")``: a nested name (``module__width``,
+        ``lr_schedule__gamma``) turns them into that spec first, so a search
+        can set nested values of a choice among strings and specs, or on an
+        estimator left at its default module (sklearn's own ``set_params``
+        fails there with "'NoneType' object has no attribute 'set_params'").
+        """
+        heads = {key.partition("__")[0] for key in params if "__" in key}
+        if "module" in heads and params.get("module", self.module) is None:
+            params = {**params, "module": MLP()}
+        if "lr_schedule" in heads and isinstance(params.get("lr_schedule", self.lr_schedule), str):
+            params = {**params, "lr_schedule": LRSchedule(params.get("lr_schedule", self.lr_schedule))}
+        return super().set_params(**params)
+
     # -- fitted views onto the skorch net (one copy of the weights in a pickle)
     @property
     def module_(self):
@@ -331,6 +352,10 @@ class BaseNN(BaseEstimator):
 
     def _criterion(self):
         raise NotImplementedError
+
+    def _fit_task(self):
+        """The task of the targets being fitted: ``_task``, or "multilabel"."""
+        return self._task
 
     def _validation_stratify(self, y_encoded):
         return None
@@ -451,9 +476,11 @@ class BaseNN(BaseEstimator):
             X,
             y,
             reset=not continuing,
+            accept_sparse=self._sparse_formats(),
             dtype=[np.float32, np.float64],
             y_numeric=self._task == "regression",
-            multi_output=self._task == "regression",
+            # 2-D classification targets are checked to be multilabel in _encode_y.
+            multi_output=True,
         )
         device = resolve_device(self.device)
         schedule = resolve_schedule(self.lr_schedule, owner)
@@ -510,16 +537,17 @@ class BaseNN(BaseEstimator):
                 torch.set_rng_state(self._resume_rng_[1])
 
         teacher_out, teacher = None, None
+        task = self._fit_task()
         criterion = self._criterion()
         weight = () if w_t is None else (w_t,)
         target = (fit.y_t, *weight) if weight else fit.y_t
         if self.distillation is not None:
             teacher_out, teacher = self.distillation._prepare(
-                X, y, task=self._task, classes=getattr(self, "classes_", None),
+                X, y, task=task, classes=getattr(self, "classes_", None),
                 random_state=seed, sample_weight=fit.sample_weight if fit.weighted else None,
             )
             teacher_out = self._encode_teacher(teacher_out)
-            criterion = self.distillation._criterion(self._task)
+            criterion = self.distillation._criterion(task)
             target = (fit.y_t, teacher_out, *weight)
 
         data = TensorData(fit.X_t, target)
@@ -563,7 +591,7 @@ class BaseNN(BaseEstimator):
             net = make_net(self, module, fit.opt_cls, fit.opt_kwargs, device=device, **setup)
         if self.distillation is not None:
             net.batch_transform_ = self.distillation._augmenter(
-                teacher, task=self._task, generator=generator,
+                teacher, task=task, generator=generator,
                 target_scaler=getattr(self, "_y_scaler_", None),
                 classes=getattr(self, "classes_", None),
             )
@@ -582,7 +610,7 @@ class BaseNN(BaseEstimator):
         for module in modules:
             if not isinstance(module, nn.Module):
                 raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
-        return modules[0] if len(modules) == 1 else Ensemble(modules, self._task)
+        return modules[0] if len(modules) == 1 else Ensemble(modules, self._fit_task())
 
     def _fit_ensemble(self, X, y, sample_weight):
         """``n_ensemble`` members with their own seeds, trained fused; one averaged network."""
@@ -592,7 +620,7 @@ class BaseNN(BaseEstimator):
             if key.endswith("_") and not key.startswith("__") and key != "net_":
                 setattr(self, key, value)
         net = first.net_  # the first member's history, settings and (empty) optimizer
-        module = Ensemble([m.module_ for m in members], self._task).eval()
+        module = Ensemble([m.module_ for m in members], self._fit_task()).eval()
         net.module = net.module_ = module
         net.initialize_optimizer()
         _lean(net)
@@ -644,7 +672,7 @@ class BaseNN(BaseEstimator):
                 ),
             ),
             ("divergence", _DivergenceGuard()),
-            ("valid_score", _ValidScore(self._task, weighted)),
+            ("valid_score", _ValidScore(self._fit_task(), weighted)),
         ]
         pruner = None
         if self.pruning is not None:
@@ -803,7 +831,9 @@ class BaseNN(BaseEstimator):
     def _forward(self, X):
         """Network outputs for ``X`` as a float32 array, computed in batches."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+        X = validate_data(
+            self, X, reset=False, accept_sparse=self._sparse_formats(), dtype=[np.float32, np.float64]
+        )
         X_t = as_float_tensor(X)
         net = self.net_
         module, device = net.module_, torch.device(net.device)
@@ -819,7 +849,19 @@ class BaseNN(BaseEstimator):
             return np.empty((0, self.n_outputs_), dtype=np.float32)
         return torch.cat(out).numpy()
 
+    def _sparse_formats(self):
+        """``accept_sparse`` for ``validate_data``: sparse formats if the network takes them.
+
+        Other formats (DOK, LIL, ...) are converted to CSR by sklearn; CSC
+        and COO become CSR once (``SparseRows``), never dense.
+        """
+        try:
+            spec = resolve_module(self.module, type(self).__name__)
+        except (TypeError, ValueError):
+            return False  # the fit reports the bad module
+        return ["csr", "csc", "coo"] if accepts_sparse(spec) else False
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = bool(self._sparse_formats())
         return tags
