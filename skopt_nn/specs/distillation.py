@@ -5,7 +5,10 @@ Inside every ``fit`` of the student the teacher is resolved once:
 
 * an sklearn-style estimator (unfitted *or* fitted, a ``Pipeline``, a skorch
   net, another ``NNClassifier``) is cloned and fitted on the rows that fit
-  was given, so cross-validation and every search stay leak-free;
+  was given, so cross-validation and every search stay leak-free; a fit
+  whose teacher would learn from exactly the same inputs (rows, targets,
+  weights, parameters, random state) takes the one already fitted, with its
+  outputs (``_teacher_cache``);
 * a fitted model wrapped in ``sklearn.frozen.FrozenEstimator`` is used as it
   is and never refitted;
 * a ``torch.nn.Module`` is used as it is (it has no ``fit``).
@@ -32,8 +35,9 @@ from torch import nn
 
 from ._losses import _TINY, weighted_mean
 from ._registry import Registry
+from ._teacher_cache import TEACHERS, clear_teacher_cache, fingerprint
 
-__all__ = ["Distillation", "DistillationLoss", "AUGMENTS"]
+__all__ = ["Distillation", "DistillationLoss", "AUGMENTS", "clear_teacher_cache"]
 
 # Floor for teacher probabilities before the log: a random forest gives exact
 # zeros, and log(0) would make the softened teacher distribution degenerate.
@@ -189,6 +193,15 @@ class Distillation(BaseEstimator):
     keep_teacher : bool, default=False
         Expose the fitted teacher as the student's ``teacher_`` attribute
         (and so keep it in the student's pickle).
+    reuse_teacher : bool, default=True
+        Take a teacher already fitted in this process, with its scores on
+        the rows, when everything it learns from is the same: the rows
+        (byte for byte), the targets, the sample weights it is given, its
+        parameters and the random state it gets. A search then fits the
+        teacher once per fold and teacher setting rather than once per
+        candidate, with the same scores. Never shared across different rows,
+        so cross-validation stays leak-free. False fits a teacher in every
+        fit.
 
     See Also
     --------
@@ -206,7 +219,8 @@ class Distillation(BaseEstimator):
     student's by label; a student class the teacher lacks gets a logit far
     below the others.
 
-    Teacher outputs for the training rows are computed once per fit. With
+    Teacher outputs for the training rows are computed once per fit, or
+    once per shared teacher with ``reuse_teacher``. With
     ``augment``, the teacher also labels each batch's synthetic rows, one
     pass per batch.
 
@@ -244,6 +258,7 @@ class Distillation(BaseEstimator):
         "augment_ratio": [Interval(numbers.Real, 0, None, closed="neither")],
         "noise_scale": [Interval(numbers.Real, 0, None, closed="left")],
         "keep_teacher": ["boolean"],
+        "reuse_teacher": ["boolean"],
     }
 
     def __init__(
@@ -256,6 +271,7 @@ class Distillation(BaseEstimator):
         augment_ratio=1.0,
         noise_scale=0.1,
         keep_teacher=False,
+        reuse_teacher=True,
     ):
         self.teacher = teacher
         self.temperature = temperature
@@ -264,6 +280,7 @@ class Distillation(BaseEstimator):
         self.augment_ratio = augment_ratio
         self.noise_scale = noise_scale
         self.keep_teacher = keep_teacher
+        self.reuse_teacher = reuse_teacher
 
     # -- protocol used by BaseNN._fit_core
     def _prepare(self, X, y, *, task, classes=None, random_state=None, sample_weight=None):
@@ -277,10 +294,24 @@ class Distillation(BaseEstimator):
         self._validate_params()
         if self.augment is not None:
             self._augment_fn()
-        teacher = self._fitted_teacher(
-            X, y, task=task, random_state=random_state, sample_weight=sample_weight
-        )
-        return _teacher_scores(teacher, X, task=task, classes=classes), teacher
+        teacher, to_fit = self._resolve_teacher(task, random_state)
+        if not to_fit:  # used as it is: a FrozenEstimator or an nn.Module
+            return _teacher_scores(teacher, X, task=task, classes=classes), teacher
+        fit_weight = sample_weight if sample_weight is not None and has_fit_parameter(
+            teacher, "sample_weight") else None
+
+        def fit():
+            if fit_weight is not None:
+                return teacher.fit(X, y, sample_weight=fit_weight)
+            return teacher.fit(X, y)
+
+        key = self._reuse_key(teacher, X, y, fit_weight) if self.reuse_teacher else None
+        if key is None:
+            fitted = fit()
+            return _teacher_scores(fitted, X, task=task, classes=classes), fitted
+        entry = TEACHERS.get(key, fit)
+        scores = TEACHERS.outputs(entry, task, lambda: _raw_scores(entry.teacher, X, task=task))
+        return _scores_for(scores, task=task, classes=classes), entry.teacher
 
     def _criterion(self, task):
         return DistillationLoss(task, temperature=self.temperature, alpha=self.alpha)
@@ -307,10 +338,11 @@ class Distillation(BaseEstimator):
             AUGMENTS.error_message(self.augment, param="augment", owner="Distillation", extra=" or None")
         )
 
-    def _fitted_teacher(self, X, y, *, task, random_state, sample_weight=None):
+    def _resolve_teacher(self, task, random_state):
+        """``(teacher, to_fit)``: the teacher to use as it is, or a seeded clone to fit."""
         teacher = self.teacher
         if isinstance(teacher, nn.Module):
-            return teacher
+            return teacher, False
         if not hasattr(teacher, "fit"):
             raise InvalidParameterError(
                 "The 'teacher' parameter of Distillation must be an estimator with fit "
@@ -323,7 +355,8 @@ class Distillation(BaseEstimator):
             )
         if isinstance(teacher, FrozenEstimator):
             try:
-                return teacher.fit(X, y)
+                # FrozenEstimator.fit is a no-op that checks the model is fitted.
+                return teacher.fit(None, None), False
             except NotFittedError:
                 raise NotFittedError(
                     f"The FrozenEstimator teacher wraps an unfitted {_name(teacher)}. Fit it "
@@ -340,9 +373,15 @@ class Distillation(BaseEstimator):
             )
         fitted = clone(teacher, safe=False)
         _seed_unset_random_states(fitted, random_state)
-        if sample_weight is not None and has_fit_parameter(fitted, "sample_weight"):
-            return fitted.fit(X, y, sample_weight=sample_weight)
-        return fitted.fit(X, y)
+        return fitted, True
+
+    @staticmethod
+    def _reuse_key(teacher, X, y, sample_weight):
+        """Fingerprint of all a teacher learns from, or None when it cannot be taken."""
+        try:
+            return fingerprint(X, y, sample_weight, estimator=teacher)
+        except Exception:  # e.g. a parameter that does not pickle: fit it, share nothing
+            return None
 
 
 def _name(estimator):
@@ -472,17 +511,33 @@ def _map_classes(scores, teacher_classes, classes):
     return out
 
 
-def _teacher_scores(teacher, X, *, task, classes=None):
-    """One pass of the teacher over ``X``: the student's training signal."""
+def _raw_scores(teacher, X, *, task):
+    """One pass of the teacher over ``X``, before the student's classes are known.
+
+    ``(scores, teacher_classes)`` for classification, predictions for
+    regression: what a shared teacher keeps for the rows it was fitted on.
+    """
     if task == "classification":
-        scores, teacher_classes = _class_scores(teacher, X)
-        return _map_classes(scores, teacher_classes, classes)
+        return _class_scores(teacher, X)
     if isinstance(teacher, nn.Module):
         pred = _module_forward(teacher, X)
     else:
         pred = teacher.predict(X)
     pred = np.asarray(pred, dtype=np.float64)
     return pred.reshape(len(pred), -1)
+
+
+def _scores_for(raw, *, task, classes=None):
+    """The student's training signal from ``_raw_scores``."""
+    if task == "classification":
+        scores, teacher_classes = raw
+        return _map_classes(scores, teacher_classes, classes)
+    return raw
+
+
+def _teacher_scores(teacher, X, *, task, classes=None):
+    """One pass of the teacher over ``X``: the student's training signal."""
+    return _scores_for(_raw_scores(teacher, X, task=task), task=task, classes=classes)
 
 
 class _TransferSet:
