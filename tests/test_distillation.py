@@ -237,7 +237,8 @@ def test_classes_missing_from_the_teacher_get_a_very_low_logit(iris):
     names = np.array(["setosa", "versicolor", "virginica"])[y]
     two = names != "virginica"
     teacher = FrozenEstimator(LogisticRegression().fit(X[two], names[two]))
-    out, _ = Distillation(teacher)._prepare(
+    # at temperature 1 the targets are the teacher's log-probabilities: logits up to a constant
+    out, _ = Distillation(teacher, temperature=1.0)._prepare(
         X, names, task="classification", classes=np.array(["setosa", "versicolor", "virginica"])
     )
     proba = teacher.predict_proba(X)
@@ -245,7 +246,7 @@ def test_classes_missing_from_the_teacher_get_a_very_low_logit(iris):
     assert np.all(out[:, 2] < out[:, :2].min(axis=1) - 1000)
 
     # a class the student does not have is dropped, the others keep their order
-    out, _ = Distillation(FrozenEstimator(LogisticRegression().fit(X, names)))._prepare(
+    out, _ = Distillation(FrozenEstimator(LogisticRegression().fit(X, names)), temperature=1.0)._prepare(
         X, names, task="classification", classes=np.array(["virginica", "setosa"])
     )
     assert out.shape == (150, 2)
@@ -291,8 +292,10 @@ def test_skorch_net_teacher_gives_logits_and_is_fitted_inside_fit(iris):
     assert teacher is not net and not hasattr(net, "module_")
     assert np.mean(student.predict(X) == teacher.predict(X)) >= 0.95
 
-    out, _ = Distillation(FrozenEstimator(teacher))._prepare(X, y, task="classification", classes=np.arange(3))
-    np.testing.assert_allclose(out, teacher.forward(X).numpy(), rtol=1e-5)
+    out, _ = Distillation(FrozenEstimator(teacher), temperature=2.0)._prepare(
+        X, y, task="classification", classes=np.arange(3))
+    logits = teacher.forward(X).double()
+    np.testing.assert_allclose(out, torch.log_softmax(logits / 2.0, dim=1).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_loss_is_hintons_soft_target_loss_plus_cross_entropy():
@@ -311,6 +314,11 @@ def test_loss_is_hintons_soft_target_loss_plus_cross_entropy():
     s2, t2 = torch.cat([s, s[:4]]), torch.cat([t, t[:4]])
     hard_only = DistillationLoss("classification", alpha=0.0)(s2, (y_syn, t2))
     assert torch.isclose(hard_only, F.cross_entropy(s, y))
+
+    # teacher targets softened once (log_target) and weights of ones: the same loss
+    softened = DistillationLoss("classification", temperature=T, alpha=a, log_target=True)
+    assert torch.isclose(softened(s, (y, softened.soften(t))), expected, rtol=1e-5)
+    assert torch.isclose(softened(s, (y, softened.soften(t), torch.ones(8))), expected, rtol=1e-5)
 
 
 def test_regression_loss_mixes_mse_to_teacher_and_to_targets():

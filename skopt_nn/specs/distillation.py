@@ -48,6 +48,8 @@ _MISSING_CLASS_GAP = 1e4
 # Label given to synthetic rows of a classification batch: they carry no
 # hard label, so the cross-entropy term skips them.
 _NO_LABEL = -1
+# torch's code for reduction="sum", for its kernel called without the wrapper.
+_SUM = torch.nn._reduction.get_enum("sum")
 
 
 def _mixup(X, n_new, generator, noise_scale):
@@ -98,6 +100,10 @@ class DistillationLoss(nn.Module):
         Softmax temperature ``T``; ignored for regression.
     alpha : float, default=0.5
         Weight of the teacher term.
+    log_target : bool, default=False
+        For classification: the teacher outputs ``t`` are given already
+        softened, as ``log_softmax(t / T)`` (see ``soften``), so that a fit
+        computes them once rather than in every batch.
 
     Examples
     --------
@@ -109,11 +115,20 @@ class DistillationLoss(nn.Module):
     True
     """
 
-    def __init__(self, task, temperature=4.0, alpha=0.5):
+    def __init__(self, task, temperature=4.0, alpha=0.5, *, log_target=False):
         super().__init__()
         self.task = task
         self.temperature = float(temperature)
         self.alpha = float(alpha)
+        self.log_target = bool(log_target)
+
+    def soften(self, teacher):
+        """The teacher's log-probabilities at the temperature, ``log_softmax(t / T)``.
+
+        What ``log_target=True`` expects in place of the teacher's scores:
+        computed once for a fit's rows, it spares every batch this step.
+        """
+        return F.log_softmax(teacher / self.temperature, dim=1)
 
     def forward(self, y_pred, target):
         y_true, teacher, *rest = target
@@ -122,22 +137,39 @@ class DistillationLoss(nn.Module):
         if self.task == "classification":
             if self.alpha > 0:
                 T = self.temperature
-                per_row = F.kl_div(
-                    F.log_softmax(y_pred / T, dim=1),
-                    F.log_softmax(teacher / T, dim=1),
-                    reduction="none",
-                    log_target=True,
-                ).sum(dim=1)
-                soft = weighted_mean(per_row, weight) * (T * T)
+                log_p = teacher if self.log_target else self.soften(teacher)
+                log_q = F.log_softmax(y_pred / T, dim=1)
+                if weight is None:
+                    # torch's kernel with a sum, scaled once below: F.kl_div's
+                    # "batchmean" costs a Python wrapper and a division per batch
+                    soft = torch.kl_div(log_q, log_p, reduction=_SUM, log_target=True)
+                    soft_scale = T * T / len(y_pred)
+                else:
+                    per_row = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
+                    soft = weighted_mean(per_row, weight)
+                    soft_scale = T * T
             if self.alpha < 1:
-                per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
-                labelled = (y_true != _NO_LABEL).to(per_row.dtype)
-                hard = weighted_mean(per_row, labelled if weight is None else weight * labelled)
+                if weight is None:
+                    # the mean over the labelled rows; every batch has some (its real rows)
+                    hard = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL)
+                else:
+                    per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
+                    labelled = (y_true != _NO_LABEL).to(per_row.dtype)
+                    hard = weighted_mean(per_row, weight * labelled)
+            if self.alpha == 1:
+                return soft * soft_scale
+            if self.alpha == 0:
+                return hard
+            # one fused multiply-add
+            return torch.add(hard * (1 - self.alpha), soft, alpha=self.alpha * soft_scale)
         else:
             y_pred = y_pred.reshape(teacher.shape)
             n = len(y_pred)
             if self.alpha > 0:
-                soft = weighted_mean((y_pred - teacher).pow(2).reshape(n, -1).mean(dim=1), weight)
+                if weight is None:
+                    soft = F.mse_loss(y_pred, teacher)
+                else:
+                    soft = weighted_mean((y_pred - teacher).pow(2).reshape(n, -1).mean(dim=1), weight)
             if self.alpha < 1:
                 y_true = y_true.reshape(teacher.shape)
                 labelled = (~torch.isnan(y_true)).reshape(n, -1)
@@ -146,6 +178,10 @@ class DistillationLoss(nn.Module):
                 hard = weighted_mean(diff.pow(2).sum(dim=1), weight) / weighted_mean(
                     labelled.sum(dim=1).to(diff.dtype), weight
                 ).clamp_min(_TINY)
+        if self.alpha == 1:
+            return soft
+        if self.alpha == 0:
+            return hard
         return self.alpha * soft + (1 - self.alpha) * hard
 
 
@@ -286,9 +322,10 @@ class Distillation(BaseEstimator):
     def _prepare(self, X, y, *, task, classes=None, random_state=None, sample_weight=None):
         """Fit (or take) the teacher and score the training rows once.
 
-        Returns ``(teacher_outputs, fitted_teacher)``: logits with columns in
-        the order of ``classes`` for classification, predictions in target
-        units for regression. ``sample_weight`` (the student's weights) goes
+        Returns ``(teacher_outputs, fitted_teacher)``: for classification the
+        teacher's log-probabilities at the temperature, ``log_softmax(logits / T)``,
+        with columns in the order of ``classes`` (what the loss built by
+        ``_criterion`` takes); for regression predictions in target units. ``sample_weight`` (the student's weights) goes
         to a teacher fitted here when its ``fit`` takes ``sample_weight``.
         """
         self._validate_params()
@@ -296,7 +333,7 @@ class Distillation(BaseEstimator):
             self._augment_fn()
         teacher, to_fit = self._resolve_teacher(task, random_state)
         if not to_fit:  # used as it is: a FrozenEstimator or an nn.Module
-            return _teacher_scores(teacher, X, task=task, classes=classes), teacher
+            return self._targets(_teacher_scores(teacher, X, task=task, classes=classes), task), teacher
         fit_weight = sample_weight if sample_weight is not None and has_fit_parameter(
             teacher, "sample_weight") else None
 
@@ -308,13 +345,22 @@ class Distillation(BaseEstimator):
         key = self._reuse_key(teacher, X, y, fit_weight) if self.reuse_teacher else None
         if key is None:
             fitted = fit()
-            return _teacher_scores(fitted, X, task=task, classes=classes), fitted
+            return self._targets(_teacher_scores(fitted, X, task=task, classes=classes), task), fitted
         entry = TEACHERS.get(key, fit)
         scores = TEACHERS.outputs(entry, task, lambda: _raw_scores(entry.teacher, X, task=task))
-        return _scores_for(scores, task=task, classes=classes), entry.teacher
+        return self._targets(_scores_for(scores, task=task, classes=classes), task), entry.teacher
+
+    def _targets(self, scores, task):
+        """What the loss takes: log-probabilities at the temperature for a classifier.
+
+        Softened once here, in float64, so no batch has to (``log_target``).
+        """
+        if task != "classification":
+            return scores
+        return _soften(scores, float(self.temperature))
 
     def _criterion(self, task):
-        return DistillationLoss(task, temperature=self.temperature, alpha=self.alpha)
+        return DistillationLoss(task, temperature=self.temperature, alpha=self.alpha, log_target=True)
 
     def _augmenter(self, teacher, *, task, generator, target_scaler=None, classes=None):
         if self.augment is None:
@@ -328,6 +374,7 @@ class Distillation(BaseEstimator):
             ratio=float(self.augment_ratio),
             noise_scale=float(self.noise_scale),
             generator=generator,
+            temperature=float(self.temperature),
         )
 
     # -- helpers
@@ -535,6 +582,13 @@ def _scores_for(raw, *, task, classes=None):
     return raw
 
 
+def _soften(scores, temperature):
+    """``log_softmax(scores / T)`` of a float64 array, row by row."""
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True) if z.size else z
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
 def _teacher_scores(teacher, X, *, task, classes=None):
     """One pass of the teacher over ``X``: the student's training signal."""
     return _scores_for(_raw_scores(teacher, X, task=task), task=task, classes=classes)
@@ -547,7 +601,8 @@ class _TransferSet:
     from them, and the mean weight of the batch's real rows.
     """
 
-    def __init__(self, make, teacher, *, task, classes, target_scaler, ratio, noise_scale, generator):
+    def __init__(self, make, teacher, *, task, classes, target_scaler, ratio, noise_scale, generator,
+                 temperature=1.0):
         self.make = make
         self.teacher = teacher
         self.task = task
@@ -556,6 +611,7 @@ class _TransferSet:
         self.ratio = ratio
         self.noise_scale = noise_scale
         self.generator = generator
+        self.temperature = temperature
 
     def __call__(self, X, y):
         y_true, teacher_out, *weight = y
@@ -568,6 +624,8 @@ class _TransferSet:
         if self.task == "regression" and self.target_scaler is not None:
             mean, scale = self.target_scaler
             scores = (scores - mean) / scale
+        elif self.task == "classification":  # as the fit's own rows: softened (log_target)
+            scores = _soften(scores, self.temperature)
         scores = torch.as_tensor(scores, dtype=teacher_out.dtype, device=teacher_out.device)
         scores = scores.reshape((n_new,) + tuple(teacher_out.shape[1:]))
         if self.task == "classification":
