@@ -622,3 +622,9 @@ def test_threads_of_one_search_share_their_teachers(unique_rows):
     with parallel_config(backend="threading"):
         GridSearchCV(_student(RecordingTeacher(), max_epochs=2), GRID_12, cv=3, n_jobs=2).fit(X, y)
     assert len(FITS) == 4
+
+
+def test_sharing_leaves_the_teachers_arrays_writeable(unique_rows):
+    X, y = unique_rows
+    student = _student(RecordingTeacher(), max_epochs=2, keep_teacher=True).fit(X, y)
+    assert student.teacher_.classes_.flags.writeable

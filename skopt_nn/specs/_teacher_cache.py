@@ -98,8 +98,24 @@ def fingerprint(*arrays, estimator=None):
     for part in arrays:
         _feed(h, part)
     if estimator is not None:
-        h.update(pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL))
+        _feed_object(h, estimator)
     return h.hexdigest()
+
+
+class _HashWriter:
+    """A file-like that feeds a hash: the pickle is never held in memory."""
+
+    def __init__(self, h):
+        self.write = h.update
+
+
+def _feed_object(h, obj):
+    pickler = pickle.Pickler(_HashWriter(h), protocol=pickle.HIGHEST_PROTOCOL)
+    # Without the memo, equal values pickle to equal bytes whether or not they
+    # are the same object: a plain pickle of one unchanged model can differ
+    # from call to call as the identity of its strings does.
+    pickler.fast = True
+    pickler.dump(obj)
 
 
 class _Entry:

@@ -332,7 +332,10 @@ class Distillation(BaseEstimator):
         if self.augment is not None:
             self._augment_fn()
         teacher, to_fit = self._resolve_teacher(task, random_state)
-        if not to_fit:  # used as it is: a FrozenEstimator or an nn.Module
+        if not to_fit:
+            # Used as it is (a FrozenEstimator or an nn.Module), so scored in
+            # every fit: keying its scores would mean fingerprinting a fitted
+            # model, which costs about what scoring digits-sized rows does.
             return self._targets(_teacher_scores(teacher, X, task=task, classes=classes), task), teacher
         fit_weight = sample_weight if sample_weight is not None and has_fit_parameter(
             teacher, "sample_weight") else None
@@ -565,7 +568,9 @@ def _raw_scores(teacher, X, *, task):
     regression: what a shared teacher keeps for the rows it was fitted on.
     """
     if task == "classification":
-        return _class_scores(teacher, X)
+        scores, classes = _class_scores(teacher, X)
+        # a copy: the teacher's own classes_ stays as it is (the cache makes what it keeps read-only)
+        return scores, None if classes is None else np.array(classes, copy=True)
     if isinstance(teacher, nn.Module):
         pred = _module_forward(teacher, X)
     else:
