@@ -110,12 +110,22 @@ class _HashWriter:
 
 
 def _feed_object(h, obj):
-    pickler = pickle.Pickler(_HashWriter(h), protocol=pickle.HIGHEST_PROTOCOL)
-    # Without the memo, equal values pickle to equal bytes whether or not they
-    # are the same object: a plain pickle of one unchanged model can differ
-    # from call to call as the identity of its strings does.
-    pickler.fast = True
-    pickler.dump(obj)
+    try:
+        pickler = pickle.Pickler(_HashWriter(h), protocol=pickle.HIGHEST_PROTOCOL)
+        # Without the memo, equal values pickle to equal bytes whether or not
+        # they are the same object.
+        pickler.fast = True
+        pickler.dump(obj)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        # A class defined in a script or notebook reaches a worker process
+        # by value (cloudpickle, as joblib sends it), and only cloudpickle
+        # pickles it there; the dump above may have fed part of the object.
+        # (joblib's process workers depend on cloudpickle; without it the
+        # ImportError means no key, and the fit fits its own teacher.)
+        import cloudpickle
+
+        h.update(b"<cloudpickle>")
+        h.update(cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class _Entry:
