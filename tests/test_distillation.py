@@ -1,6 +1,7 @@
 """Knowledge distillation: leak-free teachers, soft targets, transfer sets."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -605,12 +606,16 @@ def test_shared_teacher_outputs_cannot_be_changed_by_a_fit(unique_rows):
     ("random", {"n_iter": 3, "random_state": 0}),
     ("halving", {"random_state": 0, "factor": 2, "min_resources": 1}),
     ("asha", {"n_iter": 4, "random_state": 0, "min_epochs": 1}),
+    ("bayes", {"n_iter": 3, "random_state": 0}),
+    ("grid", {"fuse": True}),  # distillation does not fuse: ordinary fits, one warning
 ])
 def test_no_engine_fits_a_teacher_twice_on_the_same_rows(unique_rows, method, options):
     X, y = unique_rows
     student = _student(RecordingTeacher(), max_epochs=4)
     space = {"lr": [0.01, 0.02, 0.03, 0.05], "distillation__alpha": [0.2, 0.8]}
-    make_search(student, space, method, cv=2, **options).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        make_search(student, space, method, cv=2, **options).fit(X, y)
     fitted_on = [rows.tobytes() for rows in FITS]
     assert len(fitted_on) == len(set(fitted_on)) > 0
 
