@@ -20,7 +20,10 @@ Sections, each measured side by side in this run:
    (``bench_fused.py``);
 10. sparse fit time against MLPClassifier on the same CSR data, the peak
     memory of a 100 000 x 50 000 sparse fit over the CSR size, and multilabel
-    subset accuracy next to MLPClassifier's (``bench_inputs.py``).
+    subset accuracy next to MLPClassifier's (``bench_inputs.py``);
+11. a distillation search with the teacher shared and not: teacher fits,
+    wall time against the same grid without a teacher, and a distilled fit
+    against a plain one (``bench_teacher_reuse.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -76,6 +79,7 @@ def main(argv=None):
     import bench_inputs
     import bench_pruning
     import bench_scale
+    import bench_teacher_reuse
     import bench_threads
     import torch
 
@@ -99,6 +103,8 @@ def main(argv=None):
     fused = bench_fused.main(["--quick"] if args.quick else [])
     print()
     inputs = bench_inputs.main(["--quick"] if args.quick else [])
+    print("\n[teacher reuse]")
+    reuse = bench_teacher_reuse.main(["--quick"] if args.quick else [])
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -159,6 +165,15 @@ def main(argv=None):
         ]
     rows += [(f"fused training speed-up, K={k}", v, "") for k, v in fused["members"].items()]
     rows += [(f"fused training speed-up, 16 x width {w}", v, "") for w, v in fused["width"].items()]
+    rows += [
+        ("12x3 grid + refit: teacher fits, shared", reuse["fits_shared"], "4"),
+        ("12x3 grid + refit: teacher fits, one per fit", reuse["fits_alone"], "(anchor, 37)"),
+        ("2x2 teacher-param grid: teacher fits, shared", reuse["param_fits_shared"], "7"),
+        ("distillation grid / plain grid, shared", reuse["shared"], "<= 1.7 (goal 1.5)"),
+        ("the same in CPU time", reuse["shared_cpu"], "<= 1.7 (goal 1.5)"),
+        ("distillation grid / plain grid, one per fit", reuse["alone"], "(anchor)"),
+        ("distilled fit / plain fit, frozen teacher (CPU)", reuse["step"], "<= 1.15 (goal 1.05)"),
+    ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")
     for name, value, target in rows:

@@ -64,6 +64,8 @@ def test_demo_runs_to_the_end_and_writes_its_files(tmp_path):
     assert (table["size_bytes"] > 1000).all() and (table["fit_seconds"] > 0).all()
     tuned = table.iloc[-1]
     assert tuned["sparsity"] >= 0.5  # the pruning range of the demo
+    # 3 candidates x 2 folds + the refit: one teacher per training set, and it says so
+    assert "teacher fits: 3 for 7 student fits" in result.stdout
     assert tuned["parameters"] < table.iloc[1]["parameters"]
     assert "Traceback" not in result.stderr
 

@@ -1,6 +1,7 @@
 """Knowledge distillation: leak-free teachers, soft targets, transfer sets."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.datasets import load_diabetes, load_iris, make_classification
-from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier, HistGradientBoostingRegressor, RandomForestClassifier,
+)
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LinearRegression, LogisticRegression, RidgeClassifier
@@ -21,7 +24,8 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from skopt_nn import MLP, NNClassifier, NNRegressor
-from skopt_nn.specs.distillation import Distillation, DistillationLoss
+from skopt_nn.search import make_search
+from skopt_nn.specs.distillation import Distillation, DistillationLoss, clear_teacher_cache
 from skopt_nn.specs.schedules import SCHEDULES
 
 # What every RecordingTeacher did, across clones: sklearn clones the teacher
@@ -34,6 +38,7 @@ SCORED_ROWS = []
 def _clear_records():
     FITS.clear()
     SCORED_ROWS.clear()
+    clear_teacher_cache()  # teachers fitted by another test are not this test's
 
 
 class RecordingTeacher(ClassifierMixin, BaseEstimator):
@@ -54,6 +59,24 @@ class RecordingTeacher(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return self.model_.predict(X)
+
+
+class WeightedTeacher(ClassifierMixin, BaseEstimator):
+    """Logistic regression that takes sample weights and a random state, and records its fits."""
+
+    def __init__(self, C=1.0, random_state=None):
+        self.C = C
+        self.random_state = random_state
+
+    def fit(self, X, y, sample_weight=None):
+        FITS.append((np.array(X, copy=True), None if sample_weight is None else np.array(sample_weight),
+                     self.random_state, self.C))
+        self.model_ = LogisticRegression(C=self.C, max_iter=1000).fit(X, y, sample_weight=sample_weight)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(X)
 
 
 class ReversedClassesTeacher(ClassifierMixin, BaseEstimator):
@@ -82,7 +105,8 @@ class SkorchModule(nn.Module):
 
 def _student(teacher, **kw):
     distill = {k: kw.pop(k) for k in list(kw) if k in ("alpha", "temperature", "augment",
-                                                      "augment_ratio", "noise_scale", "keep_teacher")}
+                                                      "augment_ratio", "noise_scale", "keep_teacher",
+                                                      "reuse_teacher")}
     params = dict(module=MLP((16,)), lr=0.02, max_epochs=30, random_state=0)
     params.update(kw)
     return NNClassifier(**params, distillation=Distillation(teacher, **distill))
@@ -214,7 +238,8 @@ def test_classes_missing_from_the_teacher_get_a_very_low_logit(iris):
     names = np.array(["setosa", "versicolor", "virginica"])[y]
     two = names != "virginica"
     teacher = FrozenEstimator(LogisticRegression().fit(X[two], names[two]))
-    out, _ = Distillation(teacher)._prepare(
+    # at temperature 1 the targets are the teacher's log-probabilities: logits up to a constant
+    out, _ = Distillation(teacher, temperature=1.0)._prepare(
         X, names, task="classification", classes=np.array(["setosa", "versicolor", "virginica"])
     )
     proba = teacher.predict_proba(X)
@@ -222,7 +247,7 @@ def test_classes_missing_from_the_teacher_get_a_very_low_logit(iris):
     assert np.all(out[:, 2] < out[:, :2].min(axis=1) - 1000)
 
     # a class the student does not have is dropped, the others keep their order
-    out, _ = Distillation(FrozenEstimator(LogisticRegression().fit(X, names)))._prepare(
+    out, _ = Distillation(FrozenEstimator(LogisticRegression().fit(X, names)), temperature=1.0)._prepare(
         X, names, task="classification", classes=np.array(["virginica", "setosa"])
     )
     assert out.shape == (150, 2)
@@ -268,8 +293,10 @@ def test_skorch_net_teacher_gives_logits_and_is_fitted_inside_fit(iris):
     assert teacher is not net and not hasattr(net, "module_")
     assert np.mean(student.predict(X) == teacher.predict(X)) >= 0.95
 
-    out, _ = Distillation(FrozenEstimator(teacher))._prepare(X, y, task="classification", classes=np.arange(3))
-    np.testing.assert_allclose(out, teacher.forward(X).numpy(), rtol=1e-5)
+    out, _ = Distillation(FrozenEstimator(teacher), temperature=2.0)._prepare(
+        X, y, task="classification", classes=np.arange(3))
+    logits = teacher.forward(X).double()
+    np.testing.assert_allclose(out, torch.log_softmax(logits / 2.0, dim=1).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_loss_is_hintons_soft_target_loss_plus_cross_entropy():
@@ -288,6 +315,11 @@ def test_loss_is_hintons_soft_target_loss_plus_cross_entropy():
     s2, t2 = torch.cat([s, s[:4]]), torch.cat([t, t[:4]])
     hard_only = DistillationLoss("classification", alpha=0.0)(s2, (y_syn, t2))
     assert torch.isclose(hard_only, F.cross_entropy(s, y))
+
+    # teacher targets softened once (log_target) and weights of ones: the same loss
+    softened = DistillationLoss("classification", temperature=T, alpha=a, log_target=True)
+    assert torch.isclose(softened(s, (y, softened.soften(t))), expected, rtol=1e-5)
+    assert torch.isclose(softened(s, (y, softened.soften(t), torch.ones(8))), expected, rtol=1e-5)
 
 
 def test_regression_loss_mixes_mse_to_teacher_and_to_targets():
@@ -425,9 +457,12 @@ def test_distillation_trains_under_every_lr_schedule(iris, schedule):
 def test_distillation_composes_with_partial_fit(iris):
     X, y = iris
     student = _student(RecordingTeacher(), augment="noise")
-    for _ in range(2):
-        student.partial_fit(X, y, classes=np.unique(y))
-    assert student.n_iter_ == 2 and len(FITS) == 2  # one teacher fit per call, on that call's data
+    for rows in (slice(0, 100), slice(50, 150), slice(0, 100)):
+        student.partial_fit(X[rows], y[rows], classes=np.unique(y))
+    assert student.n_iter_ == 3
+    # a teacher per call's data; the third call's rows are the first's, so is its teacher
+    assert [len(rows) for rows in FITS] == [100, 100]
+    np.testing.assert_array_equal(FITS[1], X[50:150])
 
 
 @pytest.mark.parametrize("method", ["l1_unstructured", "ln_structured"])
@@ -443,3 +478,158 @@ def test_distillation_composes_with_pruning(digits, method):
     ).fit(X_train, y_train)
     assert student.sparsity_ == pytest.approx(0.5, abs=0.05)
     assert np.mean(student.predict(X_test) == teacher.predict(X_test)) >= 0.9
+
+
+# -- one teacher per training set: reuse across the fits of a search
+
+GRID_12 = {"lr": [0.01, 0.02, 0.03, 0.05], "distillation__alpha": [0.2, 0.5, 0.8]}
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_grid_search_fits_the_teacher_once_per_fold_and_once_for_the_refit(unique_rows, reuse):
+    X, y = unique_rows
+    search = GridSearchCV(_student(RecordingTeacher(), max_epochs=2, reuse_teacher=reuse), GRID_12, cv=3)
+    search.fit(X, y)
+    # 12 candidates x 3 folds + the refit: 37 fits of the student, 4 training sets
+    assert len(FITS) == (4 if reuse else 37)
+    index = _row_index(X)
+    seen = {tuple(sorted(index[row.tobytes()] for row in rows)) for rows in FITS}
+    expected = {tuple(sorted(train)) for train, _ in StratifiedKFold(3).split(X, y)}
+    assert seen == expected | {tuple(range(len(X)))}
+
+
+def test_sharing_a_teacher_changes_no_score(unique_rows):
+    X, y = unique_rows
+    grid = {"lr": [0.01, 0.03], "distillation__temperature": [2.0, 4.0]}
+    results = []
+    for reuse in (True, False):
+        student = _student(HistGradientBoostingClassifier(max_iter=5), max_epochs=3, reuse_teacher=reuse)
+        search = GridSearchCV(student, grid, cv=3).fit(X, y)
+        results.append(search)
+    for split in range(3):
+        key = f"split{split}_test_score"
+        np.testing.assert_array_equal(results[0].cv_results_[key], results[1].cv_results_[key])
+    np.testing.assert_array_equal(results[0].predict_proba(X), results[1].predict_proba(X))
+
+
+def test_teacher_is_refitted_when_the_rows_change_in_place(unique_rows):
+    X, y = unique_rows
+    X = X.copy()
+    student = _student(RecordingTeacher(), max_epochs=2)
+    student.fit(X, y)
+    student.fit(X.copy(), y)  # the same rows in another array: the same teacher
+    assert len(FITS) == 1
+    X[0, 0] += 1.0  # one value changed in place, in the very array given before
+    student.fit(X, y)
+    assert len(FITS) == 2
+    np.testing.assert_array_equal(FITS[-1], X)
+    student.fit(X[::-1], y[::-1])  # rows in another order are other rows
+    assert len(FITS) == 3
+
+
+def test_teacher_is_refitted_when_the_targets_change(unique_rows):
+    X, y = unique_rows
+    student = _student(RecordingTeacher(), max_epochs=2)
+    student.fit(X, y)
+    student.fit(X, np.roll(y, 1))
+    assert len(FITS) == 2
+
+
+def test_teacher_is_refitted_when_sample_weight_changes(unique_rows):
+    X, y = unique_rows
+    w = np.linspace(0.5, 2.0, len(y))
+    student = _student(WeightedTeacher(), max_epochs=2)
+    student.fit(X, y, sample_weight=w)
+    student.fit(X, y, sample_weight=w.copy())
+    assert len(FITS) == 1
+    student.fit(X, y, sample_weight=w[::-1])
+    student.fit(X, y)
+    assert len(FITS) == 3
+    np.testing.assert_allclose(FITS[1][1], w[::-1] / w.mean())  # the teacher got those weights
+    assert FITS[2][1] is None
+
+
+def test_teacher_is_refitted_when_its_random_state_differs(unique_rows):
+    X, y = unique_rows
+    # an unset random_state is seeded from the student's: another student seed, another teacher
+    for seed in (0, 1, 0):
+        _student(WeightedTeacher(), max_epochs=2, random_state=seed).fit(X, y)
+    assert len(FITS) == 2 and FITS[0][2] != FITS[1][2]
+    # a seed set on the teacher is its own, whatever the student's
+    for seed in (0, 1):
+        _student(WeightedTeacher(random_state=7), max_epochs=2, random_state=seed).fit(X, y)
+    assert len(FITS) == 3
+
+
+def test_search_over_a_teacher_parameter_fits_one_teacher_per_setting_and_fold(unique_rows):
+    X, y = unique_rows
+    grid = {"distillation__teacher__C": [0.1, 1.0], "lr": [0.01, 0.03]}
+    search = GridSearchCV(_student(WeightedTeacher(), max_epochs=2), grid, cv=3).fit(X, y)
+    # 2 settings x 3 folds, and the refit's setting on all rows
+    assert len(FITS) == 7
+    assert len({(rows.tobytes(), C) for rows, _, _, C in FITS}) == 7
+    assert search.best_estimator_.distillation.teacher.C in (0.1, 1.0)
+
+
+def test_reuse_off_fits_a_teacher_in_every_fit(unique_rows):
+    X, y = unique_rows
+    student = _student(RecordingTeacher(), max_epochs=2, reuse_teacher=False)
+    student.fit(X, y)
+    student.fit(X, y)
+    assert len(FITS) == 2
+
+
+def test_shared_teacher_does_not_travel_with_clone_or_pickle(unique_rows):
+    X, y = unique_rows
+    student = _student(RandomForestClassifier(n_estimators=30, random_state=0), max_epochs=2)
+    alone = _student(RandomForestClassifier(n_estimators=30, random_state=0), max_epochs=2,
+                     reuse_teacher=False).fit(X, y)
+    student.fit(X, y)
+    student.fit(X, y)  # the second fit takes the first one's teacher
+    assert not hasattr(student.distillation.teacher, "estimators_")
+    assert not hasattr(clone(student).distillation.teacher, "estimators_")
+    assert len(pickle.dumps(student)) == len(pickle.dumps(alone))
+    restored = pickle.loads(pickle.dumps(student))
+    np.testing.assert_array_equal(restored.predict(X), student.predict(X))
+
+
+def test_shared_teacher_outputs_cannot_be_changed_by_a_fit(unique_rows):
+    X, y = unique_rows
+    regressor_X, regressor_y = X, X[:, 0] * 3.0 + 1.0
+    first = NNRegressor(MLP((8,)), max_epochs=2, random_state=0,
+                        distillation=Distillation(LinearRegression())).fit(regressor_X, regressor_y)
+    second = clone(first).fit(regressor_X, regressor_y)
+    np.testing.assert_array_equal(first.predict(X), second.predict(X))
+
+
+@pytest.mark.parametrize("method, options", [
+    ("random", {"n_iter": 3, "random_state": 0}),
+    ("halving", {"random_state": 0, "factor": 2, "min_resources": 1}),
+    ("asha", {"n_iter": 4, "random_state": 0, "min_epochs": 1}),
+    ("bayes", {"n_iter": 3, "random_state": 0}),
+    ("grid", {"fuse": True}),  # distillation does not fuse: ordinary fits, one warning
+])
+def test_no_engine_fits_a_teacher_twice_on_the_same_rows(unique_rows, method, options):
+    X, y = unique_rows
+    student = _student(RecordingTeacher(), max_epochs=4)
+    space = {"lr": [0.01, 0.02, 0.03, 0.05], "distillation__alpha": [0.2, 0.8]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        make_search(student, space, method, cv=2, **options).fit(X, y)
+    fitted_on = [rows.tobytes() for rows in FITS]
+    assert len(fitted_on) == len(set(fitted_on)) > 0
+
+
+def test_threads_of_one_search_share_their_teachers(unique_rows):
+    from joblib import parallel_config
+
+    X, y = unique_rows
+    with parallel_config(backend="threading"):
+        GridSearchCV(_student(RecordingTeacher(), max_epochs=2), GRID_12, cv=3, n_jobs=2).fit(X, y)
+    assert len(FITS) == 4
+
+
+def test_sharing_leaves_the_teachers_arrays_writeable(unique_rows):
+    X, y = unique_rows
+    student = _student(RecordingTeacher(), max_epochs=2, keep_teacher=True).fit(X, y)
+    assert student.teacher_.classes_.flags.writeable

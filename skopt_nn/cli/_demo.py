@@ -28,6 +28,7 @@ def run(args):
         MLP, Categorical, Distillation, LRSchedule, NNClassifier, Pruning, Real, make_search,
         search_progress,
     )
+    from ..specs._teacher_cache import TEACHERS
     from ..training._runtime import torch_threads
     from ._report import format_table, human_bytes, size_on_disk, write_cv_results, write_html, write_plots, write_rows
 
@@ -60,8 +61,9 @@ def run(args):
         max_epochs=max_epochs,
         lr_schedule=LRSchedule("onecycle"),
         pruning=Pruning("ln_structured", amount=0.7, schedule="gradual", start=0.1, end=0.6, n_steps=4),
-        # An unfitted teacher is fitted inside every fit of the student, on that
-        # fit's rows only, so the cross-validation scores below are honest.
+        # An unfitted teacher is fitted on each fit's rows only, so the
+        # cross-validation scores below are honest; fits on the same rows (the
+        # candidates on one fold) share it, so the search fits it once per fold.
         distillation=Distillation(teacher, temperature=4.0, alpha=0.5),
         random_state=args.random_state,
     )
@@ -80,7 +82,8 @@ def run(args):
     _say(
         "recipe: MLP(256) student, Adam or AdamW, one-cycle or cosine learning rate, structured pruning\n"
         "(whole neurons removed, gradually), distillation from HistGradientBoosting\n"
-        f"(max_iter={teacher_iter}) refitted on the training rows of every fit.\n"
+        f"(max_iter={teacher_iter}) fitted on the training rows of each fold and shared by the\n"
+        "candidates on that fold.\n"
         f"search: Bayesian, {n_iter} candidates x {cv}-fold CV over {', '.join(space)}\n"
     )
 
@@ -92,9 +95,11 @@ def run(args):
         teacher_time = time.perf_counter() - start
 
         start = time.perf_counter()
+        fits_before = TEACHERS.fits
         with _quiet_search() as caught, search_progress(search, desc="Bayesian search"):
             search.fit(X_train, y_train)
         search_time = time.perf_counter() - start
+        teacher_fits = TEACHERS.fits - fits_before
 
         best = search.best_estimator_
         dense = clone(best).set_params(pruning=None, distillation=None)
@@ -144,6 +149,7 @@ def run(args):
     _say("\n" + table + "\n")
     _say(f"best recipe: {_params_text(search.best_params_)}")
     _say(f"search time: {search_time:.1f} s for {n_iter} candidates x {cv} folds")
+    _say(_teacher_line(teacher_fits, n_fits=n_iter * cv + 1, n_sets=cv + 1, n_jobs=args.n_jobs))
     failures = _failures_line(search, caught)
     if failures:
         _say(failures)
@@ -167,7 +173,8 @@ def run(args):
             intro=(
                 "A student MLP tuned by Bayesian search over its learning rate, "
                 "schedule, pruning amount and distillation settings; the teacher is "
-                "refitted inside every fit, so the CV scores are leak-free."
+                "fitted on each fit's own rows, so the CV scores are leak-free, and "
+                "shared by the fits on the same rows."
             ),
             table_rows=rows,
             columns=columns,
@@ -180,3 +187,11 @@ def run(args):
          f"try: skopt-nn inspect {model_paths[-1]}")
     return 0
 
+
+def _teacher_line(teacher_fits, *, n_fits, n_sets, n_jobs):
+    """How many teachers the search fitted, next to the student fits it made."""
+    if n_jobs != 1:  # the workers' fits are counted in the workers
+        return (f"teacher: fitted once per training set in each worker ({n_sets} training sets, "
+                f"{n_fits} student fits)")
+    return (f"teacher fits: {teacher_fits} for {n_fits} student fits ({n_sets} training sets: "
+            "one teacher per fold and one for the refit, shared by the candidates)")

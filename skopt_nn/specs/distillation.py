@@ -5,7 +5,10 @@ Inside every ``fit`` of the student the teacher is resolved once:
 
 * an sklearn-style estimator (unfitted *or* fitted, a ``Pipeline``, a skorch
   net, another ``NNClassifier``) is cloned and fitted on the rows that fit
-  was given, so cross-validation and every search stay leak-free;
+  was given, so cross-validation and every search stay leak-free; a fit
+  whose teacher would learn from exactly the same inputs (rows, targets,
+  weights, parameters, random state) takes the one already fitted, with its
+  outputs (``_teacher_cache``);
 * a fitted model wrapped in ``sklearn.frozen.FrozenEstimator`` is used as it
   is and never refitted;
 * a ``torch.nn.Module`` is used as it is (it has no ``fit``).
@@ -33,8 +36,9 @@ from torch import nn
 
 from ._losses import _TINY, weighted_mean
 from ._registry import Registry
+from ._teacher_cache import TEACHERS, clear_teacher_cache, fingerprint
 
-__all__ = ["Distillation", "DistillationLoss", "AUGMENTS"]
+__all__ = ["Distillation", "DistillationLoss", "AUGMENTS", "clear_teacher_cache"]
 
 # Floor for teacher probabilities before the log: a random forest gives exact
 # zeros, and log(0) would make the softened teacher distribution degenerate.
@@ -45,6 +49,8 @@ _MISSING_CLASS_GAP = 1e4
 # Label given to synthetic rows of a classification batch: they carry no
 # hard label, so the cross-entropy term skips them.
 _NO_LABEL = -1
+# torch's code for reduction="sum", for its kernel called without the wrapper.
+_SUM = torch.nn._reduction.get_enum("sum")
 
 
 def _to_scipy(X):
@@ -135,6 +141,10 @@ class DistillationLoss(nn.Module):
         Softmax temperature ``T``; ignored for regression.
     alpha : float, default=0.5
         Weight of the teacher term.
+    log_target : bool, default=False
+        For classification: the teacher outputs ``t`` are given already
+        softened, as ``log_softmax(t / T)`` (see ``soften``), so that a fit
+        computes them once rather than in every batch.
 
     Examples
     --------
@@ -146,11 +156,20 @@ class DistillationLoss(nn.Module):
     True
     """
 
-    def __init__(self, task, temperature=4.0, alpha=0.5):
+    def __init__(self, task, temperature=4.0, alpha=0.5, *, log_target=False):
         super().__init__()
         self.task = task
         self.temperature = float(temperature)
         self.alpha = float(alpha)
+        self.log_target = bool(log_target)
+
+    def soften(self, teacher):
+        """The teacher's log-probabilities at the temperature, ``log_softmax(t / T)``.
+
+        What ``log_target=True`` expects in place of the teacher's scores:
+        computed once for a fit's rows, it spares every batch this step.
+        """
+        return F.log_softmax(teacher / self.temperature, dim=1)
 
     def forward(self, y_pred, target):
         y_true, teacher, *rest = target
@@ -159,17 +178,31 @@ class DistillationLoss(nn.Module):
         if self.task == "classification":
             if self.alpha > 0:
                 T = self.temperature
-                per_row = F.kl_div(
-                    F.log_softmax(y_pred / T, dim=1),
-                    F.log_softmax(teacher / T, dim=1),
-                    reduction="none",
-                    log_target=True,
-                ).sum(dim=1)
-                soft = weighted_mean(per_row, weight) * (T * T)
+                log_p = teacher if self.log_target else self.soften(teacher)
+                log_q = F.log_softmax(y_pred / T, dim=1)
+                if weight is None:
+                    # torch's kernel with a sum, scaled once below: F.kl_div's
+                    # "batchmean" costs a Python wrapper and a division per batch
+                    soft = torch.kl_div(log_q, log_p, reduction=_SUM, log_target=True)
+                    soft_scale = T * T / len(y_pred)
+                else:
+                    per_row = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
+                    soft = weighted_mean(per_row, weight)
+                    soft_scale = T * T
             if self.alpha < 1:
-                per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
-                labelled = (y_true != _NO_LABEL).to(per_row.dtype)
-                hard = weighted_mean(per_row, labelled if weight is None else weight * labelled)
+                if weight is None:
+                    # the mean over the labelled rows; every batch has some (its real rows)
+                    hard = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL)
+                else:
+                    per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
+                    labelled = (y_true != _NO_LABEL).to(per_row.dtype)
+                    hard = weighted_mean(per_row, weight * labelled)
+            if self.alpha == 1:
+                return soft * soft_scale
+            if self.alpha == 0:
+                return hard
+            # one fused multiply-add
+            return torch.add(hard * (1 - self.alpha), soft, alpha=self.alpha * soft_scale)
         elif self.task == "multilabel":
             if self.alpha > 0:
                 T = self.temperature
@@ -188,7 +221,10 @@ class DistillationLoss(nn.Module):
             y_pred = y_pred.reshape(teacher.shape)
             n = len(y_pred)
             if self.alpha > 0:
-                soft = weighted_mean((y_pred - teacher).pow(2).reshape(n, -1).mean(dim=1), weight)
+                if weight is None:
+                    soft = F.mse_loss(y_pred, teacher)
+                else:
+                    soft = weighted_mean((y_pred - teacher).pow(2).reshape(n, -1).mean(dim=1), weight)
             if self.alpha < 1:
                 y_true = y_true.reshape(teacher.shape)
                 labelled = (~torch.isnan(y_true)).reshape(n, -1)
@@ -197,6 +233,10 @@ class DistillationLoss(nn.Module):
                 hard = weighted_mean(diff.pow(2).sum(dim=1), weight) / weighted_mean(
                     labelled.sum(dim=1).to(diff.dtype), weight
                 ).clamp_min(_TINY)
+        if self.alpha == 1:
+            return soft
+        if self.alpha == 0:
+            return hard
         return self.alpha * soft + (1 - self.alpha) * hard
 
 
@@ -244,6 +284,15 @@ class Distillation(BaseEstimator):
     keep_teacher : bool, default=False
         Expose the fitted teacher as the student's ``teacher_`` attribute
         (and so keep it in the student's pickle).
+    reuse_teacher : bool, default=True
+        Take a teacher already fitted in this process, with its scores on
+        the rows, when everything it learns from is the same: the rows
+        (byte for byte), the targets, the sample weights it is given, its
+        parameters and the random state it gets. A search then fits the
+        teacher once per fold and teacher setting rather than once per
+        candidate, with the same scores. Never shared across different rows,
+        so cross-validation stays leak-free. False fits a teacher in every
+        fit.
 
     See Also
     --------
@@ -261,7 +310,8 @@ class Distillation(BaseEstimator):
     student's by label; a student class the teacher lacks gets a logit far
     below the others.
 
-    Teacher outputs for the training rows are computed once per fit. With
+    Teacher outputs for the training rows are computed once per fit, or
+    once per shared teacher with ``reuse_teacher``. With
     ``augment``, the teacher also labels each batch's synthetic rows, one
     pass per batch.
 
@@ -299,6 +349,7 @@ class Distillation(BaseEstimator):
         "augment_ratio": [Interval(numbers.Real, 0, None, closed="neither")],
         "noise_scale": [Interval(numbers.Real, 0, None, closed="left")],
         "keep_teacher": ["boolean"],
+        "reuse_teacher": ["boolean"],
     }
 
     def __init__(
@@ -311,6 +362,7 @@ class Distillation(BaseEstimator):
         augment_ratio=1.0,
         noise_scale=0.1,
         keep_teacher=False,
+        reuse_teacher=True,
     ):
         self.teacher = teacher
         self.temperature = temperature
@@ -319,26 +371,54 @@ class Distillation(BaseEstimator):
         self.augment_ratio = augment_ratio
         self.noise_scale = noise_scale
         self.keep_teacher = keep_teacher
+        self.reuse_teacher = reuse_teacher
 
     # -- protocol used by BaseNN._fit_core
     def _prepare(self, X, y, *, task, classes=None, random_state=None, sample_weight=None):
         """Fit (or take) the teacher and score the training rows once.
 
-        Returns ``(teacher_outputs, fitted_teacher)``: logits with columns in
-        the order of ``classes`` for classification, predictions in target
-        units for regression. ``sample_weight`` (the student's weights) goes
+        Returns ``(teacher_outputs, fitted_teacher)``: for classification the
+        teacher's log-probabilities at the temperature, ``log_softmax(logits / T)``,
+        with columns in the order of ``classes`` (what the loss built by
+        ``_criterion`` takes); for regression predictions in target units. ``sample_weight`` (the student's weights) goes
         to a teacher fitted here when its ``fit`` takes ``sample_weight``.
         """
         self._validate_params()
         if self.augment is not None:
             self._augment_fn()
-        teacher = self._fitted_teacher(
-            X, y, task=task, random_state=random_state, sample_weight=sample_weight
-        )
-        return _teacher_scores(teacher, X, task=task, classes=classes), teacher
+        teacher, to_fit = self._resolve_teacher(task, random_state)
+        if not to_fit:
+            # Used as it is (a FrozenEstimator or an nn.Module), so scored in
+            # every fit: keying its scores would mean fingerprinting a fitted
+            # model, which costs about what scoring digits-sized rows does.
+            return self._targets(_teacher_scores(teacher, X, task=task, classes=classes), task), teacher
+        fit_weight = sample_weight if sample_weight is not None and has_fit_parameter(
+            teacher, "sample_weight") else None
+
+        def fit():
+            if fit_weight is not None:
+                return teacher.fit(X, y, sample_weight=fit_weight)
+            return teacher.fit(X, y)
+
+        key = self._reuse_key(teacher, X, y, fit_weight) if self.reuse_teacher else None
+        if key is None:
+            fitted = fit()
+            return self._targets(_teacher_scores(fitted, X, task=task, classes=classes), task), fitted
+        entry = TEACHERS.get(key, fit)
+        scores = TEACHERS.outputs(entry, task, lambda: _raw_scores(entry.teacher, X, task=task))
+        return self._targets(_scores_for(scores, task=task, classes=classes), task), entry.teacher
+
+    def _targets(self, scores, task):
+        """What the loss takes: log-probabilities at the temperature for a classifier.
+
+        Softened once here, in float64, so no batch has to (``log_target``).
+        """
+        if task != "classification":
+            return scores
+        return _soften(scores, float(self.temperature))
 
     def _criterion(self, task):
-        return DistillationLoss(task, temperature=self.temperature, alpha=self.alpha)
+        return DistillationLoss(task, temperature=self.temperature, alpha=self.alpha, log_target=True)
 
     def _augmenter(self, teacher, *, task, generator, target_scaler=None, classes=None):
         if self.augment is None:
@@ -352,6 +432,7 @@ class Distillation(BaseEstimator):
             ratio=float(self.augment_ratio),
             noise_scale=float(self.noise_scale),
             generator=generator,
+            temperature=float(self.temperature),
         )
 
     # -- helpers
@@ -362,10 +443,11 @@ class Distillation(BaseEstimator):
             AUGMENTS.error_message(self.augment, param="augment", owner="Distillation", extra=" or None")
         )
 
-    def _fitted_teacher(self, X, y, *, task, random_state, sample_weight=None):
+    def _resolve_teacher(self, task, random_state):
+        """``(teacher, to_fit)``: the teacher to use as it is, or a seeded clone to fit."""
         teacher = self.teacher
         if isinstance(teacher, nn.Module):
-            return teacher
+            return teacher, False
         if not hasattr(teacher, "fit"):
             raise InvalidParameterError(
                 "The 'teacher' parameter of Distillation must be an estimator with fit "
@@ -378,7 +460,8 @@ class Distillation(BaseEstimator):
             )
         if isinstance(teacher, FrozenEstimator):
             try:
-                return teacher.fit(X, y)
+                # FrozenEstimator.fit is a no-op that checks the model is fitted.
+                return teacher.fit(None, None), False
             except NotFittedError:
                 raise NotFittedError(
                     f"The FrozenEstimator teacher wraps an unfitted {_name(teacher)}. Fit it "
@@ -395,9 +478,15 @@ class Distillation(BaseEstimator):
             )
         fitted = clone(teacher, safe=False)
         _seed_unset_random_states(fitted, random_state)
-        if sample_weight is not None and has_fit_parameter(fitted, "sample_weight"):
-            return fitted.fit(X, y, sample_weight=sample_weight)
-        return fitted.fit(X, y)
+        return fitted, True
+
+    @staticmethod
+    def _reuse_key(teacher, X, y, sample_weight):
+        """Fingerprint of all a teacher learns from, or None when it cannot be taken."""
+        try:
+            return fingerprint(X, y, sample_weight, estimator=teacher)
+        except Exception:  # e.g. a parameter that does not pickle: fit it, share nothing
+            return None
 
 
 def _name(estimator):
@@ -532,7 +621,7 @@ def _map_classes(scores, teacher_classes, classes):
     return out
 
 
-def _label_scores(teacher, X, n_labels):
+def _label_scores(teacher, X, n_labels=None):
     """Logits of each label of a multilabel teacher: ``(n_samples, n_labels)``."""
     scores = _logits(teacher, X)
     if scores is None and hasattr(teacher, "predict_proba"):
@@ -549,7 +638,7 @@ def _label_scores(teacher, X, n_labels):
             "a teacher with predict_proba or decision_function, or one that outputs logits."
         )
     scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 2 or scores.shape[1] != n_labels:
+    if n_labels is not None and (scores.ndim != 2 or scores.shape[1] != n_labels):
         raise ValueError(
             f"The teacher gives scores of shape {scores.shape}; a multilabel student with "
             f"{n_labels} labels needs one score per label."
@@ -557,19 +646,50 @@ def _label_scores(teacher, X, n_labels):
     return scores
 
 
-def _teacher_scores(teacher, X, *, task, classes=None):
-    """One pass of the teacher over ``X``: the student's training signal."""
+def _raw_scores(teacher, X, *, task):
+    """One pass of the teacher over ``X``, before the student's classes are known.
+
+    ``(scores, teacher_classes)`` for classification, predictions for
+    regression, label logits for multilabel: what a shared teacher keeps for
+    the rows it was fitted on.
+    """
     if task == "multilabel":
-        return _label_scores(teacher, X, len(classes))
+        return _label_scores(teacher, X)
     if task == "classification":
-        scores, teacher_classes = _class_scores(teacher, X)
-        return _map_classes(scores, teacher_classes, classes)
+        scores, classes = _class_scores(teacher, X)
+        # a copy: the teacher's own classes_ stays as it is (the cache makes what it keeps read-only)
+        return scores, None if classes is None else np.array(classes, copy=True)
     if isinstance(teacher, nn.Module):
         pred = _module_forward(teacher, X)
     else:
         pred = teacher.predict(X)
     pred = np.asarray(pred, dtype=np.float64)
     return pred.reshape(len(pred), -1)
+
+
+def _scores_for(raw, *, task, classes=None):
+    """The student's training signal from ``_raw_scores``."""
+    if task == "classification":
+        scores, teacher_classes = raw
+        return _map_classes(scores, teacher_classes, classes)
+    if task == "multilabel" and (raw.ndim != 2 or raw.shape[1] != len(classes)):
+        raise ValueError(
+            f"The teacher gives scores of shape {raw.shape}; a multilabel student with "
+            f"{len(classes)} labels needs one score per label."
+        )
+    return raw
+
+
+def _soften(scores, temperature):
+    """``log_softmax(scores / T)`` of a float64 array, row by row."""
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True) if z.size else z
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _teacher_scores(teacher, X, *, task, classes=None):
+    """One pass of the teacher over ``X``: the student's training signal."""
+    return _scores_for(_raw_scores(teacher, X, task=task), task=task, classes=classes)
 
 
 class _TransferSet:
@@ -579,7 +699,8 @@ class _TransferSet:
     from them, and the mean weight of the batch's real rows.
     """
 
-    def __init__(self, make, teacher, *, task, classes, target_scaler, ratio, noise_scale, generator):
+    def __init__(self, make, teacher, *, task, classes, target_scaler, ratio, noise_scale, generator,
+                 temperature=1.0):
         self.make = make
         self.teacher = teacher
         self.task = task
@@ -588,6 +709,7 @@ class _TransferSet:
         self.ratio = ratio
         self.noise_scale = noise_scale
         self.generator = generator
+        self.temperature = temperature
 
     def __call__(self, X, y):
         y_true, teacher_out, *weight = y
@@ -599,6 +721,8 @@ class _TransferSet:
         if self.task == "regression" and self.target_scaler is not None:
             mean, scale = self.target_scaler
             scores = (scores - mean) / scale
+        elif self.task == "classification":  # as the fit's own rows: softened (log_target)
+            scores = _soften(scores, self.temperature)
         scores = torch.as_tensor(scores, dtype=teacher_out.dtype, device=teacher_out.device)
         scores = scores.reshape((n_new,) + tuple(teacher_out.shape[1:]))
         if self.task == "classification":

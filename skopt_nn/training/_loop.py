@@ -12,7 +12,8 @@ the time:
   its own ``train``);
 * a batch's loss and size are written into the history row without going
   through ``History``'s general index resolution;
-* tensors skip skorch's general ``to_tensor`` conversion (one ``.to``), and
+* tensors, and tuples of them (targets with weights or teacher outputs),
+  skip skorch's general ``to_tensor`` conversion (one ``.to`` each), and
   ``on_grad_computed`` is not announced when no callback listens;
 * the log table (``PrintLog``) is left out when nothing would be printed.
 """
@@ -95,6 +96,9 @@ class LeanLoop:
     def get_loss(self, y_pred, y_true, X=None, training=False):
         if type(y_true) is torch.Tensor:
             return self.criterion_(y_pred, y_true.to(self.device))
+        if type(y_true) in (tuple, list) and all(type(t) is torch.Tensor for t in y_true):
+            # (y, weight), (y, teacher_out[, weight]): the same .to per part
+            return self.criterion_(y_pred, [t.to(self.device) for t in y_true])
         return super().get_loss(y_pred, y_true, X=X, training=training)
 
     def train_step(self, batch, **fit_params):
