@@ -137,11 +137,17 @@ class _Entry:
         self.nbytes = nbytes
 
 
+# How long a thread waits for another thread fitting the same teacher.
+_WAIT = 2.0
+
+
 class TeacherCache:
     """Least-recently-used fitted teachers by fingerprint, safe under threads.
 
     Two threads asking for the same key at once fit it once: the second
-    waits for the first. A fit that raises caches nothing.
+    waits for the first, for up to ``_WAIT`` seconds, then fits its own copy
+    (a pool whose threads all wait for a teacher that needs one of them
+    would otherwise never finish). A fit that raises caches nothing.
 
     Parameters
     ----------
@@ -188,8 +194,18 @@ class TeacherCache:
                 if owner:
                     pending = self._pending[key] = threading.Event()
             if not owner:
-                pending.wait()
-                continue  # the owner's entry, or our turn if its fit failed
+                if pending.wait(_WAIT):
+                    continue  # the owner's entry, or our turn if its fit failed
+                # The owner is slow, or waits itself for the thread this one
+                # holds (a teacher whose own fit runs tasks on the same pool,
+                # as a forest inside a Dask worker does): fit a copy here.
+                teacher = fit()
+                entry = _Entry(teacher, _size(teacher))
+                with self._lock:
+                    self.fits += 1
+                    if key not in self._entries:
+                        self._store(key, entry)
+                return entry
             try:
                 teacher = fit()
                 entry = _Entry(teacher, _size(teacher))
