@@ -410,3 +410,17 @@ def test_fused_multilabel_members_match_and_an_ensemble_averages_label_probabili
         mean = torch.stack([m(x).sigmoid() for m in model.module_.members]).mean(0).numpy()
     np.testing.assert_allclose(model.predict_proba(X), mean, atol=1e-5)
     assert model.predict(X).shape == Y.shape
+
+
+def test_an_ensemble_trains_rung_by_rung_in_asha_like_one_fit(digits_split):
+    X, y, Xt, _ = digits_split
+    base = NNClassifier(MLP((16,)), max_epochs=4, n_iter_no_change=None, random_state=0, n_ensemble=2)
+    stepped = clone(base)
+    stepped._fit_epochs(X, y, 1)
+    stepped._fit_epochs(X, y, 3)
+    whole = clone(base).fit(X, y)
+    assert stepped.n_iter_ == whole.n_iter_ == 4
+    np.testing.assert_allclose(stepped.predict_proba(Xt), whole.predict_proba(Xt), atol=0.02)
+    search = make_search(_pipe(), {"n_ensemble": [1, 2], "lr": [1e-3, 1e-2]}, "asha", n_iter=4, cv=2,
+                         random_state=0, min_epochs=1).fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()

@@ -445,12 +445,13 @@ class BaseNN(BaseEstimator):
     def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False,
                   sample_weight=None):
         if self.n_ensemble > 1:
-            if partial or resume or continuing:
+            if partial or (continuing and not resume):
                 raise ValueError(
-                    f"n_ensemble={self.n_ensemble} trains a new ensemble at every fit; partial_fit, "
-                    "warm_start and training in steps need n_ensemble=1."
+                    f"n_ensemble={self.n_ensemble} trains a new ensemble at every fit; partial_fit "
+                    "and warm_start need n_ensemble=1."
                 )
-            return self._fit_ensemble(X, y, sample_weight)
+            return self._fit_ensemble(X, y, sample_weight, epochs=epochs if resume else None,
+                                      continuing=continuing)
         fit = self._start_fit(X, y, continuing=continuing, epochs=epochs, classes=classes,
                               partial=partial, resume=resume, sample_weight=sample_weight)
         with seeded(fit.seed, fit.device), torch_threads(self.n_threads) as threads:
@@ -612,14 +613,27 @@ class BaseNN(BaseEstimator):
                 raise TypeError(f"The module spec built {type(module).__name__}, not an nn.Module.")
         return modules[0] if len(modules) == 1 else Ensemble(modules, self._fit_task())
 
-    def _fit_ensemble(self, X, y, sample_weight):
-        """``n_ensemble`` members with their own seeds, trained fused; one averaged network."""
-        members = fit_members(self, X, y, sample_weight)
+    def _fit_ensemble(self, X, y, sample_weight, *, epochs=None, continuing=False):
+        """``n_ensemble`` members with their own seeds, trained fused; one averaged network.
+
+        With ``epochs`` (``_fit_epochs``: an ASHA rung), the members train that
+        many more epochs, continuing where the last call left them; they are
+        kept (``_members_``, sharing their modules with the ensemble) for the
+        next call.
+        """
+        kept = self.__dict__.get("_members_") if continuing else None
+        members = fit_members(self, X, y, sample_weight, epochs=epochs, members=kept)
         first = members[0]
         for key, value in vars(first).items():
             if key.endswith("_") and not key.startswith("__") and key != "net_":
                 setattr(self, key, value)
-        net = first.net_  # the first member's history, settings and (empty) optimizer
+        if epochs is None:
+            self.__dict__.pop("_members_", None)
+        else:
+            self._members_ = members
+        # the first member's history, settings and (empty) optimizer, in a copy
+        # whose network is the ensemble: the member's own net stays as it is
+        net = copy.copy(first.net_)
         module = Ensemble([m.module_ for m in members], self._fit_task()).eval()
         net.module = net.module_ = module
         net.initialize_optimizer()

@@ -71,22 +71,26 @@ def member_seeds(random_state, n):
     return [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n)]
 
 
-def fit_members(estimator, X, y, sample_weight=None):
+def fit_members(estimator, X, y, sample_weight=None, *, epochs=None, members=None):
     """Fit ``estimator.n_ensemble`` copies of ``estimator`` with their own seeds, fused.
 
     Returns the fitted members (plain estimators with ``n_ensemble=1``).
+    ``epochs`` trains ``members`` (or new ones) that many more epochs of
+    their fit, continuing (``fit_fused(..., epochs=...)``).
     Raises the first member's error if any member's fit fails, and a
     ``ValueError`` if the settings cannot train fused.
     """
-    seeds = member_seeds(estimator.random_state, estimator.n_ensemble)
-    members = [clone(estimator).set_params(n_ensemble=1, random_state=seed) for seed in seeds]
+    if members is None:
+        seeds = member_seeds(estimator.random_state, estimator.n_ensemble)
+        members = [clone(estimator).set_params(n_ensemble=1, random_state=seed) for seed in seeds]
     reason = fusable(members[0])
     if reason is not None:
         raise ValueError(
             f"n_ensemble={estimator.n_ensemble} trains its members together as one stacked model, "
             f"which needs settings that fuse; here {reason}. Use n_ensemble=1 with these settings."
         )
-    outcomes = fit_fused([(member, X, y, sample_weight) for member in members])
+    outcomes = fit_fused([(member, X, y, sample_weight) for member in members],
+                         epochs=None if epochs is None else [epochs] * len(members))
     for outcome in outcomes:
         if outcome.error is not None:
             raise outcome.error
