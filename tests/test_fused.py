@@ -424,3 +424,16 @@ def test_an_ensemble_trains_rung_by_rung_in_asha_like_one_fit(digits_split):
     search = make_search(_pipe(), {"n_ensemble": [1, 2], "lr": [1e-3, 1e-2]}, "asha", n_iter=4, cv=2,
                          random_state=0, min_epochs=1).fit(X, y)
     assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_fused_search_over_a_text_pipeline_falls_back_and_scores():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    rng = np.random.RandomState(0)
+    words = np.array(["red", "blue", "green", "fast", "slow", "big"])
+    docs = [" ".join(rng.choice(words[:3] if k % 2 else words[3:], 5)) for k in range(80)]
+    labels = np.arange(80) % 2
+    pipe = make_pipeline(TfidfVectorizer(), NNClassifier(MLP((8,)), max_epochs=3, random_state=0))
+    with pytest.warns(UserWarning, match="sparse"):
+        search = make_search(pipe, {"lr": [1e-2, 1e-1]}, method="grid", fuse=True, cv=2).fit(docs, labels)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()

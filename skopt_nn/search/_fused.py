@@ -27,6 +27,7 @@ from sklearn.metrics._scorer import _MultimetricScorer
 from sklearn.model_selection import check_cv
 from sklearn.model_selection._validation import _score
 from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
 from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.validation import _check_method_params, _num_samples, indexable
 
@@ -244,8 +245,8 @@ def _fit_part(jobs, max_members):
 
 def _prepare(prep, X, y, train):
     """Fit the steps before the network on one fold: ``(fitted, X_train, y_train)``."""
-    X_train = X.iloc[train] if hasattr(X, "iloc") else X[train]
-    y_train = y.iloc[train] if hasattr(y, "iloc") else (None if y is None else y[train])
+    X_train = _safe_indexing(X, train)  # arrays, frames, sparse matrices, lists of documents
+    y_train = None if y is None else _safe_indexing(y, train)
     fitted = None
     if prep is not None:
         fitted = clone(prep)
