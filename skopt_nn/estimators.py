@@ -57,6 +57,22 @@ _PARAMS_DOC = """
         ``early_stopping=True`` the best validation weights are still kept).
     tol : float, default=1e-4
         Minimum loss improvement that counts.
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
+        Precision of the training forward pass and loss (autocast); the
+        weights and the optimizer state stay float32, and ``predict`` runs
+        in float32. ``"bfloat16"`` pays on CPUs with bfloat16 instructions
+        (AVX512-BF16, AMX) and on recent GPUs for wide layers; ``"float16"``
+        uses a gradient scaler on CUDA (see "Large models" in the
+        documentation for measured figures).
+    gradient_accumulation_steps : int, default=1
+        Optimizer steps once every this many batches, on the gradient of
+        their rows' mean loss: ``batch_size`` is then the micro-batch, and
+        ``k`` micro-batches of ``b`` rows train like one batch of ``k*b``
+        rows (batch norm aside) in the memory of one. Schedules and pruning
+        count optimizer steps.
+    max_grad_norm : float or None, default=None
+        Clip the global norm of the gradients to this value before each
+        optimizer step (``torch.nn.utils.clip_grad_norm_``).
     pruning : Pruning or None, default=None
         Pruning recipe, searchable as ``pruning__<name>``.
     distillation : Distillation or None, default=None
@@ -132,6 +148,8 @@ _ATTRS_DOC = """
         Number of epochs run.
     n_params_ : int
         Number of parameters of the trained network.
+    n_trainable_params_ : int
+        Number of those parameters that training updates (``requires_grad``).
     n_threads_ : int
         Torch threads the last fit used.
     sparsity_ : float
@@ -213,6 +231,9 @@ class NNClassifier(ClassifierMixin, BaseNN):
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
+        precision="float32",
+        gradient_accumulation_steps=1,
+        max_grad_norm=None,
         pruning=None,
         distillation=None,
         class_weight=None,
@@ -238,6 +259,9 @@ class NNClassifier(ClassifierMixin, BaseNN):
             validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change,
             tol=tol,
+            precision=precision,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            max_grad_norm=max_grad_norm,
             pruning=pruning,
             distillation=distillation,
             callbacks=callbacks,

@@ -432,7 +432,7 @@ class _Instance:
         return copy.deepcopy(self.module)
 
 
-def count_params(module):
-    """Number of parameters of a module."""
-    return sum(p.numel() for p in module.parameters())
+def count_params(module, trainable=False):
+    """Number of parameters of a module (only those that train, with ``trainable``)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 

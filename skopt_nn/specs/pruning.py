@@ -406,8 +406,8 @@ class _PruningCallback(Callback):
         if self.complete_:
             net.recipe_busy_ = False
 
-    def on_batch_end(self, net, batch=None, training=None, **kwargs):
-        if training:
+    def on_batch_end(self, net, batch=None, training=None, stepped=True, **kwargs):
+        if training and stepped:  # optimizer steps, as the schedule counts them
             self.step_ += 1
             self._advance(self.step_ / self.steps_per_epoch)
 

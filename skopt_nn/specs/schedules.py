@@ -235,8 +235,10 @@ class ScheduleCallback(Callback):
     def on_epoch_begin(self, net, **kwargs):
         net.history.record("lr", self._apply(net))
 
-    def on_batch_end(self, net, batch=None, training=None, **kwargs):
-        if training:
+    def on_batch_end(self, net, batch=None, training=None, stepped=True, **kwargs):
+        # With gradient accumulation only a window's last micro-batch steps
+        # the optimizer: the schedule counts optimizer steps.
+        if training and stepped:
             self.step_ += 1
             self._apply(net)
 

@@ -44,7 +44,7 @@ import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, InvalidParameterError
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch import NeuralNet
 from skorch.callbacks import Callback
@@ -58,7 +58,7 @@ from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
 from ..specs.modules import MLP
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
-from ._loop import LeanLoop, last_batch_value
+from ._loop import PRECISIONS, LeanLoop, last_batch_value, steps_in_epoch
 from ._progress import _fit_callbacks
 from ._runtime import GLOBAL_RNG, auto_threads, manual_seed, resolve_device, row_cost, seeded, torch_threads
 
@@ -217,6 +217,7 @@ def _lean(net):
     net.batch_transform_ = None
     net.train_split = None
     net.iterator_train__generator = None
+    net.grad_scaler_ = None  # set again by the next fit's configure_steps
 
 
 def _register_optimizer_setters(net):
@@ -243,6 +244,9 @@ class BaseNN(BaseEstimator):
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "gradient_accumulation_steps": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_grad_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
         "pruning": "no_validation",
         "distillation": "no_validation",
         "callbacks": [None, list],
@@ -273,6 +277,9 @@ class BaseNN(BaseEstimator):
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
+        precision="float32",
+        gradient_accumulation_steps=1,
+        max_grad_norm=None,
         pruning=None,
         distillation=None,
         callbacks=None,
@@ -296,6 +303,9 @@ class BaseNN(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
+        self.precision = precision
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        self.max_grad_norm = max_grad_norm
         self.pruning = pruning
         self.distillation = distillation
         self.callbacks = callbacks
@@ -560,7 +570,7 @@ class BaseNN(BaseEstimator):
                     "The sample weights for validation set are all zero, consider using a "
                     "different random state."
                 )
-        steps_per_epoch = -(-len(train) // self.batch_size)
+        steps_per_epoch = steps_in_epoch(len(train), self.batch_size, self.gradient_accumulation_steps)
 
         if continuing:
             net = self.net_
@@ -590,6 +600,14 @@ class BaseNN(BaseEstimator):
             self._renew_net(net, fit.opt_cls, fit.opt_kwargs, **setup)
         else:
             net = make_net(self, module, fit.opt_cls, fit.opt_kwargs, device=device, **setup)
+        if self.gradient_accumulation_steps > 1 and isinstance(net.optimizer_, torch.optim.LBFGS):
+            raise ValueError(
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps} needs an optimizer "
+                "that steps once on accumulated gradients; LBFGS re-evaluates its closure. Use "
+                "gradient_accumulation_steps=1 with LBFGS."
+            )
+        net.configure_steps(precision=self.precision, accumulation=self.gradient_accumulation_steps,
+                            max_grad_norm=self.max_grad_norm)
         if self.distillation is not None:
             net.batch_transform_ = self.distillation._augmenter(
                 teacher, task=task, generator=generator,
@@ -645,6 +663,7 @@ class BaseNN(BaseEstimator):
             for i in range(self.n_iter_)
         ]
         self.n_params_ = count_params(module)
+        self.n_trainable_params_ = count_params(module, trainable=True)
         return self
 
     def _end_fit(self, fit, n_run):
@@ -737,6 +756,7 @@ class BaseNN(BaseEstimator):
         self.n_iter_ = n_iter
         self.loss_curve_ = loss_curve
         self.n_params_ = count_params(net.module_)
+        self.n_trainable_params_ = count_params(net.module_, trainable=True)
         self.n_threads_ = n_threads
         if getattr(self.distillation, "keep_teacher", False):
             self.teacher_ = teacher

@@ -41,6 +41,7 @@ from torch import nn
 from ..specs.modules import count_params
 from ..specs.optim import OPTIMIZERS
 from ._errors import DivergenceError
+from ._loop import autocast_for
 from ._runtime import auto_threads, row_cost, seeded, torch_threads
 
 __all__ = ["fusable", "fuse_key", "fit_fused", "chunk_size", "member_bytes", "Outcome"]
@@ -72,6 +73,8 @@ def fusable(estimator):
         "tensorboard_dir": estimator.tensorboard_dir is not None,
         # an ensemble fuses its own members (n_ensemble=1 each) inside its fit
         "n_ensemble": getattr(estimator, "n_ensemble", 1) != 1,
+        # a stacked step is one batch of every member: no micro-batch windows
+        "gradient_accumulation_steps": getattr(estimator, "gradient_accumulation_steps", 1) != 1,
     }
     for name, blocked in reasons.items():
         if blocked:
@@ -98,6 +101,7 @@ def fuse_key(estimator):
         str(estimator.optimizer).lower(),
         int(estimator.batch_size),
         str(estimator.device),
+        str(getattr(estimator, "precision", "float32")),
     )
 
 
@@ -637,6 +641,8 @@ def _train_group(plan, members, task):
     batch_size = members[0].estimator.batch_size
     generator = torch.Generator().manual_seed(members[0].fit.seed)
     active = list(members)  # position in the stack == position in this list
+    autocast = autocast_for(getattr(members[0].estimator, "precision", "float32"), members[0].fit.device)
+    clipping = any(getattr(m.estimator, "max_grad_norm", None) is not None for m in members)
 
     for k, m in enumerate(members):
         if m.fit.continuing:
@@ -681,9 +687,15 @@ def _train_group(plan, members, task):
             xb, yb, wb = train.batch(positions)
             wb = wb * in_batch
             lr = torch.tensor([m.net.optimizer_.param_groups[0]["lr"] for m in active])
-            out = _first_forward(stack, xb, generator) if epoch == 1 and s == 0 else stack.forward(xb, True, generator)
-            losses = (_row_losses(task, out, yb) * wb).sum(1) / wb.sum(1).clamp_min(_TINY)
+            with autocast:
+                out = _first_forward(stack, xb, generator) if epoch == 1 and s == 0 else stack.forward(xb, True, generator)
+                losses = (_row_losses(task, out, yb) * wb).sum(1) / wb.sum(1).clamp_min(_TINY)
+            losses = losses.float()
             (grad,) = torch.autograd.grad(losses.sum(), stack.flat)
+            if clipping:  # each member's global norm, as clip_grad_norm_ computes it
+                limit = torch.tensor([m.estimator.max_grad_norm or math.inf for m in active])
+                coef = (limit / (grad.norm(dim=1) + 1e-6)).clamp(max=1.0)
+                grad = grad * coef.to(grad.dtype).unsqueeze(1)
             n_rows = in_batch.sum(1)
             stepping = n_rows > 0
             optimizer.step(stack.flat, grad, lr, None if bool(stepping.all()) else stepping)
@@ -705,7 +717,8 @@ def _train_group(plan, members, task):
         train_loss = (sums / counts.clamp_min(1)).tolist()
         valid_loss = valid_score = None
         if valid is not None:
-            valid_loss, valid_score = _evaluate(stack, valid, task)
+            with autocast:
+                valid_loss, valid_score = _evaluate(stack, valid, task)
         done = []
         for k, m in enumerate(active):
             if m in diverged:
