@@ -175,11 +175,24 @@ def test_fused_search_clips_and_autocasts_like_plain_fits(scaled):
     net = _net(max_epochs=4, optimizer="sgd", lr=0.5, momentum=0.9)
     grid = {"max_grad_norm": [None, 0.5, 2.0], "precision": ["float32", "bfloat16"]}
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing falls back
+        warnings.filterwarnings("error", message="fuse=True")  # nothing falls back
         fused = make_search(net, grid, method="grid", fuse=True, cv=2).fit(X, y)
     plain = GridSearchCV(net, grid, cv=2).fit(X, y)
     for key in ("mean_test_score",):
         assert np.abs(fused.cv_results_[key] - plain.cv_results_[key]).max() <= 0.03
+
+
+def test_low_precision_on_a_cpu_without_its_instructions_warns(scaled, monkeypatch):
+    from skopt_nn.training import _runtime
+
+    X, y = scaled
+    monkeypatch.setitem(_runtime._CPU_LOW_PRECISION, "bfloat16", False)
+    with pytest.warns(UserWarning, match="no bfloat16 instructions"):
+        _net(max_epochs=1, precision="bfloat16").fit(X, y)
+    monkeypatch.setitem(_runtime._CPU_LOW_PRECISION, "bfloat16", True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="precision=")
+        _net(max_epochs=1, precision="bfloat16").fit(X, y)
 
 
 def test_fused_search_falls_back_for_accumulation(scaled):

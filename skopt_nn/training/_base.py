@@ -38,6 +38,7 @@ import math
 import numbers
 import os
 import types
+import warnings
 
 import numpy as np
 import torch
@@ -60,7 +61,9 @@ from ..specs.modules import MLP
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ._loop import PRECISIONS, LeanLoop, last_batch_value, steps_in_epoch
 from ._progress import _fit_callbacks
-from ._runtime import GLOBAL_RNG, auto_threads, manual_seed, resolve_device, row_cost, seeded, torch_threads
+from ._runtime import (
+    GLOBAL_RNG, auto_threads, cpu_low_precision, manual_seed, resolve_device, row_cost, seeded, torch_threads,
+)
 
 __all__ = ["DivergenceError", "BaseNN"]
 
@@ -605,6 +608,13 @@ class BaseNN(BaseEstimator):
                 f"gradient_accumulation_steps={self.gradient_accumulation_steps} needs an optimizer "
                 "that steps once on accumulated gradients; LBFGS re-evaluates its closure. Use "
                 "gradient_accumulation_steps=1 with LBFGS."
+            )
+        if self.precision != "float32" and device == "cpu" and cpu_low_precision(self.precision) is False:
+            warnings.warn(
+                f"precision={self.precision!r}: this CPU has no {self.precision} instructions, so "
+                "autocast emulates them and the fit is usually slower than in float32.",
+                UserWarning,
+                stacklevel=2,
             )
         net.configure_steps(precision=self.precision, accumulation=self.gradient_accumulation_steps,
                             max_grad_norm=self.max_grad_norm)

@@ -38,6 +38,27 @@ def resolve_device(device):
 GLOBAL_RNG = threading.RLock()
 
 
+_CPU_LOW_PRECISION = {}
+
+
+def cpu_low_precision(precision):
+    """Whether this CPU has instructions for ``precision`` (None when it cannot tell).
+
+    Read once from /proc/cpuinfo (Linux): bfloat16 needs AVX512-BF16 or AMX,
+    float16 AVX512-FP16 or AMX-FP16. Without them autocast emulates the type
+    and a fit is slower than in float32.
+    """
+    if precision not in _CPU_LOW_PRECISION:
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), ()))
+        except OSError:
+            flags = None
+        wanted = {"bfloat16": {"avx512_bf16", "amx_bf16"}, "float16": {"avx512_fp16", "amx_fp16"}}[precision]
+        _CPU_LOW_PRECISION[precision] = None if not flags else bool(flags & wanted)
+    return _CPU_LOW_PRECISION[precision]
+
+
 def manual_seed(seed, device):
     """``torch.manual_seed`` for a fit on ``device``.
 

@@ -1,0 +1,172 @@
+"""The large-model recipe: mixed precision, accumulation, clipping.
+
+Measured side by side in one run:
+
+* **precision**: ``NNClassifier(MLP((1024, 1024)))`` on ``--rows`` x 512
+  generated rows (10 classes, ``make_classification``), ``--epochs`` epochs
+  of batches of 256 rows, fitted with ``precision="float32"``,
+  ``"bfloat16"`` and ``"float16"`` in alternation (median of ``--repeats``),
+  next to a hand-written PyTorch loop with and without
+  ``torch.autocast("cpu", torch.bfloat16)``. Printed: fit time over the
+  float32 fit, and held-out accuracy. Whether the CPU has bfloat16
+  instructions (``avx512_bf16``/``amx_bf16`` in /proc/cpuinfo) is printed
+  first: without them bfloat16 is emulated and slower.
+* **accumulation**: ``batch_size=32, gradient_accumulation_steps=4`` against
+  ``batch_size=128`` (same seed, plain SGD) on digits: the largest
+  difference in ``predict_proba``, and the fit-time ratio.
+* **clipping**: SGD with momentum 0.9 at lr 0.2 on raw digits pixels, with
+  and without ``max_grad_norm=1.0``: training accuracy.
+
+Run: ``python benchmarks/bench_large.py [--quick]``
+"""
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits, make_classification
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from skopt_nn import MLP, NNClassifier
+
+
+def cpu_flags():
+    """The bfloat16-related instruction sets this CPU reports."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(f for f in flags if "bf16" in f or f.startswith("amx"))
+
+
+def data(rows, features=512, seed=0):
+    X, y = make_classification(rows, features, n_informative=64, n_classes=10, n_clusters_per_class=1,
+                               class_sep=2.0, random_state=seed)
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    return train_test_split(X, y, test_size=0.2, random_state=seed)
+
+
+def hand_loop(X, y, epochs, dtype, batch_size=256, seed=0):
+    """A plain PyTorch loop over the same network, optionally under autocast."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(X.shape[1], 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                        nn.Linear(1024, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    g = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(Xt), generator=g)
+        for i in range(0, len(Xt), batch_size):
+            idx = order[i : i + batch_size]
+            opt.zero_grad()
+            ctx = torch.autocast("cpu", dtype=dtype) if dtype is not None else _null()
+            with ctx:
+                loss = nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def precision_figures(rows, epochs, repeats):
+    X_train, X_test, y_train, y_test = data(rows)
+    out = {"flags": cpu_flags()}
+    times = {k: [] for k in ("float32", "bfloat16", "float16", "loop float32", "loop bfloat16")}
+    acc = {}
+    for _ in range(repeats):  # alternated, so drift in the machine's speed hits all alike
+        for precision in ("float32", "bfloat16", "float16"):
+            net = NNClassifier(MLP((1024, 1024)), batch_size=256, max_epochs=epochs, n_iter_no_change=None,
+                               precision=precision, random_state=0)
+            start = time.perf_counter()
+            net.fit(X_train, y_train)
+            times[precision].append(time.perf_counter() - start)
+            acc[precision] = net.score(X_test, y_test)
+        times["loop float32"].append(hand_loop(X_train, y_train, epochs, None))
+        times["loop bfloat16"].append(hand_loop(X_train, y_train, epochs, torch.bfloat16))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out["speedup_bf16"] = med["float32"] / med["bfloat16"]
+    out["speedup_fp16"] = med["float32"] / med["float16"]
+    out["loop_speedup_bf16"] = med["loop float32"] / med["loop bfloat16"]
+    out["acc"] = acc
+    out["acc_diff_bf16"] = acc["float32"] - acc["bfloat16"]
+    out["seconds"] = med
+    return out
+
+
+def accumulation_figures(repeats):
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    kw = dict(module=MLP((128,)), optimizer="sgd", lr=0.05, max_epochs=10, n_iter_no_change=None, random_state=0)
+    times = {"large": [], "micro": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        large = NNClassifier(batch_size=128, **kw).fit(X, y)
+        times["large"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        micro = NNClassifier(batch_size=32, gradient_accumulation_steps=4, **kw).fit(X, y)
+        times["micro"].append(time.perf_counter() - start)
+    diff = float(np.abs(large.predict_proba(X) - micro.predict_proba(X)).max())
+    return {"max_proba_diff": diff,
+            "time_ratio": statistics.median(times["micro"]) / statistics.median(times["large"])}
+
+
+def clipping_figures():
+    X, y = load_digits(return_X_y=True)  # raw pixels, 0..16
+    kw = dict(module=MLP((64,)), optimizer="sgd", lr=0.2, momentum=0.9, max_epochs=20, random_state=0)
+    out = {}
+    for name, clip in (("unclipped", None), ("clipped", 1.0)):
+        try:
+            out[name] = NNClassifier(max_grad_norm=clip, **kw).fit(X, y).score(X, y)
+        except ValueError:  # diverged
+            out[name] = float("nan")
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rows and repeats")
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args(argv)
+    rows = args.rows or (5_000 if args.quick else 20_000)
+    epochs = args.epochs or (1 if args.quick else 2)
+    repeats = args.repeats or (1 if args.quick else 3)
+    warnings.simplefilter("ignore", UserWarning)
+    out = {}
+    out["precision"] = p = precision_figures(rows, epochs, repeats)
+    print(f"CPU bfloat16 instructions: {', '.join(p['flags']) or 'none (bfloat16 is emulated)'}; "
+          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} cores")
+    print(f"MLP((1024, 1024)), {rows:,} x 512, {epochs} epochs, batch 256, median of {repeats}:")
+    for name in ("float32", "bfloat16", "float16"):
+        print(f"  NNClassifier precision={name:<9} {p['seconds'][name]:7.2f} s  "
+              f"float32 / this {p['seconds']['float32'] / p['seconds'][name]:5.2f}x  "
+              f"test accuracy {p['acc'][name]:.4f}")
+    print(f"  hand loop float32 / bfloat16 autocast: {p['loop_speedup_bf16']:.2f}x "
+          f"({p['seconds']['loop float32']:.2f} s vs {p['seconds']['loop bfloat16']:.2f} s)")
+    out["accumulation"] = a = accumulation_figures(repeats)
+    print(f"accumulation: batch 32 x 4 vs batch 128 (SGD, digits, 10 epochs): max |d predict_proba| "
+          f"{a['max_proba_diff']:.2e}, fit time ratio {a['time_ratio']:.2f}")
+    out["clipping"] = c = clipping_figures()
+    print(f"clipping: SGD lr 0.2 momentum 0.9 on raw digits: train accuracy {c['unclipped']:.3f} unclipped, "
+          f"{c['clipped']:.3f} with max_grad_norm=1.0")
+    return out
+
+
+if __name__ == "__main__":
+    main()
