@@ -23,7 +23,10 @@ Sections, each measured side by side in this run:
     subset accuracy next to MLPClassifier's (``bench_inputs.py``);
 11. a distillation search with the teacher shared and not: teacher fits,
     wall time against the same grid without a teacher, and a distilled fit
-    against a plain one (``bench_teacher_reuse.py``).
+    against a plain one (``bench_teacher_reuse.py``);
+12. the large-model knobs: a bfloat16 / float16 fit against float32 (and
+    the same in a hand loop), gradient accumulation against one large batch,
+    gradient clipping on a diverging SGD (``bench_large.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -77,6 +80,7 @@ def main(argv=None):
     import bench_distillation
     import bench_fused
     import bench_inputs
+    import bench_large
     import bench_pruning
     import bench_scale
     import bench_teacher_reuse
@@ -105,6 +109,8 @@ def main(argv=None):
     inputs = bench_inputs.main(["--quick"] if args.quick else [])
     print("\n[teacher reuse]")
     reuse = bench_teacher_reuse.main(["--quick"] if args.quick else [])
+    print("\n[large models]")
+    large = bench_large.main(["--quick"] if args.quick else [])
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -173,6 +179,17 @@ def main(argv=None):
         ("the same in CPU time", reuse["shared_cpu"], "<= 1.7 (goal 1.5)"),
         ("distillation grid / plain grid, one per fit", reuse["alone"], "(anchor)"),
         ("distilled fit / plain fit, frozen teacher (CPU)", reuse["step"], "<= 1.15 (goal 1.05)"),
+    ]
+    precision = large["precision"]
+    bf16_target = ">= 1.3 (goal 1.5)" if precision["flags"] else "(no bf16 instructions: emulated)"
+    rows += [
+        ("bfloat16 fit speed-up over float32", precision["seconds"]["float32"] / precision["seconds"]["bfloat16"],
+         bf16_target),
+        ("float32 - bfloat16 test accuracy", precision["acc"]["float32"] - precision["acc"]["bfloat16"], "<= 0.02"),
+        ("float16 fit speed-up over float32", precision["seconds"]["float32"] / precision["seconds"]["float16"], ""),
+        ("hand loop bfloat16 speed-up (anchor)", precision["loop_speedup_bf16"], "(anchor)"),
+        ("accumulation 32 x 4 vs 128: max |d proba|", large["accumulation"]["max_proba_diff"], "<= 1e-3"),
+        ("train accuracy lr 0.2 SGD, max_grad_norm=1.0", large["clipping"]["clipped"], "(0.10 unclipped)"),
     ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")
