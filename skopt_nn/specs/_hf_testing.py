@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-__all__ = ["VOCABULARY", "tiny_checkpoint", "sentiment_texts", "topic_texts"]
+__all__ = ["VOCABULARY", "tiny_checkpoint", "review_texts"]
 
 _SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "happy", "bright", "nice"]
@@ -56,34 +56,28 @@ def tiny_checkpoint(path, *, hidden_size=32, num_layers=2, seed=0):
     return path
 
 
-def _sentences(rng, n, pick):
+def review_texts(n, seed=0, label="mood"):
+    """Short generated reviews: a topic's words, mood words and filler, shuffled.
+
+    Each sentence holds 1-3 words of one topic ("sport", "food", "tech"),
+    2-3 words of one mood and at most one of the other. ``label`` picks what
+    the targets are: ``"mood"`` ("pos"/"neg"), ``"topic"``, or ``"both"``
+    ("food/pos", ...: six classes, a pretraining task that uses every word).
+    """
+    if label not in ("mood", "topic", "both"):
+        raise ValueError(f"label must be 'mood', 'topic' or 'both'; got {label!r}.")
+    rng = np.random.default_rng(seed)
+    names = sorted(TOPICS)
     texts, labels = [], []
     for _ in range(n):
-        words, label = pick(rng)
-        words = words + list(rng.choice(FILLER, size=rng.integers(2, 6)))
+        topic, positive = names[rng.integers(len(names))], bool(rng.integers(2))
+        major, minor = (POSITIVE, NEGATIVE) if positive else (NEGATIVE, POSITIVE)
+        words = (list(rng.choice(TOPICS[topic], size=rng.integers(1, 4)))
+                 + list(rng.choice(major, size=rng.integers(2, 4)))
+                 + list(rng.choice(minor, size=rng.integers(0, 2)))
+                 + list(rng.choice(FILLER, size=rng.integers(1, 4))))
         rng.shuffle(words)
         texts.append(" ".join(words))
-        labels.append(label)
+        mood = "pos" if positive else "neg"
+        labels.append({"mood": mood, "topic": topic, "both": f"{topic}/{mood}"}[label])
     return np.array(texts, dtype=object), np.array(labels)
-
-
-def sentiment_texts(n, seed=0):
-    """Sentences labelled "pos" or "neg" by which mood words they hold (2-3 of one mood, 0-1 of the other)."""
-    def pick(rng):
-        label = rng.integers(2)
-        major, minor = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
-        words = list(rng.choice(major, size=rng.integers(2, 4))) + list(rng.choice(minor, size=rng.integers(0, 2)))
-        return words, "pos" if label else "neg"
-
-    return _sentences(np.random.default_rng(seed), n, pick)
-
-
-def topic_texts(n, seed=0):
-    """Sentences labelled by topic ("sport", "food", "tech") from the topic words they hold."""
-    names = sorted(TOPICS)
-
-    def pick(rng):
-        label = names[rng.integers(len(names))]
-        return list(rng.choice(TOPICS[label], size=rng.integers(1, 4))), label
-
-    return _sentences(np.random.default_rng(seed), n, pick)
