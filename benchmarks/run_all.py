@@ -23,7 +23,11 @@ Sections, each measured side by side in this run:
     subset accuracy next to MLPClassifier's (``bench_inputs.py``);
 11. a distillation search with the teacher shared and not: teacher fits,
     wall time against the same grid without a teacher, and a distilled fit
-    against a plain one (``bench_teacher_reuse.py``).
+    against a plain one (``bench_teacher_reuse.py``);
+12. the large-model recipe: bfloat16/float16 fits against float32, gradient
+    accumulation against one large batch, clipping on a diverging SGD, and
+    LoRA, freezing and full fine-tuning of a small pretrained transformer
+    (``bench_large.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -77,6 +81,7 @@ def main(argv=None):
     import bench_distillation
     import bench_fused
     import bench_inputs
+    import bench_large
     import bench_pruning
     import bench_scale
     import bench_teacher_reuse
@@ -105,6 +110,8 @@ def main(argv=None):
     inputs = bench_inputs.main(["--quick"] if args.quick else [])
     print("\n[teacher reuse]")
     reuse = bench_teacher_reuse.main(["--quick"] if args.quick else [])
+    print("\n[large models]")
+    large = bench_large.main(["--quick"] if args.quick else [])
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -174,6 +181,21 @@ def main(argv=None):
         ("distillation grid / plain grid, one per fit", reuse["alone"], "(anchor)"),
         ("distilled fit / plain fit, frozen teacher (CPU)", reuse["step"], "<= 1.15 (goal 1.05)"),
     ]
+    precision = large["precision"]
+    rows += [
+        ("bfloat16 fit speed-up over float32", precision["speedup_bf16"],
+         ">= 1.3 with bf16 instructions" if precision["flags"] else "(no bf16 instructions: emulated)"),
+        ("float32 - bfloat16 test accuracy", precision["acc_diff_bf16"], "<= 0.02"),
+        ("accumulation 32 x 4 vs 128: max |d proba|", large["accumulation"]["max_proba_diff"], "<= 1e-3"),
+        ("train accuracy, SGD lr 0.2, max_grad_norm=1", large["clipping"]["clipped"],
+         f"({large['clipping']['unclipped']:.2f} unclipped)"),
+    ]
+    for name, v in large.get("lora", {}).get("variants", {}).items():
+        rows += [
+            (f"{name}: epoch time / full fine-tuning", v["epoch_vs_full"], ""),
+            (f"{name}: trainable share of the weights", v["share"], "<= 0.05" if "LoRA" in name else ""),
+            (f"{name}: test accuracy", v["accuracy"], ""),
+        ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")
     for name, value, target in rows:
