@@ -70,6 +70,7 @@ def test_fine_tunes_on_raw_text_in_any_container(pretrained, reviews):
     clf = _clf(pretrained).fit(list(X), y)
     assert clf.score(X_test, y_test) > 0.7
     assert clf.n_features_in_ == 1
+    assert clf.n_trainable_params_ == clf.n_params_  # freeze=0: every weight trains
     proba = clf.predict_proba(pd.Series(X_test[:5]))
     np.testing.assert_allclose(proba, clf.predict_proba(X_test[:5].reshape(-1, 1)), atol=1e-6)
     framed = _clf(pretrained).fit(pd.DataFrame({"review": X}), y)
@@ -80,7 +81,7 @@ def test_fine_tunes_on_raw_text_in_any_container(pretrained, reviews):
 def test_regression_on_text(pretrained):
     X, _ = review_texts(160, seed=3)
     y = np.array([sum(w in ("good", "great", "fine", "lovely") for w in t.split()) for t in X], dtype=float)
-    reg = NNRegressor(Transformer(pretrained, max_length=24), lr=1e-2, max_epochs=4, batch_size=32,
+    reg = NNRegressor(Transformer(pretrained, max_length=24), lr=3e-3, max_epochs=6, batch_size=32,
                       random_state=0).fit(X, y)
     assert reg.predict(X[:7]).shape == (7,)
     assert reg.score(X, y) > 0.3

@@ -152,8 +152,8 @@ class Transformer(BaseEstimator):
     freeze : int or "all", default=0
         Freeze the embeddings and the bottom ``freeze`` encoder layers (their
         weights stay bit-identical to the checkpoint's); ``"all"`` freezes the
-        whole pretrained body, so only the head trains. With ``lora``, the
-        adapters of frozen layers are frozen too.
+        whole pretrained body, so only the head trains; 0 freezes nothing.
+        With ``lora``, the adapters of frozen layers are frozen too.
     lora : LoRA, default=None
         Train low-rank adapters instead of the pretrained weights (searchable
         as ``module__lora__r``, ``module__lora__alpha``, ...).
@@ -358,6 +358,8 @@ class PretrainedTextNet(nn.Module):
         if self.freeze == "all":
             return list(body.parameters()), layers
         k = int(self.freeze)
+        if k == 0:  # full fine-tuning: the embeddings train too
+            return [], []
         if k > len(layers):
             raise ValueError(
                 f"freeze={k} exceeds the {len(layers)} encoder layers of the model; use at most "
