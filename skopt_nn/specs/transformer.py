@@ -250,6 +250,8 @@ class Transformer(BaseEstimator):
                     local_files_only=self.local_files_only, **_float32())
         except (OSError, ValueError) as exc:
             raise self._load_error("model", exc) from None
+        if hf.config.pad_token_id is None:  # decoder heads find each text's last token by it
+            hf.config.pad_token_id = tokenizer.pad_token_id
         return PretrainedTextNet(
             hf, tokenizer_files(tokenizer), max_length=self.max_length, freeze=self.freeze,
             lora=self.lora, layer_lr_decay=self.layer_lr_decay,
@@ -262,6 +264,9 @@ def _with_pad_token(tokenizer):
     # end-of-text token pads, the attention mask hides it.
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
+    # Padding on the right, always: the network trims each batch's columns
+    # of padding from the right (``PretrainedTextNet.forward``).
+    tokenizer.padding_side = "right"
     return tokenizer
 
 
