@@ -195,6 +195,19 @@ def test_transformer_teaches_a_smaller_transformer(pretrained, reviews, tmp_path
     assert student.score(X_test, y_test) > 0.65
 
 
+def test_training_knobs_and_checkpointing_work_on_a_transformer(pretrained):
+    X, labels = review_texts(96, seed=4, label="both")
+    Y = np.stack([np.char.endswith(labels.astype(str), "pos"),
+                  np.char.startswith(labels.astype(str), "food")], axis=1).astype(int)
+    clf = NNClassifier(Transformer(pretrained, max_length=24, gradient_checkpointing=True, lora=LoRA(r=2)),
+                       lr=3e-3, max_epochs=3, batch_size=16, gradient_accumulation_steps=2,
+                       max_grad_norm=1.0, random_state=0).fit(X, Y)
+    assert clf.predict(X[:4]).shape == (4, 2)  # multilabel: one head output per label
+    assert clf.score(X, Y) > 0.5
+    with pytest.raises(ValueError, match="pretrained Transformer"):
+        _clf(pretrained).set_params(n_ensemble=2).fit(X, labels)
+
+
 def test_partial_fit_continues_on_text(checkpoint, reviews):
     (X, y), _ = reviews
     clf = _clf(checkpoint)
