@@ -24,9 +24,10 @@ Sections, each measured side by side in this run:
 11. a distillation search with the teacher shared and not: teacher fits,
     wall time against the same grid without a teacher, and a distilled fit
     against a plain one (``bench_teacher_reuse.py``);
-12. the large-model knobs: a bfloat16 / float16 fit against float32 (and
-    the same in a hand loop), gradient accumulation against one large batch,
-    gradient clipping on a diverging SGD (``bench_large.py``).
+12. the large-model recipe: bfloat16/float16 fits against float32, gradient
+    accumulation against one large batch, clipping on a diverging SGD, and
+    LoRA, freezing and full fine-tuning of a small pretrained transformer
+    (``bench_large.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -191,6 +192,12 @@ def main(argv=None):
         ("accumulation 32 x 4 vs 128: max |d proba|", large["accumulation"]["max_proba_diff"], "<= 1e-3"),
         ("train accuracy lr 0.2 SGD, max_grad_norm=1.0", large["clipping"]["clipped"], "(0.10 unclipped)"),
     ]
+    for name, v in large.get("lora", {}).get("variants", {}).items():
+        rows += [
+            (f"{name}: epoch time / full fine-tuning", v["epoch_vs_full"], ""),
+            (f"{name}: trainable share of the weights", v["share"], "<= 0.05" if "LoRA" in name else ""),
+            (f"{name}: test accuracy", v["accuracy"], ""),
+        ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")
     for name, value, target in rows:

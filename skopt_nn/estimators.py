@@ -25,7 +25,8 @@ _PARAMS_DOC = """
         The network: a spec (``MLP``, ``CNN``, ``TorchModule``), an
         ``nn.Module`` subclass (built as ``TorchModule(cls)``) or ``None`` for
         ``MLP()`` (one hidden layer of 100 ReLU units). Nested parameters are
-        searchable as ``module__<name>``.
+        searchable as ``module__<name>``. With a ``Transformer`` (a
+        pretrained Hugging Face model), ``X`` is raw text.
     optimizer : str or torch.optim.Optimizer subclass, default="adam"
         ``sgd``, ``adam``, ``adamw``, ``rmsprop`` or ``adagrad``
         (case-insensitive), or an optimizer class.

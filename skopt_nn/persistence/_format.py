@@ -24,6 +24,7 @@ from ..specs.modules import CNN, MLP, TorchModule, count_params
 from ..specs.optim import resolve_optimizer
 from ..specs.pruning import Pruning
 from ..specs.schedules import LRSchedule
+from ..specs.transformer import LoRA, PretrainedTextNet, Transformer, holds_text_network
 
 # skopt_nn's own classes under the names files give them. A file may name
 # them without the caller's say-so: they are built from plain parameters and
@@ -37,6 +38,8 @@ _OWN = {
     "skopt_nn.LRSchedule": LRSchedule,
     "skopt_nn.Distillation": Distillation,
     "skopt_nn.Pruning": Pruning,
+    "skopt_nn.Transformer": Transformer,
+    "skopt_nn.LoRA": LoRA,
 }
 
 # numpy dtypes stored as tensors (exact bytes); the rest of the numeric ones
@@ -211,6 +214,15 @@ class _Writer:
                 ],
                 "history": self.value(list(net.history), f"{where}.history_"),
             }
+            if holds_text_network(module):
+                if not isinstance(module, PretrainedTextNet):
+                    raise TypeError(
+                        f"save cannot store {where}: an ensemble of pretrained text networks. "
+                        "Use joblib, or n_ensemble=1."
+                    )
+                # The checkpoint may be gone when the file is loaded: the
+                # model's configuration and the tokenizer's files travel along.
+                node["network"]["pretrained"] = self.value(module.blueprint(), f"{where}.module_")
         return node
 
 
@@ -324,7 +336,14 @@ class _Reader:
     def network(self, est, node):
         owner = type(est).__name__
         try:
-            module = est._build_module(est.n_features_in_, est.n_outputs_)
+            if "pretrained" in node:  # built from the saved configuration, not the checkpoint
+                blueprint = self.value(node["pretrained"])
+                try:
+                    module = PretrainedTextNet.from_blueprint(blueprint)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise self.corrupt(f"its pretrained model cannot be rebuilt ({exc})") from None
+            else:
+                module = est._build_module(est.n_features_in_, est.n_outputs_)
         except AttributeError as exc:
             raise self.corrupt(f"the fitted {owner} lacks {exc}") from None
         layers = node.get("layers", [])

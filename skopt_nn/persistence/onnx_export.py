@@ -20,6 +20,7 @@ from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, Stan
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from ..specs.transformer import holds_text_network
 from ..training._base import BaseNN
 
 __all__ = ["export_onnx"]
@@ -106,6 +107,14 @@ def _split(model):
             f"fitted search over them; got {type(model).__name__}."
         )
     check_is_fitted(estimator)
+    if holds_text_network(estimator.module_):
+        # The graph would start at token ids: the tokenizer (Python or Rust
+        # code, not tensor operations) cannot be part of it.
+        raise NotImplementedError(
+            "export_onnx cannot convert a Transformer network: its input is raw text, and the "
+            "tokenizer is not an ONNX operation. Save it with skopt_nn.save or joblib, or export "
+            "estimator.module_.model with Hugging Face's optimum (input_ids, attention_mask)."
+        )
     scalers = []
     for name, step in steps:
         if step is None or step == "passthrough":
@@ -186,6 +195,9 @@ def export_onnx(model, path, *, opset_version=None):
     TypeError
         If the model or one of its Pipeline steps cannot be converted; the
         message names the step.
+    NotImplementedError
+        If the network is a ``Transformer``: its input is raw text, and its
+        tokenizer has no ONNX form.
 
     See Also
     --------

@@ -229,7 +229,8 @@ class ScheduleCallback(Callback):
         if self.is_plateau_:
             lr = max(lr, self.options_["min_lr"])
         for group in net.optimizer_.param_groups:
-            group["lr"] = lr
+            # ``lr_scale``: a group's share of the rate (layer-wise decay)
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def on_epoch_begin(self, net, **kwargs):

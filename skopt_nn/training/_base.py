@@ -54,11 +54,12 @@ from torch import nn
 
 from ._ensemble import Ensemble, fit_members
 from ._errors import DivergenceError
-from .data import BatchIterator, TensorData, as_float_tensor
+from .data import BatchIterator, TensorData, as_float_tensor, as_text_column
 from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
 from ..specs.modules import MLP
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
+from ..specs.transformer import accepts_text, holds_text_network, text_encoder
 from ._loop import PRECISIONS, LeanLoop, last_batch_value, steps_in_epoch
 from ._progress import _fit_callbacks
 from ._runtime import (
@@ -485,13 +486,14 @@ class BaseNN(BaseEstimator):
             raise ValueError(
                 f"{owner} requires y to be passed, but the target y is None."
             )
+        text = self._takes_text()
         X, y = validate_data(
             self,
-            X,
+            as_text_column(X, owner) if text else X,
             y,
             reset=not continuing,
             accept_sparse=self._sparse_formats(),
-            dtype=[np.float32, np.float64],
+            dtype=None if text else [np.float32, np.float64],
             y_numeric=self._task == "regression",
             # 2-D classification targets are checked to be multilabel in _encode_y.
             multi_output=True,
@@ -519,7 +521,11 @@ class BaseNN(BaseEstimator):
         y_t, n_outputs = self._encode_y(
             y, first_call=not continuing, classes=classes, sample_weight=sample_weight
         )
-        X_t = as_float_tensor(X)
+        if text:  # tokenized once per fit, by the fitted network's tokenizer when continuing
+            encode = text_encoder(self.module_) if continuing else resolve_module(self.module, owner).encode
+            X_t = encode(X[:, 0])
+        else:
+            X_t = as_float_tensor(X)
         # Equal weights travel as None: the fit then runs the fused mean losses.
         w_t = None if np.all(sample_weight == 1.0) else torch.from_numpy(sample_weight.astype(np.float32))
 
@@ -602,7 +608,12 @@ class BaseNN(BaseEstimator):
         if continuing:
             self._renew_net(net, fit.opt_cls, fit.opt_kwargs, **setup)
         else:
-            net = make_net(self, module, fit.opt_cls, fit.opt_kwargs, device=device, **setup)
+            opt_kwargs = fit.opt_kwargs
+            groups = getattr(module, "optimizer_groups", None)
+            groups = groups(self.lr) if groups is not None else None
+            if groups:  # per-layer rates (Transformer's layer_lr_decay)
+                opt_kwargs = {**opt_kwargs, "param_groups": groups}
+            net = make_net(self, module, fit.opt_cls, opt_kwargs, device=device, **setup)
         if self.gradient_accumulation_steps > 1 and isinstance(net.optimizer_, torch.optim.LBFGS):
             raise ValueError(
                 f"gradient_accumulation_steps={self.gradient_accumulation_steps} needs an optimizer "
@@ -619,6 +630,11 @@ class BaseNN(BaseEstimator):
         net.configure_steps(precision=self.precision, accumulation=self.gradient_accumulation_steps,
                             max_grad_norm=self.max_grad_norm)
         if self.distillation is not None:
+            if getattr(self.distillation, "augment", None) is not None and self._takes_text():
+                raise ValueError(
+                    f"Distillation(augment={self.distillation.augment!r}) makes synthetic rows of "
+                    "numeric features; a text network's inputs are tokens. Use augment=None."
+                )
             net.batch_transform_ = self.distillation._augmenter(
                 teacher, task=task, generator=generator,
                 target_scaler=getattr(self, "_y_scaler_", None),
@@ -691,6 +707,9 @@ class BaseNN(BaseEstimator):
                 net.initialize_optimizer()
             self.sparsity_ = info["sparsity"]
             self.pruning_summary_ = info["layers"]
+        finish = getattr(net.module_, "finish_fit", None)
+        if finish is not None and finish():  # LoRA adapters merged: new parameters
+            net.initialize_optimizer()
 
         self._publish(net, n_iter=fit.start_epoch + n_run, loss_curve=fit.loss_curve,
                       n_threads=fit.n_threads, teacher=fit.teacher,
@@ -766,7 +785,10 @@ class BaseNN(BaseEstimator):
         self.n_iter_ = n_iter
         self.loss_curve_ = loss_curve
         self.n_params_ = count_params(net.module_)
-        self.n_trainable_params_ = count_params(net.module_, trainable=True)
+        # A network that trained weights it no longer has (merged LoRA
+        # adapters) says how many it trained.
+        self.n_trainable_params_ = getattr(net.module_, "trainable_params", None) or count_params(
+            net.module_, trainable=True)
         self.n_threads_ = n_threads
         if getattr(self.distillation, "keep_teacher", False):
             self.teacher_ = teacher
@@ -816,6 +838,8 @@ class BaseNN(BaseEstimator):
         catches that at fit time rather than at predict.
         """
         module = net.module_
+        if holds_text_network(module):
+            n_rows = min(n_rows, 64)  # a transformer's pass is costly; a few rows tell
         was_training = module.training
         module.eval()
         try:
@@ -875,19 +899,25 @@ class BaseNN(BaseEstimator):
     def _forward(self, X):
         """Network outputs for ``X`` as a float32 array, computed in batches."""
         check_is_fitted(self)
+        text = self._takes_text()
         X = validate_data(
-            self, X, reset=False, accept_sparse=self._sparse_formats(), dtype=[np.float32, np.float64]
+            self, as_text_column(X, type(self).__name__) if text else X, reset=False,
+            accept_sparse=self._sparse_formats(), dtype=None if text else [np.float32, np.float64],
         )
-        X_t = as_float_tensor(X)
         net = self.net_
         module, device = net.module_, torch.device(net.device)
+        if text:  # tokenized batch by batch: memory stays bounded
+            X_t, encode = X[:, 0], text_encoder(module)
+        else:
+            X_t, encode = as_float_tensor(X), None
         module.eval()
-        batch = max(int(self.batch_size), 4096)
+        batch = max(int(self.batch_size), 64 if text else 4096)
         out = []
         n_threads = self.n_threads or auto_threads(min(len(X_t), batch) * row_cost(module, X.shape[1], device))
         with torch.inference_mode(), torch_threads(n_threads):
             for start in range(0, len(X_t), batch):
-                xb = X_t[start : start + batch].to(device, non_blocking=True)
+                xb = X_t[start : start + batch]
+                xb = (encode(xb) if text else xb).to(device, non_blocking=True)
                 out.append(module(xb).float().cpu())
         if not out:
             return np.empty((0, self.n_outputs_), dtype=np.float32)
@@ -905,7 +935,17 @@ class BaseNN(BaseEstimator):
             return False  # the fit reports the bad module
         return ["csr", "csc", "coo"] if accepts_sparse(spec) else False
 
+    def _takes_text(self):
+        """Whether ``X`` is raw text: the module spec says so (``Transformer``)."""
+        try:
+            return accepts_text(resolve_module(self.module, type(self).__name__))
+        except (TypeError, ValueError):
+            return False  # the fit reports the bad module
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = bool(self._sparse_formats())
+        if self._takes_text():  # as sklearn's text vectorizers
+            tags.input_tags.string = True
+            tags.input_tags.two_d_array = False
         return tags

@@ -79,6 +79,9 @@ def fusable(estimator):
     for name, blocked in reasons.items():
         if blocked:
             return f"{name} is set"
+    if getattr(estimator.module, "accepts_text", False):
+        # a pretrained model is neither stacked nor run under vmap
+        return "module is a pretrained Transformer"
     opt = estimator.optimizer
     if not (isinstance(opt, str) and opt.lower() in _OPTIMIZERS):
         return f"optimizer={opt!r} is not one of {list(_OPTIMIZERS)}"

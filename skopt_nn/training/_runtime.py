@@ -242,6 +242,9 @@ def row_cost(module, n_features, device="cpu"):
     pass of a single zero row with hooks; other layers with parameters count
     one per parameter. Any failure falls back to the parameter count.
     """
+    estimate = getattr(module, "multiply_adds_per_row", None)
+    if estimate is not None:  # a network whose rows are not features (token ids) says it
+        return estimate()
     key = (n_features, str(device))
     cached = _ROW_COST.get(module)
     if cached is not None and cached[0] == key:

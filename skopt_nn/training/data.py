@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["TensorData", "BatchIterator", "SparseRows", "as_float_tensor", "sparse_batch"]
+__all__ = ["TensorData", "BatchIterator", "SparseRows", "as_float_tensor", "as_text_column", "sparse_batch"]
 
 
 def sparse_batch(csr):
@@ -102,6 +102,38 @@ def as_float_tensor(X):
             warnings.simplefilter("ignore", UserWarning)
             return torch.from_numpy(arr)
     return torch.from_numpy(arr)
+
+
+def as_text_column(X, owner="estimator"):
+    """Raw text as a one-column object array (a one-column ``DataFrame`` is kept).
+
+    Takes a list, tuple, 1-D array or ``Series`` of strings, or a one-column
+    2-D array or ``DataFrame``; sklearn's ``validate_data`` then checks it
+    like any other ``X`` (rows, feature names) with ``n_features_in_ == 1``.
+    Anything that is not text is refused here, with the type found.
+    """
+    if sp.issparse(X):
+        raise TypeError(f"{owner} takes raw text as X, not a sparse matrix.")
+    if hasattr(X, "columns") and hasattr(X, "iloc"):  # a DataFrame: keep its column name
+        if X.shape[1] != 1:
+            raise ValueError(f"{owner} takes one text column; got a DataFrame with {X.shape[1]} columns.")
+        values = X.iloc[:, 0].to_numpy(dtype=object)
+        column = X
+    else:
+        arr = np.asarray(X, dtype=object)
+        if arr.ndim == 2 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim != 1:
+            raise ValueError(
+                f"{owner} takes raw text as X: a 1-D sequence of strings or one column; got an "
+                f"array of shape {arr.shape}."
+            )
+        values = arr
+        column = arr.reshape(-1, 1)
+    bad = next((v for v in values if not isinstance(v, str)), None)
+    if bad is not None:
+        raise ValueError(f"{owner} takes raw text as X, one string per sample; found {type(bad).__name__}.")
+    return column
 
 
 def _take(t, index):

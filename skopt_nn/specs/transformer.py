@@ -1,0 +1,522 @@
+"""Pretrained Hugging Face models as network specs: ``Transformer`` and ``LoRA``.
+
+``Transformer(model)`` builds, at fit time, a sequence-classification model
+from a local checkpoint (a ``save_pretrained`` directory or a name already in
+the Hugging Face cache) with a head sized from the data, and the checkpoint's
+tokenizer. The estimator then takes raw text as ``X``: the tokenizer turns
+it into one int64 tensor per fit (token ids and attention mask side by side,
+see ``PretrainedTextNet.encode``), so batches stay slices of one tensor as
+for any other network.
+
+``transformers`` and ``peft`` are imported only when a model is built or
+loaded, never by ``import skopt_nn``.
+
+Self-contained fitted models: the built module keeps the tokenizer's files
+and the model's configuration, so a pickled model, or one written by
+``skopt_nn.save``, predicts after the checkpoint directory is gone. LoRA
+adapters are merged into the weights at the end of ``fit``, so a fitted
+model is an ordinary ``transformers`` model.
+"""
+
+import base64
+import contextlib
+import glob
+import json
+import numbers
+import os
+import tempfile
+import warnings
+
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from torch import nn
+
+__all__ = ["Transformer", "LoRA", "PretrainedTextNet"]
+
+_INSTALL = 'pip install "skopt-nn[transformers]"'
+
+
+def _hf():
+    """``transformers``, imported on first use, with a clear error if it is missing."""
+    try:
+        import transformers
+    except ImportError as exc:  # pragma: no cover - the extra is installed in CI
+        raise ImportError(f"Transformer needs the transformers package: {_INSTALL}.") from exc
+    return transformers
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence transformers' load report and progress bars for one load.
+
+    A head re-initialised for the data's classes is the expected case here,
+    not news worth a table on stderr in every fit of a search.
+    """
+    logging = _hf().utils.logging
+    level = logging.get_verbosity()
+    bars = logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _float32():
+    # transformers 5 loads in the checkpoint's dtype by default ("auto"); the
+    # estimators keep weights in float32 (``precision`` is autocast).
+    major = int(_hf().__version__.split(".")[0])
+    return {"dtype": torch.float32} if major >= 5 else {"torch_dtype": torch.float32}
+
+
+class LoRA(BaseEstimator):
+    """Low-rank adapters (LoRA, Hu et al. 2021) for a ``Transformer``, through ``peft``.
+
+    The pretrained weights stay fixed; each targeted linear layer learns a
+    low-rank update ``(alpha / r) * B @ A``. The classification or regression
+    head trains in full. After ``fit`` the updates are merged into the
+    weights, so the fitted model is an ordinary ``transformers`` model with
+    no adapter code and no extra cost at prediction.
+
+    Parameters
+    ----------
+    r : int, default=8
+        Rank of the update.
+    alpha : float, default=16
+        Scale of the update (``lora_alpha``); the update is scaled by
+        ``alpha / r``.
+    dropout : float, default=0.0
+        Dropout on the adapters' input.
+    target_modules : list of str, default=None
+        Names of the linear layers to adapt. None: ``peft``'s default for the
+        model's architecture (``query`` and ``value`` for BERT-like models).
+
+    Examples
+    --------
+    >>> from skopt_nn import LoRA, Transformer
+    >>> spec = Transformer("path/to/checkpoint", lora=LoRA(r=4))
+    >>> spec.set_params(lora__r=16).lora
+    LoRA(r=16)
+    """
+
+    _parameter_constraints = {
+        "r": [Interval(numbers.Integral, 1, None, closed="left")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="neither")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "target_modules": [None, list, tuple, str],
+    }
+
+    def __init__(self, r=8, alpha=16, dropout=0.0, target_modules=None):
+        self.r = r
+        self.alpha = alpha
+        self.dropout = dropout
+        self.target_modules = target_modules
+
+    def _config(self, head):
+        """The ``peft.LoraConfig``; ``head`` (module names) trains in full."""
+        self._validate_params()
+        try:
+            import peft
+        except ImportError as exc:  # pragma: no cover - the extra is installed in CI
+            raise ImportError(f"LoRA needs the peft package: {_INSTALL}.") from exc
+        targets = self.target_modules
+        if isinstance(targets, tuple):
+            targets = list(targets)
+        return peft.LoraConfig(
+            r=int(self.r), lora_alpha=float(self.alpha), lora_dropout=float(self.dropout),
+            target_modules=targets, modules_to_save=list(head),
+        )
+
+
+class Transformer(BaseEstimator):
+    """A pretrained Hugging Face model, fine-tuned on raw text, as a network spec.
+
+    ``X`` is text: a list, 1-D array or ``Series`` of strings, or a
+    one-column ``DataFrame``. The checkpoint's tokenizer pads and truncates
+    each text to ``max_length`` tokens. A classification head (one output
+    per class) or regression head (one per target) is sized from the data;
+    every other weight comes from the checkpoint. Nothing is downloaded
+    unless ``local_files_only=False``.
+
+    Parameters
+    ----------
+    model : str or path-like
+        A directory written by ``save_pretrained`` (model and tokenizer), or
+        the name of a model already in the local Hugging Face cache.
+    max_length : int, default=128
+        Tokens per text after truncation.
+    freeze : int or "all", default=0
+        Freeze the embeddings and the bottom ``freeze`` encoder layers (their
+        weights stay bit-identical to the checkpoint's); ``"all"`` freezes the
+        whole pretrained body, so only the head trains; 0 freezes nothing.
+        With ``lora``, the adapters of frozen layers are frozen too.
+    lora : LoRA, default=None
+        Train low-rank adapters instead of the pretrained weights (searchable
+        as ``module__lora__r``, ``module__lora__alpha``, ...).
+    layer_lr_decay : float, default=1.0
+        Layer-wise learning-rate decay: the head, the layers above the
+        encoder (a pooler) and the top encoder layer train at ``lr``, the
+        layer below at ``lr * layer_lr_decay``, and so on down to the
+        embeddings at ``lr * layer_lr_decay ** n_layers``. Learning-rate
+        schedules scale every layer's rate alike.
+    gradient_checkpointing : bool, default=False
+        Recompute activations in the backward pass instead of storing them:
+        less memory, about a third more compute.
+    local_files_only : bool, default=True
+        Only read local files. Set False to let ``transformers`` download a
+        model by name from the Hugging Face Hub.
+
+    See Also
+    --------
+    LoRA : Low-rank adapters for the model.
+
+    Notes
+    -----
+    ``n_features_in_`` of an estimator fitted on text is 1 (one text column);
+    a ``DataFrame`` column's name is its ``feature_names_in_``. A fitted
+    model carries the tokenizer's files and the model's configuration: it
+    pickles and saves (``skopt_nn.save``) without the checkpoint. With LoRA
+    the estimator's ``n_trainable_params_`` is the number of weights the fit
+    trained (adapters and head), counted before the adapters were merged.
+
+    Examples
+    --------
+    >>> from skopt_nn import LoRA, NNClassifier, Transformer
+    >>> clf = NNClassifier(Transformer("path/to/checkpoint", freeze=1, lora=LoRA(r=4)), lr=1e-3)
+    >>> sorted(k for k in clf.get_params() if k.startswith("module__lora__"))
+    ['module__lora__alpha', 'module__lora__dropout', 'module__lora__r', 'module__lora__target_modules']
+    """
+
+    # Raw text in; no sparse or float rows.
+    accepts_text = True
+    accepts_sparse = False
+
+    _parameter_constraints = {
+        "model": [str, os.PathLike],
+        "max_length": [Interval(numbers.Integral, 1, None, closed="left")],
+        "freeze": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"all"})],
+        "lora": [None, LoRA],
+        "layer_lr_decay": [Interval(numbers.Real, 0, 1, closed="right")],
+        "gradient_checkpointing": ["boolean"],
+        "local_files_only": ["boolean"],
+    }
+
+    def __init__(self, model, *, max_length=128, freeze=0, lora=None, layer_lr_decay=1.0,
+                 gradient_checkpointing=False, local_files_only=True):
+        self.model = model
+        self.max_length = max_length
+        self.freeze = freeze
+        self.lora = lora
+        self.layer_lr_decay = layer_lr_decay
+        self.gradient_checkpointing = gradient_checkpointing
+        self.local_files_only = local_files_only
+
+    def _load_error(self, what, exc):
+        where = os.fspath(self.model)
+        hint = ("it is neither a directory written by save_pretrained nor a model name in the "
+                "local Hugging Face cache; nothing is downloaded with local_files_only=True (set "
+                "local_files_only=False to allow it)") if self.local_files_only else str(exc)
+        return ValueError(f"Transformer could not load the {what} of model={where!r}: {hint}.")
+
+    def tokenizer(self):
+        """The checkpoint's tokenizer (loaded from disk at each call)."""
+        self._validate_params()
+        transformers = _hf()
+        try:
+            with _quiet():
+                tok = transformers.AutoTokenizer.from_pretrained(
+                    os.fspath(self.model), local_files_only=self.local_files_only)
+        except (OSError, ValueError) as exc:
+            raise self._load_error("tokenizer", exc) from None
+        return _with_pad_token(tok)
+
+    def encode(self, texts):
+        """Token ids and attention masks of ``texts``, side by side in one int64 tensor."""
+        return encode_texts(self.tokenizer(), texts, self.max_length)
+
+    def build(self, n_features_in, n_outputs):
+        """Load the checkpoint with a fresh head of ``n_outputs`` outputs; apply freeze and LoRA."""
+        self._validate_params()
+        tokenizer = self.tokenizer()
+        transformers = _hf()
+        try:
+            with _quiet():
+                hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+                    os.fspath(self.model), num_labels=int(n_outputs), ignore_mismatched_sizes=True,
+                    local_files_only=self.local_files_only, **_float32())
+        except (OSError, ValueError) as exc:
+            raise self._load_error("model", exc) from None
+        if hf.config.pad_token_id is None:  # decoder heads find each text's last token by it
+            hf.config.pad_token_id = tokenizer.pad_token_id
+        return PretrainedTextNet(
+            hf, tokenizer_files(tokenizer), max_length=self.max_length, freeze=self.freeze,
+            lora=self.lora, layer_lr_decay=self.layer_lr_decay,
+            gradient_checkpointing=self.gradient_checkpointing,
+        )
+
+
+def _with_pad_token(tokenizer):
+    # Decoder checkpoints (GPT-2) ship without a padding token; their
+    # end-of-text token pads, the attention mask hides it.
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Padding on the right, always: the network trims each batch's columns
+    # of padding from the right (``PretrainedTextNet.forward``).
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def encode_texts(tokenizer, texts, max_length):
+    """``[input_ids | attention_mask]`` of ``texts`` as one ``(n, 2 * width)`` int64 tensor.
+
+    Padded to the longest text of the call (at most ``max_length`` tokens);
+    the network splits the halves again and trims each batch to its own
+    longest text.
+    """
+    texts = [str(t) for t in texts]
+    if not texts:
+        return torch.zeros((0, 2), dtype=torch.int64)
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=int(max_length), return_tensors="pt")
+    return torch.cat([enc["input_ids"].long(), enc["attention_mask"].long()], dim=1).contiguous()
+
+
+def tokenizer_files(tokenizer):
+    """The files ``save_pretrained`` writes for ``tokenizer``, as ``{name: base64 text}``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        files = {}
+        for path in sorted(glob.glob(os.path.join(tmp, "*"))):
+            if os.path.isfile(path):
+                with open(path, "rb") as f:
+                    files[os.path.basename(path)] = base64.b64encode(f.read()).decode("ascii")
+    return files
+
+
+def _from_files(files, loader):
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            if os.path.basename(name) != name:
+                raise ValueError(f"unexpected file name {name!r} in a saved tokenizer")
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(base64.b64decode(data))
+        with _quiet():
+            return loader(tmp)
+
+
+def _layout(hf):
+    """The pretrained body's parts, bottom to top: ``(embeddings, layers, top, body)``.
+
+    ``embeddings`` and ``top`` are lists of parameters (those registered
+    before the first encoder layer, and after the last: a pooler, a final
+    norm), ``layers`` the encoder layers (modules), ``body`` the base model.
+    The encoder layers are the body's longest ``ModuleList`` (its length is
+    ``config.num_hidden_layers`` for every encoder in transformers).
+    """
+    body = hf.base_model
+    lists = [m for m in body.modules() if isinstance(m, nn.ModuleList)]
+    n_layers = getattr(hf.config, "num_hidden_layers", None)
+    exact = [m for m in lists if len(m) == n_layers]
+    layers = list((exact or sorted(lists, key=len, reverse=True) or [[]])[0])
+    in_layers = {id(p) for layer in layers for p in layer.parameters()}
+    embeddings, top, seen = [], [], False
+    for p in body.parameters():
+        if id(p) in in_layers:
+            seen = True
+        else:
+            (top if seen else embeddings).append(p)
+    return embeddings, layers, top, body
+
+
+class PretrainedTextNet(nn.Module):
+    """A sequence-classification model that takes ``[input_ids | attention_mask]`` rows.
+
+    Built by ``Transformer.build``; returns one logit per class (or one
+    output per regression target) as a plain tensor, so the estimator's own
+    loss trains it. Keeps the tokenizer's files so that it tokenizes text
+    (``encode``) after the checkpoint directory is gone.
+    """
+
+    def __init__(self, hf, tokenizer_files, *, max_length=128, freeze=0, lora=None,
+                 layer_lr_decay=1.0, gradient_checkpointing=False):
+        super().__init__()
+        self.model = hf
+        self.tokenizer_files = dict(tokenizer_files)
+        self.max_length = int(max_length)
+        self.freeze = freeze
+        self.layer_lr_decay = float(layer_lr_decay)
+        self._tokenizer = None
+        self.lora_ = None
+        self._apply_freeze()
+        if gradient_checkpointing:
+            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if lora is not None:
+            self._wrap_lora(lora)
+        self.trainable_params = sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # -- structure -----------------------------------------------------------------------
+    def _frozen_parts(self, hf):
+        embeddings, layers, top, body = _layout(hf)
+        if self.freeze == "all":
+            return list(body.parameters()), layers
+        k = int(self.freeze)
+        if k == 0:  # full fine-tuning: the embeddings train too
+            return [], []
+        if k > len(layers):
+            raise ValueError(
+                f"freeze={k} exceeds the {len(layers)} encoder layers of the model; use at most "
+                f"{len(layers)}, or freeze='all'."
+            )
+        return embeddings + [p for layer in layers[:k] for p in layer.parameters()], layers[:k]
+
+    def _apply_freeze(self):
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        frozen, _ = self._frozen_parts(self.model)
+        for p in frozen:
+            p.requires_grad_(False)
+
+    def _wrap_lora(self, lora):
+        import peft
+
+        hf = self.model
+        _, _, _, body = _layout(hf)
+        head = [name for name, child in hf.named_children()
+                if child is not body and any(True for _ in child.parameters())]
+        _, frozen_layers = self._frozen_parts(hf)
+        with _quiet(), warnings.catch_warnings():
+            # peft reads an attribute transformers 5 renamed: noise, not news
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = peft.get_peft_model(hf, lora._config(head))
+        # peft trains every adapter; those inside frozen layers stay as built.
+        for layer in frozen_layers:
+            for p in layer.parameters():
+                p.requires_grad_(False)
+        self.lora_ = True
+
+    def _base(self):
+        """The transformers model, under peft's wrapper while adapters are attached."""
+        return self.model.get_base_model() if self.lora_ else self.model
+
+    def optimizer_groups(self, lr):
+        """skorch ``param_groups`` for layer-wise learning-rate decay, or None.
+
+        Each group carries ``lr_scale``, the factor the learning-rate
+        schedule multiplies its rate by.
+        """
+        decay = self.layer_lr_decay
+        if decay == 1.0:
+            return None
+        embeddings, layers, _, _ = _layout(self._base())
+        names = {id(m): name for name, m in self.named_modules()}
+        pnames = {id(p): name for name, p in self.named_parameters()}
+        groups, n = [], len(layers)
+        for depth, layer in enumerate(reversed(layers)):
+            scale = decay ** depth
+            groups.append((glob.escape(names[id(layer)]) + ".*", {"lr": lr * scale, "lr_scale": scale}))
+        scale = decay ** n
+        for p in embeddings:
+            groups.append((glob.escape(pnames[id(p)]), {"lr": lr * scale, "lr_scale": scale}))
+        return groups
+
+    def finish_fit(self):
+        """Merge LoRA adapters into the weights; return True if the parameters changed.
+
+        ``trainable_params`` becomes the number of weights this fit trained,
+        counted before the merge (after it, adapters no longer exist).
+        """
+        self.trainable_params = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        if not self.lora_:
+            return False
+        with _quiet():
+            self.model = self.model.merge_and_unload()
+        self.lora_ = None
+        # A continued fit (warm_start, partial_fit) trains the merged weights
+        # that ``freeze`` leaves free.
+        self._apply_freeze()
+        return True
+
+    def multiply_adds_per_row(self):
+        """Rough multiply-adds of one text's forward pass: the body's weights once per token."""
+        embeddings, *_ = _layout(self._base())
+        emb = sum(p.numel() for p in embeddings)
+        return max(1, (sum(p.numel() for p in self.parameters()) - emb) * self.max_length)
+
+    # -- data ------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            transformers = _hf()
+            self._tokenizer = _with_pad_token(_from_files(
+                self.tokenizer_files,
+                lambda d: transformers.AutoTokenizer.from_pretrained(d, local_files_only=True)))
+        return self._tokenizer
+
+    def encode(self, texts):
+        """``[input_ids | attention_mask]`` rows for ``texts`` (see ``encode_texts``)."""
+        return encode_texts(self.tokenizer, texts, self.max_length)
+
+    def forward(self, x):
+        width = x.shape[1] // 2
+        ids, mask = x[:, :width], x[:, width:]
+        if len(x) and not torch.jit.is_tracing():
+            # Right-padded rows: the batch needs only its longest text's tokens.
+            used = int(mask.sum(dim=1).max())
+            ids, mask = ids[:, :max(used, 1)], mask[:, :max(used, 1)]
+        return self.model(input_ids=ids, attention_mask=mask).logits
+
+    # -- persistence -----------------------------------------------------------------------
+    def blueprint(self):
+        """What rebuilds this network without the checkpoint: JSON-ready, weights apart."""
+        return {
+            "config": self._base().config.to_json_string(use_diff=False),
+            "tokenizer": dict(self.tokenizer_files),
+            "max_length": self.max_length,
+            "freeze": self.freeze,
+            "layer_lr_decay": self.layer_lr_decay,
+        }
+
+    @classmethod
+    def from_blueprint(cls, blueprint):
+        """An untrained network of the saved architecture (load its weights next)."""
+        transformers = _hf()
+        config = json.loads(blueprint["config"])
+        config_obj = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+        with _quiet():
+            hf = transformers.AutoModelForSequenceClassification.from_config(config_obj, **_float32())
+        return cls(hf, blueprint["tokenizer"], max_length=blueprint["max_length"],
+                   freeze=blueprint["freeze"], layer_lr_decay=blueprint["layer_lr_decay"])
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_tokenizer"] = None  # rebuilt from ``tokenizer_files`` on first use
+        return state
+
+
+def _text_network(module):
+    for m in module.modules():
+        if isinstance(m, PretrainedTextNet):
+            return m
+    return None
+
+
+def holds_text_network(module):
+    """Whether ``module`` is, or holds (an ensemble's member), a pretrained text network."""
+    return _text_network(module) is not None
+
+
+def text_encoder(module):
+    """The ``encode`` of the text network inside ``module`` (itself or an ensemble member)."""
+    net = _text_network(module)
+    if net is None:
+        raise TypeError(f"{type(module).__name__} holds no text network.")
+    return net.encode
+
+
+def accepts_text(spec):
+    """Whether a network spec takes raw text as ``X``."""
+    return bool(getattr(spec, "accepts_text", False))

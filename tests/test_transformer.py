@@ -1,0 +1,246 @@
+"""Pretrained Hugging Face models on raw text: Transformer, LoRA, freezing, persistence.
+
+Every checkpoint is a tiny BERT the tests build and save themselves; nothing
+is downloaded (HF_HUB_OFFLINE=1 for the whole module).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils._param_validation import InvalidParameterError
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from skopt_nn import (  # noqa: E402
+    Distillation, LoRA, LRSchedule, NNClassifier, NNRegressor, SearchSpace, Transformer, export_onnx,
+    load, make_search, save,
+)
+from skopt_nn.specs._hf_testing import review_texts, tiny_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A randomly initialised 2-layer BERT (hidden size 32) with its tokenizer."""
+    return tiny_checkpoint(str(tmp_path_factory.mktemp("hf") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def pretrained(checkpoint, tmp_path_factory):
+    """The tiny BERT trained on topic-and-mood labels, saved as a pretrained checkpoint."""
+    X, y = review_texts(400, seed=0, label="both")
+    clf = NNClassifier(Transformer(checkpoint, max_length=24), lr=3e-3, max_epochs=8, batch_size=32,
+                       random_state=0).fit(X, y)
+    path = str(tmp_path_factory.mktemp("hf") / "pretrained")
+    clf.module_.model.save_pretrained(path)
+    clf.module_.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    return review_texts(160, seed=1), review_texts(300, seed=2)
+
+
+def _clf(path, **module):
+    return NNClassifier(Transformer(path, max_length=24, **module), lr=1e-2, max_epochs=3, batch_size=32,
+                        random_state=0)
+
+
+def test_fine_tunes_on_raw_text_in_any_container(pretrained, reviews):
+    (X, y), (X_test, y_test) = reviews
+    clf = _clf(pretrained).fit(list(X), y)
+    assert clf.score(X_test, y_test) > 0.7
+    assert clf.n_features_in_ == 1
+    assert clf.n_trainable_params_ == clf.n_params_  # freeze=0: every weight trains
+    proba = clf.predict_proba(pd.Series(X_test[:5]))
+    np.testing.assert_allclose(proba, clf.predict_proba(X_test[:5].reshape(-1, 1)), atol=1e-6)
+    framed = _clf(pretrained).fit(pd.DataFrame({"review": X}), y)
+    assert list(framed.feature_names_in_) == ["review"]
+    assert framed.__sklearn_tags__().input_tags.string
+
+
+def test_regression_on_text(pretrained):
+    X, _ = review_texts(160, seed=3)
+    y = np.array([sum(w in ("good", "great", "fine", "lovely") for w in t.split()) for t in X], dtype=float)
+    reg = NNRegressor(Transformer(pretrained, max_length=24), lr=3e-3, max_epochs=6, batch_size=32,
+                      random_state=0).fit(X, y)
+    assert reg.predict(X[:7]).shape == (7,)
+    assert reg.score(X, y) > 0.3
+
+
+def test_lora_trains_few_weights_and_leaves_a_plain_model(pretrained, reviews):
+    (X, y), (X_test, y_test) = reviews
+    clf = _clf(pretrained, lora=LoRA(r=2)).fit(X, y)
+    assert clf.n_trainable_params_ <= 0.05 * clf.n_params_
+    assert clf.score(X_test, y_test) > 0.7
+    model = clf.module_.model
+    assert type(model).__module__.startswith("transformers.")  # merged: no peft wrapper left
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("freeze, lora", [(1, None), ("all", None), (1, LoRA(r=2))])
+def test_frozen_weights_stay_bit_identical(checkpoint, reviews, freeze, lora):
+    import safetensors.torch
+
+    (X, y), _ = reviews
+    start = safetensors.torch.load_file(os.path.join(checkpoint, "model.safetensors"))
+    clf = _clf(checkpoint, freeze=freeze, lora=lora).fit(X, y)
+    after = clf.module_.model.state_dict()
+    frozen = ["bert.embeddings."] + (["bert."] if freeze == "all" else ["bert.encoder.layer.0."])
+    checked = changed = 0
+    for key, value in start.items():
+        if key.startswith("classifier"):
+            continue
+        if any(key.startswith(prefix) for prefix in frozen):
+            assert torch.equal(after[key], value), key
+            checked += 1
+        elif not torch.equal(after[key], value):
+            changed += 1
+    assert checked > 0
+    assert (changed == 0) == (freeze == "all")
+
+
+def test_layer_lr_decay_scales_rates_under_a_schedule(checkpoint, reviews):
+    (X, y), _ = reviews
+    clf = _clf(checkpoint, layer_lr_decay=0.5).set_params(
+        lr_schedule=LRSchedule("exponential", gamma=0.5), max_epochs=2).fit(X[:64], y[:64])
+    groups = clf.net_.optimizer_.param_groups
+    top = groups[-1]["lr"]  # head and pooler: the unscaled rate, after the schedule's decay
+    assert 0 < top < 1e-2
+    scales = sorted({round(g["lr"] / top, 6) for g in groups})
+    assert scales == [0.25, 0.5, 1.0]  # embeddings, bottom layer, top layer and head
+
+
+def test_cross_val_score_and_grid_search_over_lora_rank_and_lr(pretrained, reviews):
+    (X, y), _ = reviews
+    clf = _clf(pretrained, lora=LoRA(r=2)).set_params(max_epochs=2)
+    scores = cross_val_score(clf, X, y, cv=2)
+    assert scores.shape == (2,) and np.all(scores > 0.5)
+    pipe = make_pipeline(FunctionTransformer(), clf)  # where a text-cleaning step would go
+    grid = GridSearchCV(pipe, {"nnclassifier__module__lora__r": [1, 2],
+                               "nnclassifier__lr": [3e-3, 1e-2]}, cv=2).fit(X, y)
+    assert len(grid.cv_results_["params"]) == 4
+    assert grid.best_estimator_[-1].module.lora.r in (1, 2)
+    assert grid.score(X, y) > 0.5
+
+
+def test_fused_search_falls_back_to_plain_fits(checkpoint, reviews):
+    (X, y), _ = reviews
+    space = SearchSpace({"lr": [3e-3, 1e-2]})
+    search = make_search(_clf(checkpoint).set_params(max_epochs=1), space, method="grid", fuse=True, cv=2)
+    with pytest.warns(UserWarning, match="Transformer"):
+        search.fit(X[:64], y[:64])
+    assert len(search.cv_results_["params"]) == 2
+
+
+def test_fitted_model_works_without_its_checkpoint(checkpoint, reviews, tmp_path):
+    (X, y), (X_test, _) = reviews
+    own = str(tmp_path / "ckpt")
+    shutil.copytree(checkpoint, own)
+    clf = _clf(own, freeze=1, lora=LoRA(r=2)).fit(X, y)
+    expected = clf.predict_proba(X_test[:20])
+    joblib.dump(clf, tmp_path / "model.joblib")
+    save(clf, tmp_path / "model.safetensors")
+    np.save(tmp_path / "X.npy", X_test[:20].astype(str))
+    np.save(tmp_path / "p.npy", expected)
+    shutil.rmtree(own)
+    code = (
+        "import sys, joblib, numpy as np\n"
+        "from skopt_nn import load\n"
+        "d = sys.argv[1]\n"
+        "X = list(np.load(d + '/X.npy')); p = np.load(d + '/p.npy')\n"
+        "for m in (joblib.load(d + '/model.joblib'), load(d + '/model.safetensors')):\n"
+        "    assert np.abs(m.predict_proba(X) - p).max() < 1e-6, 'predictions differ'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().endswith("ok")
+    loaded = load(tmp_path / "model.safetensors")
+    assert loaded.n_trainable_params_ == clf.n_trainable_params_
+    # the loaded model keeps training (its frozen layers stay frozen)
+    loaded.set_params(warm_start=True, max_epochs=1).fit(X, y)
+    with pytest.raises(NotImplementedError, match="tokenizer"):
+        export_onnx(clf, tmp_path / "model.onnx")
+
+
+def test_transformer_teaches_a_smaller_transformer(pretrained, reviews, tmp_path):
+    (X, y), (X_test, y_test) = reviews
+    small = tiny_checkpoint(str(tmp_path / "small"), hidden_size=16, num_layers=1)
+    teacher = _clf(pretrained)
+    student = NNClassifier(Transformer(small, max_length=24), lr=1e-2, max_epochs=12, batch_size=32,
+                           distillation=Distillation(teacher, alpha=0.7), random_state=0).fit(X, y)
+    assert student.n_params_ < 0.5 * teacher.fit(X, y).n_params_
+    assert student.score(X_test, y_test) > 0.65
+
+
+def test_training_knobs_and_checkpointing_work_on_a_transformer(pretrained):
+    X, labels = review_texts(96, seed=4, label="both")
+    Y = np.stack([np.char.endswith(labels.astype(str), "pos"),
+                  np.char.startswith(labels.astype(str), "food")], axis=1).astype(int)
+    clf = NNClassifier(Transformer(pretrained, max_length=24, gradient_checkpointing=True, lora=LoRA(r=2)),
+                       lr=3e-3, max_epochs=3, batch_size=16, gradient_accumulation_steps=2,
+                       max_grad_norm=1.0, random_state=0).fit(X, Y)
+    assert clf.predict(X[:4]).shape == (4, 2)  # multilabel: one head output per label
+    assert clf.score(X, Y) > 0.5
+    with pytest.raises(ValueError, match="pretrained Transformer"):
+        _clf(pretrained).set_params(n_ensemble=2).fit(X, labels)
+
+
+def test_partial_fit_continues_on_text(checkpoint, reviews):
+    (X, y), _ = reviews
+    clf = _clf(checkpoint)
+    clf.partial_fit(X[:64], y[:64], classes=np.unique(y))
+    clf.partial_fit(X[64:128], y[64:128])
+    assert clf.n_iter_ == 2
+    assert clf.predict(X[:3]).shape == (3,)
+
+
+def test_bad_options_give_clear_errors(checkpoint, reviews, tmp_path):
+    (X, y), _ = reviews
+    with pytest.raises(InvalidParameterError, match="'freeze'"):
+        _clf(checkpoint, freeze=-1).fit(X[:8], y[:8])
+    with pytest.raises(InvalidParameterError, match="'r'"):
+        _clf(checkpoint, lora=LoRA(r=0)).fit(X[:8], y[:8])
+    with pytest.raises(ValueError, match="freeze=3 exceeds the 2 encoder layers"):
+        _clf(checkpoint, freeze=3).fit(X[:8], y[:8])
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(ValueError, match=r"no-such-model.*local_files_only"):
+        _clf(missing).fit(X[:8], y[:8])
+    with pytest.raises(ValueError, match="raw text"):
+        _clf(checkpoint).fit(np.zeros((8, 1)), y[:8])
+    clf = _clf(checkpoint).set_params(max_epochs=1).fit(X[:16], y[:16])
+    with pytest.raises(ValueError, match="raw text"):
+        clf.predict(np.arange(3))
+
+
+def test_import_stays_light():
+    code = (
+        "import sys, skopt_nn\n"
+        "from skopt_nn import Transformer, LoRA, NNClassifier\n"
+        "NNClassifier(Transformer('x', lora=LoRA())).get_params()\n"
+        "print(sorted(m for m in ('transformers', 'peft') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "[]", run.stderr[-2000:]
