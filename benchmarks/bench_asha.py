@@ -92,10 +92,10 @@ def main(argv=None):
 
     print(f"\n[asha] digits {len(X)} rows, {n} candidates, max_epochs={epochs}, cv={cv}, one torch thread")
     print(f"{'search':<11} {'epochs':>7} {'/ full':>7} {'best cv':>8} {'cv - full':>9} "
-          f"{'wall / full':>11} {'at top':>6}")
+          f"{'wall s':>7} {'wall / full':>11} {'at top':>6}")
     for name, (ep, score, wall, top) in rows.items():
         print(f"{name:<11} {ep:7d} {ep / full_epochs:7.1%} {score:8.4f} {score - full.best_score_:+9.4f} "
-              f"{wall / t_full:11.2f} {top:6d}")
+              f"{wall:7.2f} {wall / t_full:11.2f} {top:6d}")
     out = {name: {"epochs": ep / full_epochs, "gap": full.best_score_ - score, "wall": wall / t_full}
            for name, (ep, score, wall, _) in rows.items()}
     if "halving" in rows:
@@ -107,7 +107,38 @@ def main(argv=None):
         print(f"{name}: wall {wall / t_asha:.2f}x joblib ASHA's (target <= 3x, goal 1.5x), "
               f"epochs {ep / full_epochs:.1%} of the full search (<= 20 %), "
               f"best CV {score - asha.best_score_:+.4f} from joblib ASHA's (within 0.02)")
+    if ray_kinds:
+        fixed = _ray_fixed_cost()
+        out["ray_fixed"] = fixed
+        print("of which Ray's fixed cost (measured apart, no training): "
+              + ", ".join(f"{k} {v:.2f} s" for k, v in fixed.items()))
     return out
+
+
+def _ray_fixed_cost():
+    """``ray.init``, two actors importing the library, and ``ray.shutdown``, timed apart."""
+    import logging
+
+    start = time.perf_counter()
+    import ray
+
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    init = time.perf_counter()
+
+    @ray.remote(num_cpus=1)
+    class _Idle:
+        def ready(self):
+            import skopt_nn.search.asha  # noqa: F401  what a trainer actor imports first
+
+            return True
+
+    actors = [_Idle.remote() for _ in range(int(ray.available_resources().get("CPU", 1)))]
+    ray.get([a.ready.remote() for a in actors])
+    up = time.perf_counter()
+    ray.shutdown()
+    end = time.perf_counter()
+    return {"ray.init": init - start, "actors up": up - init, "ray.shutdown": end - up}
 
 
 def _ray_search(args, pipe, n, fuse, common, X, y):

@@ -42,10 +42,10 @@ class _Trainer:
     object store (numpy arrays without a copy).
     """
 
-    def __init__(self, shared):
+    def __init__(self, shared, threads=None):
         self.shared = shared
         self.folds = {}
-        self.threads = _assigned_cpus()
+        self.threads = threads or _assigned_cpus()
 
     def pid(self):
         import os
@@ -98,6 +98,24 @@ class _Trainer:
             self.folds[key] = fold
 
 
+def _quiet_init(ray, address, verbose):
+    """``ray.init`` without its console chatter unless ``verbose``.
+
+    Ray's own loggers print start-up notices (a local instance started, token
+    authentication) through Python's last-resort handler; their level is
+    raised for the call and put back after, so the user's logging is as it was.
+    """
+    logger = logging.getLogger("ray")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.ERROR)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+                 logging_level=logging.INFO if verbose else logging.ERROR, configure_logging=verbose)
+    finally:
+        logger.setLevel(level)
+
+
 def _assigned_cpus():
     """CPUs Ray assigned to this actor (its torch threads), at least 1."""
     import ray
@@ -110,19 +128,72 @@ def _assigned_cpus():
 
 
 def _pool_size(ray, n_jobs):
-    """Actors to start: the CPUs Ray has free now, capped by ``n_jobs``."""
+    """Workers for the search: the CPUs Ray has free now, capped by ``n_jobs``."""
     free = int(ray.available_resources().get("CPU", 0))
     if n_jobs is not None and n_jobs > 0:
         return max(1, min(n_jobs, free) if free else n_jobs)
     return max(1, free)
 
 
-def _place(picks, owner, loads, n_splits, rungs, reached):
-    """Split a wave's ``(candidate, rung)`` picks over the actors.
+class _Pool:
+    """The workers of one search: Ray actors, and this process when Ray is ours.
 
-    A fold trained before goes back to the actor holding it; a new fold
-    goes to the actor with the fewest epochs to train in this wave.
-    Returns one job list per actor and, per job, where its result lands.
+    An actor takes seconds to start (a Python process importing torch and
+    sklearn). When the search started a local Ray itself, this process is one
+    of the workers (its CPU is one of Ray's), so it trains the first folds
+    while the actors start; a fold goes to an actor only once the actor is up,
+    and a fold trained once stays with the worker that holds it.
+    """
+
+    def __init__(self, ray, shared, local, n_workers):
+        self.ray = ray
+        self.local = _Trainer(local, threads=1) if local is not None else None
+        n_actors = n_workers - (self.local is not None)
+        trainer = ray.remote(num_cpus=1)(_Trainer)
+        self.actors = [trainer.remote(shared) for _ in range(n_actors)]
+        # worker index -> handle: 0 is this process when it trains
+        self.workers = ([self.local] if self.local is not None else []) + self.actors
+        offset = len(self.workers) - len(self.actors)
+        self.pending = {actor.pid.remote(): offset + a for a, actor in enumerate(self.actors)}
+        self.ready = set(range(offset))
+        if not self.ready:  # no local worker: wait for the first actor
+            self._poll(timeout=None, at_least=1)
+
+    def _poll(self, timeout=0, at_least=None):
+        if not self.pending:
+            return
+        done, _ = self.ray.wait(list(self.pending), num_returns=at_least or len(self.pending),
+                                timeout=timeout)
+        for ref in done:
+            self.ready.add(self.pending.pop(ref))
+
+    def run(self, method, jobs):
+        """``method`` on every worker's job list; returns each worker's results."""
+        refs = {w: getattr(self.workers[w], method).remote(jobs[w])
+                for w in range(len(self.workers)) if jobs[w] and self.workers[w] is not self.local}
+        done = {}
+        if self.local is not None and jobs[0]:
+            done[0] = getattr(self.local, method)(jobs[0])
+        done.update(zip(refs, self.ray.get(list(refs.values()))))
+        return done
+
+    def forget(self, w, keys):
+        if self.workers[w] is self.local:
+            self.local.forget(keys)
+        else:
+            self.workers[w].forget.remote(keys)
+
+    def close(self):
+        for actor in self.actors:
+            self.ray.kill(actor)
+
+
+def _place(picks, owner, loads, ready, n_splits, rungs, reached):
+    """Split a wave's ``(candidate, rung)`` picks over the workers.
+
+    A fold trained before goes back to the worker holding it; a new fold
+    goes to the ready worker with the fewest epochs to train in this wave.
+    Returns one job list per worker and, per job, where its result lands.
     """
     jobs = [[] for _ in loads]
     where = []
@@ -139,7 +210,7 @@ def _place(picks, owner, loads, n_splits, rungs, reached):
             else:
                 fresh.append((key, rung, work, p, k))
     for key, rung, work, p, k in fresh:
-        a = min(range(len(loads)), key=loads.__getitem__)
+        a = min(sorted(ready), key=loads.__getitem__)
         owner[key] = a
         loads[a] += work
         jobs[a].append((key, True, rung))  # True: build this fold from the candidate
@@ -157,42 +228,42 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, fit_param
     # verbose (its log prints unless its sink *is* print), so it is put back.
     own_print = builtins.print
     started = False
-    actors = []
+    pool = None
     try:
         if not ray.is_initialized():
             # Joins ``ray_address`` (a cluster) or starts a local Ray, quietly
             # unless verbose, and stops only a Ray it started itself.
-            ray.init(address=search.ray_address, include_dashboard=False, log_to_driver=verbose,
-                     logging_level=logging.INFO if verbose else logging.ERROR,
-                     configure_logging=verbose)
+            _quiet_init(ray, search.ray_address, verbose)
             started = True
-        n_actors = _pool_size(ray, search.n_jobs)
-        shared = ray.put({
+        n_workers = _pool_size(ray, search.n_jobs)
+        data = {
             "X": X, "y": y, "splits": splits, "scorer": scorer, "rungs": list(rungs),
             "fit_params": fit_params or {}, "max_members": search.fuse_max_members,
-        })
-        trainer = ray.remote(num_cpus=1)(_Trainer)
-        actors = [trainer.remote(shared) for _ in range(n_actors)]
+        }
+        # This process trains too only on a local Ray it started (its CPU is
+        # then one of Ray's); on a cluster the work stays on the cluster.
+        local = data if started and search.ray_address is None else None
+        pool = _Pool(ray, ray.put(data), local, n_workers)
 
         n_splits = len(splits)
         state = _ASHAState(len(candidates), rungs, search.reduction_factor)
         owner, reached, fallbacks = {}, {}, []
         while True:
-            # The joblib backend's waves for as many workers as actors: the
-            # same promotions, in the same order, for one random_state.
-            wave = len(candidates) if search.fuse else max(1, -(-n_actors // n_splits))
+            # The joblib backend's waves for as many workers: the same
+            # promotions, in the same order, for one random_state, whichever
+            # worker trains a fold.
+            wave = len(candidates) if search.fuse else max(1, -(-n_workers // n_splits))
             picks = state.next_jobs(wave)
             if not picks:
                 break
-            loads = [0] * n_actors
-            jobs, where = _place(picks, owner, loads, n_splits, rungs, reached)
-            for per_actor in jobs:
-                for j, (key, new, rung) in enumerate(per_actor):
+            pool._poll()
+            loads = [0] * n_workers
+            jobs, where = _place(picks, owner, loads, pool.ready, n_splits, rungs, reached)
+            for per_worker in jobs:
+                for j, (key, new, rung) in enumerate(per_worker):
                     if new:  # the candidate's estimator travels once, with its first rung
-                        per_actor[j] = (key, search._candidate_estimator(candidates[key[0]]), rung)
-            method = "advance_fused" if search.fuse else "advance"
-            refs = {a: getattr(actors[a], method).remote(jobs[a]) for a in range(n_actors) if jobs[a]}
-            done = dict(zip(refs, ray.get(list(refs.values()))))
+                        per_worker[j] = (key, search._candidate_estimator(candidates[key[0]]), rung)
+            done = pool.run("advance_fused" if search.fuse else "advance", jobs)
             scores = [[None] * n_splits for _ in picks]
             fold_errors = [[None] * n_splits for _ in picks]
             for a, j, p, k in where:
@@ -210,8 +281,8 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, fit_param
                     for key in keys:
                         reached.pop(key, None)
                     if errors:  # its other folds train no more either
-                        for a in {owner[key] for key in keys}:
-                            actors[a].forget.remote(keys)
+                        for w in {owner[key] for key in keys}:
+                            pool.forget(w, keys)
                 progress.update(rung, state.best_score())
         if fallbacks:
             reasons = sorted(set(fallbacks))
@@ -223,8 +294,8 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, fit_param
             )
         return state.records
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        if pool is not None:
+            pool.close()
         if started:
             ray.shutdown()
         builtins.print = own_print
