@@ -135,6 +135,7 @@ def main(argv=None):
         ("ASHA on Ray epochs / full random search", asha["asha, ray"]["epochs"], "<= 0.20"),
         ("full search best cv - ASHA on Ray best cv", asha["asha, ray"]["gap"], "<= 0.01"),
         ("ASHA on Ray wall time / full random search", asha["asha, ray"]["wall"], ""),
+        ("ASHA on Ray wall time / ASHA on joblib", asha["asha, ray"]["vs_joblib"], "<= 3 (goal 1.5)"),
     ]
     for name in ("NNClassifier", "PyTorch loop", "sklearn MLP"):
         ours = name == "NNClassifier"

@@ -152,26 +152,54 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_backend_runs_the_same_candidates_as_tune_trials(small, local_ray, capsys):
+def test_ray_backend_promotes_like_joblib_and_decodes_params(small, local_ray, capsys):
     X, y = small
     sizes = [(8,), (16, 8)]
-    space = {"lr": Real(1e-3, 1e-1, log=True), "module__hidden_layer_sizes": Categorical(sizes)}
-    kw = dict(method="asha", n_iter=4, cv=2, random_state=0)
+    prunings = [None, Pruning(amount=0.3)]
+    space = {"lr": Real(1e-3, 1e-1, log=True), "module__hidden_layer_sizes": Categorical(sizes),
+             "pruning": Categorical(prunings)}
+    kw = dict(method="asha", n_iter=9, cv=2, random_state=0)
     search = make_search(_pipe(), space, backend="ray", **kw).fit(X, y)
     res = search.cv_results_
-    local = make_search(_pipe(), space, refit=False, **kw).fit(X, y)
+    # Two actors on two CPUs: the joblib backend with two workers runs the same waves.
+    local = make_search(_pipe(), space, refit=False, n_jobs=2, **kw).fit(X, y)
     assert res["params"] == local.cv_results_["params"]
+    np.testing.assert_array_equal(res["epochs"], local.cv_results_["epochs"])
+    assert search.total_epochs_ == local.total_epochs_ == res["epochs"].sum() * 2
     assert res["epochs"].max() == 9 and not res["failed"].any()
-    assert search.total_epochs_ == res["epochs"].sum() * 2 < 4 * 9 * 2
-    assert search.best_params_["nnclassifier__module__hidden_layer_sizes"] in sizes
-    # A candidate trained to a rung scores the same on Ray as in-process.
-    for i in range(4):
-        for epochs, score in res["score_history"][i]:
-            same = [s for e, s in local.cv_results_["score_history"][i] if e == epochs]
-            if same:
-                assert score == pytest.approx(same[0])
+    # The promotion rule: a candidate goes up when it is in the top 1/eta of
+    # those that finished its rung, so at most a third of them ever went on,
+    # and the first promoted from rung 0 led the first three to finish it.
+    histories = res["score_history"]
+    for rung in (0, 1):
+        finished = [i for i, h in enumerate(histories) if len(h) > rung]
+        went_on = [i for i in finished if len(histories[i]) > rung + 1]
+        assert 1 <= len(went_on) <= len(finished) // 3
+    first_three = [0, 1, 2]  # candidates start in order, one wave of one at a time
+    leader = max(first_three, key=lambda i: histories[i][0][1])
+    assert len(histories[leader]) > 1
+    for i in range(len(res["params"])):
+        ours, theirs = histories[i], local.cv_results_["score_history"][i]
+        assert [e for e, _ in ours] == [e for e, _ in theirs]
+        assert [s for _, s in ours] == pytest.approx([s for _, s in theirs])
+    # Params come back as the user gave them: tuples stay tuples, None and specs survive.
+    for params in res["params"] + [search.best_params_]:
+        assert type(params["nnclassifier__module__hidden_layer_sizes"]) is tuple
+        assert params["nnclassifier__module__hidden_layer_sizes"] in sizes
+        assert params["nnclassifier__pruning"] in prunings
     assert search.score(X, y) > 0.5
     assert "train_loss" not in capsys.readouterr().out  # the refit stayed quiet
+
+
+def test_ray_backend_trains_fused_groups_on_its_actors(small, local_ray):
+    X, y = small
+    space = {"lr": Real(1e-3, 1e-1, log=True)}
+    kw = dict(method="asha", n_iter=6, cv=2, random_state=0, refit=False, fuse=True)
+    on_ray = make_search(_pipe(), space, backend="ray", **kw).fit(X, y)
+    local = make_search(_pipe(), space, **kw).fit(X, y)
+    np.testing.assert_array_equal(on_ray.cv_results_["epochs"], local.cv_results_["epochs"])
+    np.testing.assert_allclose(on_ray.cv_results_["mean_test_score"],
+                               local.cv_results_["mean_test_score"], atol=1e-6)
 
 
 def test_search_space_renders_as_ray_tune_distributions():

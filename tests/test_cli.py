@@ -211,7 +211,7 @@ def test_tune_follows_a_space_file_with_fixed_recipe(tmp_path, capsys):
     assert (out / "sparsity.png").stat().st_size > 0  # the fixed pruning was applied
 
 
-@pytest.mark.parametrize("search", ["bayes", "halving"])
+@pytest.mark.parametrize("search", ["bayes", "halving", "optuna"])
 def test_tune_runs_every_search_engine(tmp_path, capsys, search):
     status = main(["tune", "--data", "iris", "--search", search, "--n-iter", "3", "--cv", "2",
                    "--max-epochs", "3", "--out", str(tmp_path)])
@@ -280,6 +280,21 @@ def test_tune_runs_its_fits_on_a_dask_scheduler(tmp_path, capsys):
     assert status == 0
     assert f"Dask: 1 workers at {cluster.scheduler_address}" in out
     assert len(pd.read_csv(tmp_path / "cv_results.csv")) == 2
+
+
+def test_tune_runs_asha_on_ray_and_refuses_ray_for_other_searches(tmp_path, capsys):
+    ray = pytest.importorskip("ray")
+    try:
+        status = main(["tune", "--data", "iris", "--search", "asha", "--backend", "ray", "--n-iter", "4",
+                       "--cv", "2", "--max-epochs", "3", "--out", str(tmp_path)])
+        assert status == 0, capsys.readouterr().err
+        assert len(pd.read_csv(tmp_path / "cv_results.csv")) == 4
+        assert not ray.is_initialized()  # the Ray the search started is stopped
+    finally:
+        ray.shutdown()
+    status, err = _error_line(capsys, ["tune", "--data", "iris", "--search", "random", "--backend", "ray",
+                                       "--out", str(tmp_path)])
+    assert status == 2 and "--backend ray applies to --search asha" in err
 
 
 def test_bad_dask_scheduler_address_is_one_line(tmp_path, capsys):

@@ -17,7 +17,7 @@ from ._io import BUILTIN_DATASETS, CLIError, _say, load_model, read_csv
 
 __all__ = ["main", "build_parser"]
 
-_METHODS = ("bayes", "grid", "random", "halving", "asha")
+_METHODS = ("bayes", "grid", "random", "halving", "asha", "optuna")
 _DEFAULT_OUT = "skopt_nn_out"
 
 
@@ -173,18 +173,21 @@ def build_parser():
                       help="default: inferred from the target")
     tune.add_argument("--search", choices=_METHODS, default="bayes", help="search engine (default: bayes)")
     tune.add_argument("--n-iter", type=int, metavar="N", default=None,
-                      help="candidates for bayes, random, halving and asha (default: 10)")
+                      help="candidates for bayes, random, halving, asha and optuna (default: 10)")
     tune.add_argument("--cv", type=int, metavar="K", default=3, help="cross-validation folds (default: 3)")
     tune.add_argument("--space", metavar="FILE", help="search space as TOML or JSON (default: default_space)")
     tune.add_argument("--max-epochs", type=int, metavar="N", default=30, help="epochs per fit (default: 30)")
-    tune.add_argument("--n-jobs", type=int, metavar="N", default=1, help="parallel fits (default: 1)")
+    tune.add_argument("--n-jobs", type=int, metavar="N", default=None,
+                      help="parallel fits (default: 1; with --backend ray, one per CPU Ray has)")
     tune.add_argument("--fuse", action="store_true",
                       help="train the candidates of one architecture, on all folds, as one stacked "
                            "model (--search grid, random or asha)")
-    tune.add_argument("--backend", choices=("loky", "dask"), default="loky",
-                      help="joblib backend for the fits (default: loky)")
+    tune.add_argument("--backend", choices=("loky", "dask", "ray"), default="loky",
+                      help="where the fits run: joblib's loky or Dask, or Ray actors "
+                           "(--search asha only) (default: loky)")
     tune.add_argument("--scheduler", metavar="ADDRESS",
-                      help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster)")
+                      help="Dask scheduler address, e.g. tcp://host:8786, or Ray cluster address, "
+                           "e.g. ray://host:10001 (default: a local cluster)")
     tune.add_argument("--random-state", type=int, metavar="SEED", default=0, help="seed (default: 0)")
     tune.add_argument("--out", metavar="DIR", default=_DEFAULT_OUT, help=f"output directory (default: ./{_DEFAULT_OUT})")
     tune.set_defaults(func=_tune.run)

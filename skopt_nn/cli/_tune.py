@@ -2,8 +2,8 @@
 
 The data is a built-in sklearn data set or a CSV file; the model is a
 preprocessing step (scaling, and imputation and one-hot encoding only when the
-data needs them) and an MLP. The search runs on joblib's loky backend or on
-Dask, and writes the best model, ``cv_results.csv``, plots and ``report.html``.
+data needs them) and an MLP. The search runs on joblib's loky backend, on
+Dask, or (ASHA) on Ray actors, and writes the best model, ``cv_results.csv``, plots and ``report.html``.
 """
 
 import contextlib
@@ -63,7 +63,9 @@ def _backend(args):
 
     if args.backend == "loky":
         if args.scheduler:
-            raise CLIError("--scheduler only applies to --backend dask.")
+            raise CLIError("--scheduler only applies to --backend dask or ray.")
+        return contextlib.nullcontext()
+    if args.backend == "ray":  # ASHASearchCV drives Ray itself (backend="ray")
         return contextlib.nullcontext()
     try:
         from dask.distributed import Client, LocalCluster
@@ -107,6 +109,17 @@ def run(args):
         raise CLIError(f"--n-iter must be at least 1; got {args.n_iter}.")
     if args.cv < 2:
         raise CLIError(f"--cv must be at least 2; got {args.cv}.")
+    if args.backend == "ray":
+        if args.search != "asha":
+            raise CLIError(f"--backend ray applies to --search asha; got --search {args.search}.")
+        from ..search._asha_ray import import_ray
+
+        try:
+            import_ray()
+        except ImportError as exc:
+            raise CLIError(str(exc)) from None
+    if args.n_jobs is None:  # Ray: one actor per CPU it has; elsewhere one fit at a time
+        args.n_jobs = -1 if args.backend == "ray" else 1
     data = load_dataset(args.data, target=args.target, task=args.task)
     space, fixed = read_space_file(args.space) if args.space else (None, {})
 
@@ -128,10 +141,12 @@ def run(args):
 
     kwargs = {"cv": args.cv, "n_jobs": args.n_jobs}
     n_iter = 10 if args.n_iter is None else args.n_iter
-    if args.search in ("bayes", "random"):
+    if args.search in ("bayes", "random", "optuna"):  # optuna: make_search reads it as n_trials
         kwargs["n_iter"] = n_iter
     elif args.search == "asha":  # draws its own bar, over the rungs
         kwargs.update(n_iter=n_iter, verbose=1)
+        if args.backend == "ray":
+            kwargs.update(backend="ray", ray_address=args.scheduler)
     elif args.search == "halving":
         kwargs["n_candidates"] = n_iter
     if args.search != "grid":

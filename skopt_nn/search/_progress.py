@@ -41,7 +41,7 @@ def _n_candidates(search):
         return len(ParameterGrid(search.param_grid))
     if hasattr(search, "n_candidates"):  # halving: known only once it runs
         return None
-    n_iter = getattr(search, "n_iter", None)
+    n_iter = getattr(search, "n_iter", getattr(search, "n_trials", None))  # n_trials: Optuna
     return n_iter if isinstance(n_iter, int) else None
 
 

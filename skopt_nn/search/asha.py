@@ -10,7 +10,8 @@ model one ``fit`` with the same ``random_state`` would give. The steps of a
 Pipeline before the network are fitted once per candidate and fold.
 
 Work runs through joblib (``n_jobs``, any joblib backend, Dask included) or,
-with ``backend="ray"``, as Ray Tune trials under its ``ASHAScheduler``.
+with ``backend="ray"``, on a pool of long-lived Ray actors that this process
+drives rung by rung with the same promotion rule.
 """
 
 import math
@@ -162,7 +163,9 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
     scoring : str or callable, default=None
         sklearn scorer; ``None`` uses the estimator's ``score``.
     n_jobs : int, default=None
-        Fold trainings run at once through joblib.
+        Fold trainings run at once through joblib; with ``backend="ray"``,
+        the most Ray actors to start (``None`` or ``-1``: one per CPU Ray
+        has free).
     refit : bool, default=True
         Fit the best candidate on all the data as ``best_estimator_``. If
         that fit diverges, the next-best candidate is refitted instead, with
@@ -173,14 +176,21 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
     error_score : 'raise' or float, default=np.nan
         Score of a candidate whose fit fails; ``'raise'`` raises instead.
     backend : {None, "ray"}, default=None
-        ``None``: joblib; ``"ray"``: Ray Tune trials under ``ASHAScheduler``.
+        ``None``: joblib; ``"ray"``: the rungs' fold trainings run on Ray
+        actors, one per CPU, which receive the data once through Ray's object
+        store and keep their partly trained folds between rungs; the
+        promotions are this class's, the same as on joblib with as many
+        workers (see "Scaling a search out" in the docs). Uses a running Ray
+        as it is; otherwise starts one (quietly unless ``verbose``) and shuts
+        it down after the search.
     fuse : bool, default=False
         Train the folds of every candidate waiting for a rung together, as
         stacked models (see "Fused search" in the searching guide): the
         rungs then run in waves, all new candidates first, then the
         promotions of each rung once it is complete, which is successive
         halving with ASHA's promotion rule. Runs in this process (``n_jobs``
-        is not used); not with ``backend="ray"``.
+        is not used) or, with ``backend="ray"``, each Ray actor trains its
+        share of a wave as stacked groups.
     fuse_max_members : int or None, default=None
         Most members in one stacked group with ``fuse=True``; None chooses
         from memory.
@@ -188,7 +198,8 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
         Ray cluster to join when ``backend="ray"`` and Ray is not running;
         ``None`` starts a local Ray.
     verbose : int, default=0
-        ``1`` draws a progress bar over the rungs.
+        ``1`` draws a progress bar over the rungs; with ``backend="ray"`` it
+        also lets a Ray started here log to the console.
 
     Attributes
     ----------
@@ -273,8 +284,6 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
         if self.backend not in (None, "ray"):
             raise ValueError(f"backend must be None or 'ray'; got {self.backend!r}.")
-        if self.fuse and self.backend == "ray":
-            raise ValueError("fuse=True trains on joblib's backend; it does not combine with backend='ray'.")
         if self.min_epochs > net.max_epochs:
             raise ValueError(
                 f"min_epochs={self.min_epochs} is more than the estimator's "
