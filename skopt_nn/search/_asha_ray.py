@@ -19,7 +19,6 @@ only here, and only when ``backend="ray"``.
 
 import builtins
 import logging
-import warnings
 
 __all__ = ["run_ray", "import_ray"]
 
@@ -220,7 +219,7 @@ def _place(picks, owner, loads, ready, n_splits, rungs, reached):
 
 def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, fit_params=None):
     """Run the search's rungs on Ray actors; return the records ``_publish`` reads."""
-    from .asha import _ASHAState
+    from .asha import _ASHAState, _warn_fallbacks
 
     ray = import_ray()
     verbose = bool(search.verbose)
@@ -284,14 +283,7 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, fit_param
                         for w in {owner[key] for key in keys}:
                             pool.forget(w, keys)
                 progress.update(rung, state.best_score())
-        if fallbacks:
-            reasons = sorted(set(fallbacks))
-            warnings.warn(
-                f"fuse=True: {len(fallbacks)} fold trainings could not train fused and ran as "
-                f"ordinary fits ({'; '.join(reasons)}).",
-                UserWarning,
-                stacklevel=3,
-            )
+        _warn_fallbacks(fallbacks)
         return state.records
     finally:
         if pool is not None:

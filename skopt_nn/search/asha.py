@@ -437,14 +437,7 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
                     if errors or rung == len(rungs) - 1:
                         folds[cand] = None  # frees its networks
                     progress.update(rung, state.best_score())
-        if fallbacks:
-            reasons = sorted(set(fallbacks))
-            warnings.warn(
-                f"fuse=True: {len(fallbacks)} fold trainings could not train fused and ran as "
-                f"ordinary fits ({'; '.join(reasons)}).",
-                UserWarning,
-                stacklevel=3,
-            )
+        _warn_fallbacks(fallbacks)
         return state.records
 
     # -- results
@@ -641,3 +634,14 @@ class _ASHAState:
             if finite:
                 return max(finite)
         return None
+
+
+def _warn_fallbacks(fallbacks):
+    """Say how many fold trainings of a ``fuse=True`` search ran as ordinary fits, and why."""
+    if fallbacks:
+        warnings.warn(
+            f"fuse=True: {len(fallbacks)} fold trainings could not train fused and ran as "
+            f"ordinary fits ({'; '.join(sorted(set(fallbacks)))}).",
+            UserWarning,
+            stacklevel=4,
+        )
