@@ -350,7 +350,10 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
             if self.backend == "ray":
                 from ._asha_ray import run_ray
 
-                records = run_ray(self, X, y, candidates, rungs, splits, scorer, progress, fit_params)
+                parts = {"state": _ASHAState, "fold": _Fold, "advance_fused": _advance_fused,
+                         "warn_fallbacks": _warn_fallbacks}
+                records = run_ray(self, X, y, candidates, rungs, splits, scorer, progress, parts,
+                                  fit_params)
             else:
                 records = self._run_joblib(X, y, candidates, rungs, splits, scorer, progress, fit_params)
         finally:
