@@ -3,7 +3,8 @@
 The data is a built-in sklearn data set or a CSV file; the model is a
 preprocessing step (scaling, and imputation and one-hot encoding only when the
 data needs them) and an MLP. The search runs on joblib's loky backend, on
-Dask, or (ASHA) on Ray actors, and writes the best model, ``cv_results.csv``, plots and ``report.html``.
+Dask, or (ASHA) on Ray actors, and writes the best model, ``cv_results.csv``,
+plots and ``report.html``.
 """
 
 import contextlib

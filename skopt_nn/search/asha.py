@@ -350,7 +350,10 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
             if self.backend == "ray":
                 from ._asha_ray import run_ray
 
-                records = run_ray(self, X, y, candidates, rungs, splits, scorer, progress, fit_params)
+                parts = {"state": _ASHAState, "fold": _Fold, "advance_fused": _advance_fused,
+                         "warn_fallbacks": _warn_fallbacks}
+                records = run_ray(self, X, y, candidates, rungs, splits, scorer, progress, parts,
+                                  fit_params)
             else:
                 records = self._run_joblib(X, y, candidates, rungs, splits, scorer, progress, fit_params)
         finally:
@@ -437,14 +440,7 @@ class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
                     if errors or rung == len(rungs) - 1:
                         folds[cand] = None  # frees its networks
                     progress.update(rung, state.best_score())
-        if fallbacks:
-            reasons = sorted(set(fallbacks))
-            warnings.warn(
-                f"fuse=True: {len(fallbacks)} fold trainings could not train fused and ran as "
-                f"ordinary fits ({'; '.join(reasons)}).",
-                UserWarning,
-                stacklevel=3,
-            )
+        _warn_fallbacks(fallbacks)
         return state.records
 
     # -- results
@@ -641,3 +637,14 @@ class _ASHAState:
             if finite:
                 return max(finite)
         return None
+
+
+def _warn_fallbacks(fallbacks):
+    """Say how many fold trainings of a ``fuse=True`` search ran as ordinary fits, and why."""
+    if fallbacks:
+        warnings.warn(
+            f"fuse=True: {len(fallbacks)} fold trainings could not train fused and ran as "
+            f"ordinary fits ({'; '.join(sorted(set(fallbacks)))}).",
+            UserWarning,
+            stacklevel=4,
+        )
