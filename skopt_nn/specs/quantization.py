@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from torch import nn
 
-__all__ = ["Quantization", "QUANTIZATION_METHODS"]
+__all__ = ["Quantization", "QUANTIZATION_METHODS", "quiet_ao"]
 
 QUANTIZATION_METHODS = ("dynamic_int8", "static_int8", "float16", "bfloat16")
 _INT8 = ("dynamic_int8", "static_int8")
@@ -43,7 +43,7 @@ _AO_NOISE = (
 )
 
 
-class _quiet_ao(warnings.catch_warnings):
+class quiet_ao(warnings.catch_warnings):
     """``warnings.catch_warnings`` that drops torch.ao's deprecation notices only."""
 
     def __enter__(self):
@@ -56,7 +56,7 @@ class _quiet_ao(warnings.catch_warnings):
 def _ao():
     """``torch.ao.quantization``, or a clear error on a torch without it."""
     try:
-        with _quiet_ao():
+        with quiet_ao():
             from torch.ao import quantization
             from torch.ao.nn.quantized import dynamic  # noqa: F401  (the layers int8 models hold)
     except ImportError as exc:  # pragma: no cover - torch builds without it
@@ -127,7 +127,7 @@ class Quantization(BaseEstimator):
     >>> clf = NNClassifier(MLP((64,)), max_epochs=5, random_state=0,
     ...                    quantization=Quantization("dynamic_int8")).fit(X / 16, y)
     >>> clf.quantization_summary_["layers"]
-    ['0', '3']
+    ['0', '2']
     >>> clf.quantization_summary_["float_bytes"] > 3 * clf.quantization_summary_["quantized_bytes"]
     True
     """
@@ -197,7 +197,7 @@ class Quantization(BaseEstimator):
     def _dynamic(self, module):
         ao = _ao()
         qconfig = ao.per_channel_dynamic_qconfig if self.per_channel else ao.default_dynamic_qconfig
-        with _quiet_ao():
+        with quiet_ao():
             return ao.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
 
     def _static(self, module, rows):
@@ -212,7 +212,7 @@ class Quantization(BaseEstimator):
             raise ValueError("Quantization('static_int8') needs training rows to calibrate on.")
         rows = rows[: self.calibration_rows].cpu()
         try:
-            with _quiet_ao():
+            with quiet_ao():
                 prepared = quantize_fx.prepare_fx(module, mapping, example_inputs=(rows[:1],))
                 with torch.inference_mode():
                     for start in range(0, len(rows), 256):
@@ -282,7 +282,7 @@ def _nbytes(module):
             return sum(size(v) for v in value)
         return 0
 
-    with _quiet_ao():
+    with quiet_ao():
         return sum(size(v) for v in module.state_dict().values())
 
 
@@ -296,7 +296,7 @@ def float_copy(module):
     if isinstance(module, LowPrecision):
         return copy.deepcopy(module.inner).float()
     Linear = _dynamic_linear()
-    with _quiet_ao():
+    with quiet_ao():
         out = copy.deepcopy(module)
     replaced = []
     for name, m in list(out.named_modules()):
@@ -304,7 +304,7 @@ def float_copy(module):
             continue
         if isinstance(m, Linear):
             replaced.append(name)
-            with _quiet_ao():
+            with quiet_ao():
                 w, b = m._weight_bias()
             layer = nn.Linear(m.in_features, m.out_features, bias=b is not None)
             with torch.no_grad():
@@ -329,7 +329,7 @@ def state_tensors(module):
     out, layers = {}, {}
     for name, m in module.named_modules():
         if isinstance(m, Linear):
-            with _quiet_ao():
+            with quiet_ao():
                 w, b = m._weight_bias()
             layers[name] = w
             out[f"{name}.weight_int8"] = w.int_repr()
@@ -342,7 +342,7 @@ def state_tensors(module):
                 out[f"{name}.weight_zero_point"] = torch.tensor(w.q_zero_point(), dtype=torch.int64)
             if b is not None:
                 out[f"{name}.bias"] = b.detach()
-    with _quiet_ao():
+    with quiet_ao():
         state = module.state_dict()
     for key, value in state.items():
         if any(key.startswith(f"{name}.") for name in layers):
@@ -365,7 +365,7 @@ def load_state_tensors(module, tensors, layers, corrupt):
         if (q.dtype != torch.int8 or q.dim() != 2 or scale.dim() > 1 or zero.shape != scale.shape
                 or (per_channel and scale.numel() != q.shape[0])):
             raise corrupt(f"the int8 weights of {name!r} are malformed")
-        with _quiet_ao():
+        with quiet_ao():
             if not per_channel:
                 qw = torch._make_per_tensor_quantized_tensor(q, float(scale), int(zero))
             else:

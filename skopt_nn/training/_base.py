@@ -57,6 +57,7 @@ from ._errors import DivergenceError
 from .data import BatchIterator, TensorData, as_float_tensor, as_text_column
 from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
+from ..specs.quantization import quiet_ao
 from ..specs.modules import MLP
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ..specs.transformer import accepts_text, holds_text_network, text_encoder
@@ -166,10 +167,9 @@ class _Net(LeanLoop, NeuralNet):
         return state
 
     def __setstate__(self, state):
-        with warnings.catch_warnings():
-            # torch's unpickler of int8 (quantized) tensors reads a deprecated
-            # storage attribute; the warning is torch's, not the user's.
-            warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+        with quiet_ao():
+            # torch's unpickler of int8 (quantized) tensors warns that they are
+            # deprecated; the warning is torch's, not the user's.
             super().__setstate__(state)
         if isinstance(self.__dict__.get("module"), str) and self.module == self._SAME:
             self.module = self.module_
@@ -528,10 +528,11 @@ class BaseNN(BaseEstimator):
             self.quantization._validated()  # bad options fail before training, not after
         if continuing and "quantization_summary_" in vars(self) and "_float_module_" not in vars(self):
             raise ValueError(
-                f"This {owner} holds a quantized network without its float weights (a model read "
-                "by skopt_nn.load), so training cannot continue from it. Fit it again, or keep "
-                "the fitted estimator with joblib, which stores the float weights when "
-                "warm_start=True."
+                f"This {owner} holds a quantized network without its float weights, so training "
+                "cannot continue from it: they are kept only when the fit that quantized it had "
+                "warm_start=True or was a partial_fit, and never in a model read by skopt_nn.load. "
+                "Set warm_start=True before fitting to continue training a quantized model, or "
+                "fit it again."
             )
         weighted = sample_weight is not None
         sample_weight = _check_sample_weight(
