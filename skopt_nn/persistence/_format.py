@@ -23,7 +23,7 @@ from ..estimators import NNClassifier, NNRegressor
 from ..specs.modules import CNN, MLP, TorchModule, count_params
 from ..specs.optim import resolve_optimizer
 from ..specs.pruning import Pruning
-from ..specs.quantization import Quantization, load_state_tensors, state_tensors
+from ..specs.quantization import LowPrecision, Quantization, load_state_tensors, quiet_ao, state_tensors
 from ..specs.schedules import LRSchedule
 from ..specs.transformer import LoRA, PretrainedTextNet, Transformer, holds_text_network
 
@@ -233,14 +233,15 @@ class _Writer:
                 "history": self.value(list(net.history), f"{where}.history_"),
             }
             if holds_text_network(module):
-                if not isinstance(module, PretrainedTextNet):
+                text_net = module.inner if isinstance(module, LowPrecision) else module
+                if not isinstance(text_net, PretrainedTextNet):
                     raise TypeError(
                         f"save cannot store {where}: an ensemble of pretrained text networks. "
                         "Use joblib, or n_ensemble=1."
                     )
                 # The checkpoint may be gone when the file is loaded: the
                 # model's configuration and the tokenizer's files travel along.
-                node["network"]["pretrained"] = self.value(module.blueprint(), f"{where}.module_")
+                node["network"]["pretrained"] = self.value(text_net.blueprint(), f"{where}.module_")
         return node
 
 
@@ -353,9 +354,13 @@ class _Reader:
 
     def copy_weights(self, module, weights, skipped):
         """Copy every float parameter and buffer outside the ``skipped`` layers, all present."""
+        with quiet_ao():  # torch's state_dict of int8 layers warns that they are deprecated
+            state = module.state_dict()
+        # state_dict, not named_buffers: non-persistent buffers (a transformer's
+        # position ids) are rebuilt by the network, not stored.
         expected = [
-            key for key, value in (*module.named_parameters(), *module.named_buffers())
-            if not any(key.startswith(f"{name}.") for name in skipped)
+            key for key, value in state.items()
+            if isinstance(value, torch.Tensor) and not any(key.startswith(f"{name}.") for name in skipped)
         ]
         if sorted(expected) != sorted(weights):
             raise self.corrupt(

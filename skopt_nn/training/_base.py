@@ -526,6 +526,12 @@ class BaseNN(BaseEstimator):
                 )
         if self.quantization is not None:
             self.quantization._validated()  # bad options fail before training, not after
+            if self.quantization.method == "static_int8" and accepts_text(self.module):
+                raise ValueError(
+                    "Quantization('static_int8') cannot quantize a pretrained Transformer: "
+                    "torch.fx does not trace Hugging Face models as a whole. Use "
+                    "Quantization('dynamic_int8'), which quantizes its linear layers."
+                )
         if continuing and "quantization_summary_" in vars(self) and "_float_module_" not in vars(self):
             raise ValueError(
                 f"This {owner} holds a quantized network without its float weights, so training "
