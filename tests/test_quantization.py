@@ -172,7 +172,7 @@ def test_fused_search_trains_float_and_quantized_candidates_in_one_group(digits_
 def test_asha_promotes_quantized_candidates_and_continues_them_in_float(digits_split):
     X_train, _, y_train, _ = digits_split
     search = ASHASearchCV(net(max_epochs=9), {"quantization": [Quantization()], "lr": [0.003, 0.01, 0.03]},
-                          cv=2, random_state=0).fit(X_train[:600], y_train[:600])
+                          n_iter=3, cv=2, random_state=0).fit(X_train[:600], y_train[:600])
     assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
     best = search.best_estimator_
     assert best.quantization_summary_["method"] == "dynamic_int8" and best.n_iter_ == 9
