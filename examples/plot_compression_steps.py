@@ -9,7 +9,7 @@ stronger teacher, and :class:`~skopt_nn.Quantization` stores the final
 weights in int8 once training is done. This example adds them one at a
 time to a digits classifier and measures, at each step, what a user pays
 for: the held-out accuracy, the size of the ``joblib`` file and the time to
-predict 50,000 rows.
+predict 20,000 rows.
 """
 
 # %%
@@ -29,7 +29,7 @@ from skopt_nn import MLP, Distillation, NNClassifier, Pruning, Quantization
 X, y = load_digits(return_X_y=True)
 X = (X / 16.0).astype(np.float32)
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
-X_many = np.resize(X_test, (50_000, X.shape[1]))
+X_many = np.resize(X_test, (20_000, X.shape[1]))
 
 
 def file_size(model):
@@ -51,12 +51,12 @@ def predict_time(model):
 # %%
 # The steps. Each one is the previous estimator with one more parameter set,
 # trained from the same seed.
-dense = NNClassifier(MLP((256, 256)), lr=3e-3, max_epochs=30, batch_size=64, random_state=0)
+dense = NNClassifier(MLP((256, 256)), lr=3e-3, max_epochs=15, batch_size=64, random_state=0)
 steps = {"dense": dense}
 steps["+ pruning"] = clone(dense).set_params(
     pruning=Pruning("ln_structured", amount=0.7, schedule="gradual"))
 steps["+ distillation"] = clone(steps["+ pruning"]).set_params(
-    distillation=Distillation(HistGradientBoostingClassifier(max_iter=50, random_state=0), temperature=2.0))
+    distillation=Distillation(HistGradientBoostingClassifier(max_iter=30, random_state=0), temperature=2.0))
 steps["+ int8"] = clone(steps["+ distillation"]).set_params(quantization=Quantization("dynamic_int8"))
 
 results = {}
@@ -65,7 +65,7 @@ for name, model in steps.items():
     results[name] = (model.score(X_test, y_test), file_size(model), predict_time(model))
 
 base_size, base_time = results["dense"][1], results["dense"][2]
-print(f"{'step':<16} {'accuracy':>8} {'file':>10} {'smaller':>8} {'predict 50k':>12}")
+print(f"{'step':<16} {'accuracy':>8} {'file':>10} {'smaller':>8} {'predict 20k':>12}")
 for name, (accuracy, size, seconds) in results.items():
     print(f"{name:<16} {accuracy:8.3f} {size / 1024:8.0f} KB {base_size / size:7.1f}x {seconds:10.3f} s")
 print("int8 layers:", steps["+ int8"].quantization_summary_["layers"])
@@ -77,7 +77,7 @@ print("int8 layers:", steps["+ int8"].quantization_summary_["layers"])
 search = GridSearchCV(
     clone(steps["+ pruning"]),
     {"quantization": [None, Quantization("dynamic_int8"), Quantization("float16")]},
-    cv=3,
+    cv=2,
 ).fit(X_train, y_train)
 for params, score in zip(search.cv_results_["params"], search.cv_results_["mean_test_score"]):
     print(f"quantization={params['quantization']!s:<35} CV accuracy {score:.3f}")
