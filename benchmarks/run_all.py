@@ -27,7 +27,11 @@ Sections, each measured side by side in this run:
 12. the large-model recipe: bfloat16/float16 fits against float32, gradient
     accumulation against one large batch, clipping on a diverging SGD, and
     LoRA, freezing and full fine-tuning of a small pretrained transformer
-    (``bench_large.py``).
+    (``bench_large.py``);
+13. quantization: held-out accuracy, joblib file size and predict time of
+    the int8 and 16-bit copies of a digits MLP((512, 512)) against the float
+    network, pruning and int8 together, a CNN with static int8, and the bare
+    torch / torchao / ONNX Runtime kernels as anchors (``bench_quantization.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -83,6 +87,7 @@ def main(argv=None):
     import bench_inputs
     import bench_large
     import bench_pruning
+    import bench_quantization
     import bench_scale
     import bench_teacher_reuse
     import bench_threads
@@ -112,6 +117,9 @@ def main(argv=None):
     reuse = bench_teacher_reuse.main(["--quick"] if args.quick else [])
     print("\n[large models]")
     large = bench_large.main(["--quick"] if args.quick else [])
+    print("\n[quantization]")
+    torch.set_num_threads(1)  # its own figures are one-thread, as the pruning section's
+    quant = bench_quantization.main(["--quick"] if args.quick else [])
 
     n_big, hand_big, ours_big = growth[-1]
     rows = [
@@ -199,6 +207,19 @@ def main(argv=None):
             (f"{name}: trainable share of the weights", v["share"], "<= 0.05" if "LoRA" in name else ""),
             (f"{name}: test accuracy", v["accuracy"], ""),
         ]
+    mlp, cnn = quant["mlp"], quant["cnn"]
+    rows += [
+        ("int8 MLP((512,512)): float - int8 test accuracy",
+         mlp["float32"]["accuracy"] - mlp["dynamic_int8"]["accuracy"], "<= 0.01"),
+        ("int8 MLP((512,512)): joblib file smaller by", mlp["float32"]["bytes"] / mlp["dynamic_int8"]["bytes"], ">= 3"),
+        ("int8 MLP((512,512)): predict faster by", mlp["float32"]["seconds"] / mlp["dynamic_int8"]["seconds"],
+         ">= 1.5 (goal 2.5)"),
+        ("static_int8 MLP: predict faster by", mlp["float32"]["seconds"] / mlp["static_int8"]["seconds"], ""),
+        ("pruned 50% + int8 file / smaller of the two", mlp["ln_structured 50% + dynamic_int8"]["bytes"]
+         / min(mlp["ln_structured 50%"]["bytes"], mlp["dynamic_int8"]["bytes"]), "< 1"),
+        ("CNN float - static_int8 test accuracy", cnn["float32"]["accuracy"] - cnn["static_int8"]["accuracy"],
+         "<= 0.02"),
+    ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")
     for name, value, target in rows:

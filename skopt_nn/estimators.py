@@ -78,6 +78,11 @@ _PARAMS_DOC = """
         Pruning recipe, searchable as ``pruning__<name>``.
     distillation : Distillation or None, default=None
         Distillation recipe, searchable as ``distillation__<name>``.
+    quantization : Quantization or None, default=None
+        Quantization applied to the trained network at the end of ``fit``
+        (after pruning), searchable as ``quantization__<name>``: ``predict``,
+        ``score`` and searches then use the quantized network, and pickles
+        hold it.
     callbacks : list of (name, skorch callback) or None, default=None
         Extra skorch callbacks; they are copied at every fit.
     device : str, default="cpu"
@@ -158,6 +163,10 @@ _ATTRS_DOC = """
     pruning_summary_ : list of dict
         One record per ``Linear``/convolution layer (with ``pruning``):
         shapes before and after, sparsity, whether it was pruned.
+    quantization_summary_ : dict
+        What quantization did (with ``quantization``): ``method``, the
+        quantized ``layers``, and the network's weights in bytes before
+        (``float_bytes``) and after (``quantized_bytes``).
 """
 
 
@@ -237,6 +246,7 @@ class NNClassifier(ClassifierMixin, BaseNN):
         max_grad_norm=None,
         pruning=None,
         distillation=None,
+        quantization=None,
         class_weight=None,
         callbacks=None,
         device="cpu",
@@ -265,6 +275,7 @@ class NNClassifier(ClassifierMixin, BaseNN):
             max_grad_norm=max_grad_norm,
             pruning=pruning,
             distillation=distillation,
+            quantization=quantization,
             callbacks=callbacks,
             device=device,
             n_threads=n_threads,

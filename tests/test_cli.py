@@ -53,16 +53,20 @@ def test_demo_runs_to_the_end_and_writes_its_files(tmp_path):
                  "learning_curve.png", "lr_schedule.png", "sparsity.png",
                  "search_results.png", "convergence.png"]:
         assert (out / name).stat().st_size > 0, name
-    # The results table compares the teacher, a dense student and the tuned one.
-    for header in ["test accuracy", "sparsity", "parameters", "size on disk", "fit time"]:
+    # The results table compares the teacher, a dense student, the tuned one
+    # and the tuned one with int8 weights.
+    for header in ["test accuracy", "sparsity", "parameters", "size on disk", "fit time", "predict 5,000 rows"]:
         assert header in result.stdout
     table = pd.read_csv(out / "results.csv")
-    assert len(table) == 3
+    assert len(table) == 4
     # Numbers, with the units in the column names, not "1.7 MiB" strings.
-    for column in ["test_accuracy", "sparsity", "size_bytes", "fit_seconds"]:
+    for column in ["test_accuracy", "sparsity", "size_bytes", "fit_seconds", "predict_seconds"]:
         assert pd.api.types.is_numeric_dtype(table[column]), column
     assert (table["size_bytes"] > 1000).all() and (table["fit_seconds"] > 0).all()
-    tuned = table.iloc[-1]
+    assert (table["predict_seconds"].iloc[1:] > 0).all()
+    tuned, int8 = table.iloc[-2], table.iloc[-1]
+    assert int8["size_bytes"] < tuned["size_bytes"] and int8["parameters"] == tuned["parameters"]
+    assert int8["test_accuracy"] >= tuned["test_accuracy"] - 0.05
     assert tuned["sparsity"] >= 0.5  # the pruning range of the demo
     # 3 candidates x 2 folds + the refit: one teacher per training set, and it says so
     assert "teacher fits: 3 for 7 student fits" in result.stdout

@@ -24,8 +24,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from skopt_nn import (  # noqa: E402
-    Distillation, LoRA, LRSchedule, NNClassifier, NNRegressor, SearchSpace, Transformer, export_onnx,
-    load, make_search, save,
+    Distillation, LoRA, LRSchedule, NNClassifier, NNRegressor, Quantization, SearchSpace, Transformer,
+    export_onnx, load, make_search, save,
 )
 from skopt_nn.specs._hf_testing import review_texts, tiny_checkpoint  # noqa: E402
 
@@ -95,6 +95,27 @@ def test_lora_trains_few_weights_and_leaves_a_plain_model(pretrained, reviews):
     model = clf.module_.model
     assert type(model).__module__.startswith("transformers.")  # merged: no peft wrapper left
     assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.parametrize("method", ["dynamic_int8", "float16"])
+def test_a_lora_tuned_transformer_is_quantized_and_round_trips(pretrained, reviews, tmp_path, method):
+    (X, y), (X_test, y_test) = reviews
+    clf = _clf(pretrained, lora=LoRA(r=2)).set_params(quantization=Quantization(method)).fit(X, y)
+    summary = clf.quantization_summary_
+    assert summary["float_bytes"] > 1.9 * summary["quantized_bytes"]
+    assert any("attention" in name for name in summary["layers"])  # the encoder's own layers
+    assert clf.score(X_test, y_test) > 0.7
+    save(clf, tmp_path / "q.skopt")
+    np.testing.assert_array_equal(load(tmp_path / "q.skopt").predict_proba(X_test),
+                                  clf.predict_proba(X_test))
+
+
+def test_static_int8_is_refused_for_a_transformer_before_training(checkpoint, reviews):
+    (X, y), _ = reviews
+    clf = _clf(checkpoint).set_params(quantization=Quantization("static_int8"))
+    with pytest.raises(ValueError, match="dynamic_int8"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "n_iter_")
 
 
 @pytest.mark.parametrize("freeze, lora", [(1, None), ("all", None), (1, LoRA(r=2))])

@@ -23,6 +23,7 @@ from ..estimators import NNClassifier, NNRegressor
 from ..specs.modules import CNN, MLP, TorchModule, count_params
 from ..specs.optim import resolve_optimizer
 from ..specs.pruning import Pruning
+from ..specs.quantization import LowPrecision, Quantization, load_state_tensors, quiet_ao, state_tensors
 from ..specs.schedules import LRSchedule
 from ..specs.transformer import LoRA, PretrainedTextNet, Transformer, holds_text_network
 
@@ -38,6 +39,7 @@ _OWN = {
     "skopt_nn.LRSchedule": LRSchedule,
     "skopt_nn.Distillation": Distillation,
     "skopt_nn.Pruning": Pruning,
+    "skopt_nn.Quantization": Quantization,
     "skopt_nn.Transformer": Transformer,
     "skopt_nn.LoRA": LoRA,
 }
@@ -193,7 +195,10 @@ class _Writer:
         state = {
             k: v
             for k, v in vars(est).items()
-            if k.endswith("_") and not k.startswith("__") and k not in ("net_", "teacher_")
+            # _float_module_: the float weights a quantized model keeps for
+            # warm_start; the file holds the quantized model only.
+            if k.endswith("_") and not k.startswith("__")
+            and k not in ("net_", "teacher_", "_float_module_")
         }
         node = self.obj(est, where, params=params, state=state)
         net = vars(est).get("net_")
@@ -201,11 +206,24 @@ class _Writer:
             module = net.module_
             stem = f"net{len(self.tensors)}."
             keys = []
-            for key, tensor in module.state_dict().items():
+            method = vars(est).get("quantization_summary_", {}).get("method")
+            if method == "static_int8":
+                raise TypeError(
+                    f"save cannot store {where}: a static_int8 network is a graph traced at fit "
+                    "time, which the file format cannot rebuild without running code. Use joblib, "
+                    "or Quantization('dynamic_int8')."
+                )
+            int8_layers = []
+            if method == "dynamic_int8":
+                state, int8_layers = state_tensors(module)
+            else:
+                state = module.state_dict()
+            for key, tensor in state.items():
                 # Copies: safetensors refuses tensors that share memory.
                 self.tensors[stem + key] = tensor.detach().cpu().contiguous().clone()
                 keys.append(key)
             node["network"] = {
+                "int8_layers": int8_layers,
                 "prefix": stem,
                 "tensors": keys,
                 "layers": [
@@ -215,14 +233,15 @@ class _Writer:
                 "history": self.value(list(net.history), f"{where}.history_"),
             }
             if holds_text_network(module):
-                if not isinstance(module, PretrainedTextNet):
+                text_net = module.inner if isinstance(module, LowPrecision) else module
+                if not isinstance(text_net, PretrainedTextNet):
                     raise TypeError(
                         f"save cannot store {where}: an ensemble of pretrained text networks. "
                         "Use joblib, or n_ensemble=1."
                     )
                 # The checkpoint may be gone when the file is loaded: the
                 # model's configuration and the tokenizer's files travel along.
-                node["network"]["pretrained"] = self.value(module.blueprint(), f"{where}.module_")
+                node["network"]["pretrained"] = self.value(text_net.blueprint(), f"{where}.module_")
         return node
 
 
@@ -333,6 +352,26 @@ class _Reader:
             self.network(obj, node["network"])
         return obj
 
+    def copy_weights(self, module, weights, skipped):
+        """Copy every float parameter and buffer outside the ``skipped`` layers, all present."""
+        with quiet_ao():  # torch's state_dict of int8 layers warns that they are deprecated
+            state = module.state_dict()
+        # state_dict, not named_buffers: non-persistent buffers (a transformer's
+        # position ids) are rebuilt by the network, not stored.
+        expected = [
+            key for key, value in state.items()
+            if isinstance(value, torch.Tensor) and not any(key.startswith(f"{name}.") for name in skipped)
+        ]
+        if sorted(expected) != sorted(weights):
+            raise self.corrupt(
+                f"the weights do not fit the network (expected {sorted(expected)}, "
+                f"found {sorted(weights)})"
+            )
+        with torch.no_grad():
+            for key, tensor in weights.items():
+                owner_name, _, attr = key.rpartition(".")
+                getattr(module.get_submodule(owner_name), attr).copy_(tensor)
+
     def network(self, est, node):
         owner = type(est).__name__
         try:
@@ -346,6 +385,11 @@ class _Reader:
                 module = est._build_module(est.n_features_in_, est.n_outputs_)
         except AttributeError as exc:
             raise self.corrupt(f"the fitted {owner} lacks {exc}") from None
+        quantized = "quantization_summary_" in vars(est)
+        if quantized:
+            if not isinstance(est.quantization, Quantization):
+                raise self.corrupt(f"the quantized {owner} has no Quantization spec")
+            float_module, module = module, est.quantization._restructure(module)
         layers = node.get("layers", [])
         built = [(name, _class_name(type(m))) for name, m in module.named_modules()]
         saved = [(name, cls) for name, cls, _ in layers]
@@ -364,6 +408,11 @@ class _Reader:
                     setattr(layer, key, value)
         prefix = node["prefix"]
         weights = {key: self.tensor(prefix + key) for key in node["tensors"]}
+        int8_layers = node.get("int8_layers", [])
+        if int8_layers:
+            if not isinstance(int8_layers, list) or not all(isinstance(n, str) for n in int8_layers):
+                raise self.corrupt("its list of int8 layers is malformed")
+            weights = load_state_tensors(module, weights, int8_layers, self.corrupt)
         for key, tensor in weights.items():
             owner_name, _, attr = key.rpartition(".")
             try:
@@ -381,11 +430,16 @@ class _Reader:
                     sub._buffers[attr] = torch.empty_like(tensor)
             else:
                 raise self.corrupt(f"the network has no parameter or buffer {key!r}")
-        try:
-            module.load_state_dict(weights, strict=True)
-        except RuntimeError as exc:
-            raise self.corrupt(f"the weights do not fit the network ({exc})") from None
-        if "n_params_" in vars(est) and count_params(module) != est.n_params_:
+        if int8_layers:
+            # The int8 layers were filled above; torch's loader of those layers
+            # wants entries the file does not need, so the rest is copied as is.
+            self.copy_weights(module, weights, int8_layers)
+        else:
+            try:
+                module.load_state_dict(weights, strict=True)
+            except RuntimeError as exc:
+                raise self.corrupt(f"the weights do not fit the network ({exc})") from None
+        if not quantized and "n_params_" in vars(est) and count_params(module) != est.n_params_:
             raise self.corrupt(
                 f"the rebuilt network has {count_params(module)} parameters, not {est.n_params_}"
             )
@@ -393,8 +447,14 @@ class _Reader:
         opt_cls, opt_kwargs = resolve_optimizer(
             est.optimizer, weight_decay=est.weight_decay, momentum=est.momentum, owner=owner
         )
-        net = make_net(est, module, opt_cls, opt_kwargs, device="cpu", callbacks=[],
-                       criterion=est._criterion())
+        # skorch builds an optimizer, which needs float parameters: the net is
+        # made around the float layout, then given the quantized network.
+        net = make_net(est, float_module if quantized else module, opt_cls, opt_kwargs,
+                       device="cpu", callbacks=[], criterion=est._criterion())
+        if quantized:
+            net.module = net.module_ = module
+            for group in net.optimizer_.param_groups:
+                group["params"] = []
         net.history = History(self.value(node.get("history", [])))
         _lean(net)
         est.net_ = net

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
+from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from skorch import NeuralNet
@@ -57,6 +57,7 @@ from ._errors import DivergenceError
 from .data import BatchIterator, TensorData, as_float_tensor, as_text_column
 from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
+from ..specs.quantization import quiet_ao
 from ..specs.modules import MLP
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ..specs.transformer import accepts_text, holds_text_network, text_encoder
@@ -166,7 +167,10 @@ class _Net(LeanLoop, NeuralNet):
         return state
 
     def __setstate__(self, state):
-        super().__setstate__(state)
+        with quiet_ao():
+            # torch's unpickler of int8 (quantized) tensors warns that they are
+            # deprecated; the warning is torch's, not the user's.
+            super().__setstate__(state)
         if isinstance(self.__dict__.get("module"), str) and self.module == self._SAME:
             self.module = self.module_
 
@@ -253,6 +257,7 @@ class BaseNN(BaseEstimator):
         "max_grad_norm": [None, Interval(numbers.Real, 0, None, closed="neither")],
         "pruning": "no_validation",
         "distillation": "no_validation",
+        "quantization": "no_validation",
         "callbacks": [None, list],
         "device": "no_validation",
         "n_threads": [None, Interval(numbers.Integral, 1, None, closed="left")],
@@ -286,6 +291,7 @@ class BaseNN(BaseEstimator):
         max_grad_norm=None,
         pruning=None,
         distillation=None,
+        quantization=None,
         callbacks=None,
         device="cpu",
         n_threads=None,
@@ -312,6 +318,7 @@ class BaseNN(BaseEstimator):
         self.max_grad_norm = max_grad_norm
         self.pruning = pruning
         self.distillation = distillation
+        self.quantization = quantization
         self.callbacks = callbacks
         self.device = device
         self.n_threads = n_threads
@@ -436,9 +443,14 @@ class BaseNN(BaseEstimator):
         saved = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("__")}
         net = saved.get("net_")
         snapshot = None
-        if net is not None and kwargs["continuing"]:
+        # A quantized model without its float weights refuses to continue
+        # before it changes anything (``_start_fit``): nothing to snapshot.
+        frozen = "quantization_summary_" in saved and "_float_module_" not in saved
+        if net is not None and kwargs["continuing"] and not frozen:
+            published = (net.module_, net.module, net.device)
+            trained = saved.get("_float_module_", net.module_)  # the quantized model's float weights
             snapshot = (
-                copy.deepcopy(net.module_.state_dict()),
+                copy.deepcopy(trained.state_dict()),
                 copy.deepcopy(net.optimizer_.state_dict()),
                 len(net.history),
             )
@@ -450,7 +462,8 @@ class BaseNN(BaseEstimator):
                     delattr(self, key)
             vars(self).update(saved)
             if snapshot is not None:
-                net.module_.load_state_dict(snapshot[0])
+                trained.load_state_dict(snapshot[0])
+                net.module_, net.module, net.device = published
                 net.optimizer_.load_state_dict(snapshot[1])
                 del net.history[snapshot[2] :]
                 _lean(net)
@@ -503,13 +516,30 @@ class BaseNN(BaseEstimator):
         opt_cls, opt_kwargs = resolve_optimizer(
             self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum, owner=owner
         )
-        for name, hook in (("pruning", "_make_callback"), ("distillation", "_prepare")):
+        for name, hook in (("pruning", "_make_callback"), ("distillation", "_prepare"),
+                           ("quantization", "_apply")):
             value = getattr(self, name)
             if value is not None and not hasattr(value, hook):
                 raise InvalidParameterError(
                     f"The {name!r} parameter of {owner} must be None or a "
-                    f"{name.title() if name == 'pruning' else 'Distillation'} spec; got {value!r} instead."
+                    f"{name.title()} spec; got {value!r} instead."
                 )
+        if self.quantization is not None:
+            self.quantization._validated()  # bad options fail before training, not after
+            if self.quantization.method == "static_int8" and accepts_text(self.module):
+                raise ValueError(
+                    "Quantization('static_int8') cannot quantize a pretrained Transformer: "
+                    "torch.fx does not trace Hugging Face models as a whole. Use "
+                    "Quantization('dynamic_int8'), which quantizes its linear layers."
+                )
+        if continuing and "quantization_summary_" in vars(self) and "_float_module_" not in vars(self):
+            raise ValueError(
+                f"This {owner} holds a quantized network without its float weights, so training "
+                "cannot continue from it: they are kept only when the fit that quantized it had "
+                "warm_start=True or was a partial_fit, and never in a model read by skopt_nn.load. "
+                "Set warm_start=True before fitting to continue training a quantized model, or "
+                "fit it again."
+            )
         weighted = sample_weight is not None
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
@@ -584,6 +614,10 @@ class BaseNN(BaseEstimator):
         if continuing:
             net = self.net_
             module = net.module_
+            if "_float_module_" in vars(self):  # quantized: training goes on in float
+                module = self._float_module_
+                net.module = net.module_ = module
+                net.device = device
         else:
             with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
                 manual_seed(seed, device)
@@ -690,6 +724,11 @@ class BaseNN(BaseEstimator):
         ]
         self.n_params_ = count_params(module)
         self.n_trainable_params_ = count_params(module, trainable=True)
+        if self.quantization is not None:
+            rows = None
+            if self.quantization.method == "static_int8":
+                rows = as_float_tensor(check_array(X, accept_sparse=False, dtype=np.float32))
+            self._quantize(net, rows, keep_float=False)
         return self
 
     def _end_fit(self, fit, n_run):
@@ -711,13 +750,41 @@ class BaseNN(BaseEstimator):
         if finish is not None and finish():  # LoRA adapters merged: new parameters
             net.initialize_optimizer()
 
+        keep = self.warm_start or fit.partial or fit.resume
         self._publish(net, n_iter=fit.start_epoch + n_run, loss_curve=fit.loss_curve,
-                      n_threads=fit.n_threads, teacher=fit.teacher,
-                      keep_optimizer=self.warm_start or fit.partial or fit.resume)
+                      n_threads=fit.n_threads, teacher=fit.teacher, keep_optimizer=keep)
+        self._quantize(net, fit.train.X, keep_float=keep)
         if resume_rng is None:
             self.__dict__.pop("_resume_rng_", None)
         else:
             self._resume_rng_ = resume_rng
+
+    def _quantize(self, net, rows, *, keep_float):
+        """Replace the published float network by its quantized copy (with ``quantization``).
+
+        The fitted attributes that describe the network (``n_params_``) stay
+        those of the float network. ``rows`` are training inputs, for
+        calibration. ``keep_float`` keeps the float network
+        (``_float_module_``) for a fit that will continue training it.
+        """
+        self.__dict__.pop("_float_module_", None)
+        self.__dict__.pop("quantization_summary_", None)
+        if self.quantization is None:
+            return
+        float_module = net.module_
+        if rows is not None:
+            rows = rows[: self.quantization.calibration_rows]
+            rows = rows.to_dense() if getattr(rows, "is_sparse", False) else rows
+        module, summary = self.quantization._apply(float_module, rows)
+        if summary["method"] in ("dynamic_int8", "static_int8"):
+            net.device = "cpu"  # int8 kernels run on the CPU
+        net.module = net.module_ = module
+        self.quantization_summary_ = summary
+        if keep_float:
+            self._float_module_ = float_module
+        else:  # the optimizer would otherwise carry the float weights into pickles
+            for group in net.optimizer_.param_groups:
+                group["params"] = []
 
     def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs,
                    weighted=False):

@@ -74,7 +74,8 @@ def member_seeds(random_state, n):
 def fit_members(estimator, X, y, sample_weight=None, *, epochs=None, members=None):
     """Fit ``estimator.n_ensemble`` copies of ``estimator`` with their own seeds, fused.
 
-    Returns the fitted members (plain estimators with ``n_ensemble=1``).
+    Returns the fitted members (plain estimators with ``n_ensemble=1``, not
+    quantized: the ensemble is quantized whole).
     ``epochs`` trains ``members`` (or new ones) that many more epochs of
     their fit, continuing (``fit_fused(..., epochs=...)``).
     Raises the first member's error if any member's fit fails, and a
@@ -82,7 +83,7 @@ def fit_members(estimator, X, y, sample_weight=None, *, epochs=None, members=Non
     """
     if members is None:
         seeds = member_seeds(estimator.random_state, estimator.n_ensemble)
-        members = [clone(estimator).set_params(n_ensemble=1, random_state=seed) for seed in seeds]
+        members = [clone(estimator).set_params(n_ensemble=1, random_state=seed, quantization=None) for seed in seeds]
     reason = fusable(members[0])
     if reason is not None:
         raise ValueError(

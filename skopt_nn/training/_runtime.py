@@ -234,6 +234,15 @@ _ROW_COST = weakref.WeakKeyDictionary()
 _COUNTED = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
 
 
+def _counted(layer):
+    """Layers whose multiply-adds ``row_cost`` counts: linear and convolution, int8 too."""
+    if isinstance(layer, _COUNTED):
+        return True
+    kind = type(layer)
+    return kind.__module__.startswith("torch.ao.nn.quantized") and kind.__name__ in (
+        "Linear", "Conv1d", "Conv2d", "Conv3d", "LinearReLU", "ConvReLU2d")
+
+
 def row_cost(module, n_features, device="cpu"):
     """Multiply-adds of one row's forward pass through ``module``.
 
@@ -254,20 +263,22 @@ def row_cost(module, n_features, device="cpu"):
 
     def hook(layer, inputs, output):
         counted.add(id(layer))
-        if isinstance(layer, nn.modules.conv._ConvNd):
+        # int8 layers keep their weight behind a method
+        weight = layer.weight() if callable(layer.weight) else layer.weight
+        if hasattr(layer, "out_channels"):  # a convolution
             positions = output[0].numel() // layer.out_channels  # output[0]: the one row
-            total[0] += layer.weight.numel() * max(1, positions)
+            total[0] += weight.numel() * max(1, positions)
         else:
-            total[0] += layer.weight.numel()
+            total[0] += weight.numel()
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, _COUNTED)]
+    handles = [m.register_forward_hook(hook) for m in module.modules() if _counted(m)]
     was_training = module.training
     try:
         module.eval()
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             module(torch.zeros(1, n_features, device=device))
         for m in module.modules():
-            if id(m) not in counted and not isinstance(m, _COUNTED):
+            if id(m) not in counted and not _counted(m):
                 total[0] += sum(p.numel() for p in m.parameters(recurse=False))
         cost = max(1, total[0])
     except Exception:  # a module that cannot run on one zero row

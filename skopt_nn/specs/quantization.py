@@ -1,0 +1,375 @@
+"""Quantization as a hyperparameter: the fitted network stored and run in fewer bits.
+
+A ``Quantization`` spec is applied once, at the end of ``fit``: after the
+last epoch, after pruning has made its masks permanent (and removed units),
+and after the fitted attributes that describe the float network
+(``n_params_``) are set. The estimator then holds the quantized network as
+``module_``, so ``predict``, ``score``, cross-validation and every search
+see the model that will be served, and a search can weigh accuracy against
+size like any other hyperparameter.
+
+The int8 methods use PyTorch's eager quantization (``torch.ao.quantization``).
+It was chosen by measurement on the CPUs this project runs on: its dynamic
+int8 ``Linear`` predicts 1.6-1.7x faster than float32 on an AVX2 CPU,
+while ``torchao``'s int8 configurations, in eager mode, predicted slower
+than float32 (0.04-1.0x; see the quantization section of the compression
+guide). ``torch.ao.quantization`` is deprecated upstream, so it is imported
+only when a fit asks for int8, its deprecation warnings are silenced at our
+calls only, and a torch without it gets a clear error.
+"""
+
+import copy
+import numbers
+import warnings
+
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from torch import nn
+
+__all__ = ["Quantization", "QUANTIZATION_METHODS", "quiet_ao"]
+
+QUANTIZATION_METHODS = ("dynamic_int8", "static_int8", "float16", "bfloat16")
+_INT8 = ("dynamic_int8", "static_int8")
+_LOW = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# What torch.ao says at every call; the user asked for quantization, so the
+# notice that the module is deprecated upstream is ours to handle, not theirs.
+_AO_NOISE = (
+    r".*torch\.ao\.quantization is deprecated.*",
+    r".*quantized tensor creation functions.*",
+    r".*must run observer before calling calculate_qparams.*",
+    r".*TypedStorage is deprecated.*",
+    r".*quant_min and quant_max to specify the range.*",  # torch's own copy and unpickling of int8 tensors
+)
+
+
+class quiet_ao(warnings.catch_warnings):
+    """``warnings.catch_warnings`` that drops torch.ao's deprecation notices only."""
+
+    def __enter__(self):
+        out = super().__enter__()
+        for pattern in _AO_NOISE:
+            warnings.filterwarnings("ignore", message=pattern)
+        return out
+
+
+def _ao():
+    """``torch.ao.quantization``, or a clear error on a torch without it."""
+    try:
+        with quiet_ao():
+            from torch.ao import quantization
+            from torch.ao.nn.quantized import dynamic  # noqa: F401  (the layers int8 models hold)
+    except ImportError as exc:  # pragma: no cover - torch builds without it
+        raise ImportError(
+            f"Quantization's int8 methods need torch.ao.quantization, which this torch "
+            f"({torch.__version__}) does not provide ({exc}). Use Quantization('float16') or "
+            "'bfloat16', or a torch that still ships torch.ao.quantization."
+        ) from None
+    return quantization
+
+
+def _dynamic_linear():
+    from torch.ao.nn.quantized.dynamic import Linear
+
+    return Linear
+
+
+class Quantization(BaseEstimator):
+    """Quantization recipe: the fitted network's weights in fewer bits.
+
+    Pass it as ``NNClassifier(quantization=Quantization(...))``; every
+    parameter is searchable as ``quantization__<name>``, and
+    ``{"quantization": [None, Quantization()]}`` in a grid compares the
+    float model with the quantized one. It is applied at the end of
+    ``fit``, after training and pruning, so the scores a search sees are
+    those of the quantized model.
+
+    Parameters
+    ----------
+    method : {"dynamic_int8", "static_int8", "float16", "bfloat16"}, default="dynamic_int8"
+        - ``dynamic_int8``: the weights of every ``nn.Linear`` layer (of an
+          MLP, the head of a CNN, the linear layers of a ``Transformer``)
+          stored in int8 with a scale; activations are quantized at run
+          time, per batch. About 4x smaller linear layers and the fastest
+          CPU predict. The model predicts on the CPU.
+        - ``static_int8``: convolutions and linear layers both in int8,
+          with activation ranges calibrated on up to ``calibration_rows``
+          training rows of the fit (graph mode, ``torch.fx``), so a CNN is
+          quantized whole. Needs a network that ``torch.fx`` can trace; the
+          model predicts on the CPU.
+        - ``float16`` / ``bfloat16``: every floating weight stored in 16
+          bits (2x smaller). On the CPU, prediction computes in float32 from
+          the stored weights; on a GPU it runs in the 16-bit type.
+    per_channel : bool, default=False
+        int8 methods: one scale per output unit of each layer instead of one
+        per layer. Usually a little more accurate, a little slower.
+    calibration_rows : int, default=1024
+        ``static_int8``: how many training rows (the first of the fit's
+        training split) calibrate the activation ranges.
+
+    See Also
+    --------
+    Pruning : Removes weights or whole units; quantize after pruning for
+        the smallest model.
+
+    Notes
+    -----
+    A quantized model keeps no float copy of its weights, unless the
+    estimator will continue training it (``warm_start=True``,
+    ``partial_fit``): then the float network is kept alongside, training
+    continues from it and is quantized again at the end of each call.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skopt_nn import MLP, NNClassifier, Quantization
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = NNClassifier(MLP((64,)), max_epochs=5, random_state=0,
+    ...                    quantization=Quantization("dynamic_int8")).fit(X / 16, y)
+    >>> clf.quantization_summary_["layers"]
+    ['0', '2']
+    >>> clf.quantization_summary_["float_bytes"] > 3 * clf.quantization_summary_["quantized_bytes"]
+    True
+    """
+
+    _parameter_constraints = {
+        "method": [StrOptions(set(QUANTIZATION_METHODS))],
+        "per_channel": ["boolean"],
+        "calibration_rows": [Interval(numbers.Integral, 1, None, closed="left")],
+    }
+
+    def __init__(self, method="dynamic_int8", per_channel=False, calibration_rows=1024):
+        self.method = method
+        self.per_channel = per_channel
+        self.calibration_rows = calibration_rows
+
+    def _validated(self):
+        """Raise sklearn's ``InvalidParameterError`` for a bad option (at fit, never earlier)."""
+        validate_parameter_constraints(self._parameter_constraints, self.get_params(deep=False),
+                                       caller_name=type(self).__name__)
+        if self.method in _INT8:
+            _ao()
+        return self
+
+    # -- protocol used by the estimators (see skopt_nn.training._base) ----------------
+    def _apply(self, module, rows=None):
+        """The quantized copy of a trained float ``module`` and a summary of what was done.
+
+        ``rows`` are training inputs (``static_int8`` calibrates on them).
+        The float ``module`` is left as it is.
+        """
+        self._validated()
+        float_bytes = _nbytes(module)
+        module = copy.deepcopy(module).eval()
+        if self.method == "dynamic_int8":
+            out = self._dynamic(module.cpu())
+        elif self.method == "static_int8":
+            out = self._static(module.cpu(), rows)
+        else:
+            out = LowPrecision(module, _LOW[self.method])
+        layers = quantized_layers(out)
+        if not layers:
+            raise ValueError(
+                f"Quantization({self.method!r}) found nothing to quantize in "
+                f"{type(module).__name__}: it quantizes nn.Linear layers"
+                + (" and convolutions." if self.method == "static_int8" else ".")
+            )
+        summary = {
+            "method": self.method,
+            "layers": layers,
+            "float_bytes": float_bytes,
+            "quantized_bytes": _nbytes(out),
+        }
+        return out.eval(), summary
+
+    def _restructure(self, module):
+        """``module`` turned into the quantized layout, weights not meaningful (``load`` fills them)."""
+        module = copy.deepcopy(module).cpu().eval()
+        if self.method == "dynamic_int8":
+            return self._dynamic(module)
+        if self.method == "static_int8":
+            raise ValueError(
+                "A static_int8 model cannot be rebuilt from a file written by save: its graph is "
+                "traced at fit time. Store it with joblib, or quantize with 'dynamic_int8'."
+            )
+        return LowPrecision(module, _LOW[self.method])
+
+    def _dynamic(self, module):
+        ao = _ao()
+        qconfig = ao.per_channel_dynamic_qconfig if self.per_channel else ao.default_dynamic_qconfig
+        with quiet_ao():
+            return ao.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
+
+    def _static(self, module, rows):
+        ao = _ao()
+        from torch.ao.quantization import quantize_fx
+
+        engine = torch.backends.quantized.engine
+        mapping = ao.get_default_qconfig_mapping(engine)
+        if not self.per_channel:
+            mapping = ao.QConfigMapping().set_global(ao.default_qconfig)
+        if rows is None or len(rows) == 0:
+            raise ValueError("Quantization('static_int8') needs training rows to calibrate on.")
+        rows = rows[: self.calibration_rows].cpu()
+        try:
+            with quiet_ao():
+                prepared = quantize_fx.prepare_fx(module, mapping, example_inputs=(rows[:1],))
+                with torch.inference_mode():
+                    for start in range(0, len(rows), 256):
+                        prepared(rows[start : start + 256])
+                return quantize_fx.convert_fx(prepared)
+        except Exception as exc:
+            raise ValueError(
+                f"Quantization('static_int8') could not quantize {type(module).__name__}: "
+                f"torch.fx could not trace or convert it ({type(exc).__name__}: {exc}). Use "
+                "'dynamic_int8', which quantizes the Linear layers of any network."
+            ) from exc
+
+
+class LowPrecision(nn.Module):
+    """A network whose floating weights are stored in a 16-bit type.
+
+    On the CPU (no fast 16-bit matrix products on most CPUs) each call
+    computes in float32 from the stored weights; on a GPU it runs in the
+    16-bit type. Outputs are float32 either way.
+    """
+
+    def __init__(self, inner, dtype):
+        super().__init__()
+        self.inner = inner.to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x):
+        if x.device.type != "cpu":
+            x = x.to(self.dtype) if torch.is_floating_point(x) else x
+            return self.inner(x).float()
+        upcast = {
+            name: t.float() if torch.is_floating_point(t) else t
+            for name, t in (*self.inner.named_parameters(), *self.inner.named_buffers())
+        }
+        return torch.func.functional_call(self.inner, upcast, (x,)).float()
+
+
+def quantized_layers(module):
+    """Names of the layers a quantization changed."""
+    if isinstance(module, LowPrecision):
+        return [name for name, m in module.inner.named_modules() if any(
+            torch.is_floating_point(p) for p in m.parameters(recurse=False))]
+    names = []
+    for name, m in module.named_modules():
+        kind = type(m).__module__
+        if (kind.startswith("torch.ao.nn.quantized") and name and hasattr(m, "_weight_bias")
+                and not type(m).__name__.endswith("PackedParams")):
+            names.append(name)
+        elif kind.startswith("torch.ao.nn.intrinsic.quantized") and name:
+            names.append(name)
+    return names
+
+
+def is_quantized(module):
+    return isinstance(module, LowPrecision) or bool(quantized_layers(module))
+
+
+def _nbytes(module):
+    """Bytes of a module's state (parameters, buffers, packed int8 weights)."""
+
+    def size(value):
+        if isinstance(value, torch.Tensor):
+            if value.is_quantized:
+                value = value.int_repr()
+            return value.numel() * value.element_size()
+        if isinstance(value, (tuple, list)):
+            return sum(size(v) for v in value)
+        return 0
+
+    with quiet_ao():
+        return sum(size(v) for v in module.state_dict().values())
+
+
+def float_copy(module):
+    """A float32 network computing what a quantized one does, with the rounded weights.
+
+    Used by ``export_onnx``: int8 ``Linear`` layers become ``nn.Linear`` with
+    the dequantized weights (activations are then not rounded, so outputs
+    differ from the int8 model's by the activation rounding only).
+    """
+    if isinstance(module, LowPrecision):
+        return copy.deepcopy(module.inner).float()
+    Linear = _dynamic_linear()
+    with quiet_ao():
+        out = copy.deepcopy(module)
+    replaced = []
+    for name, m in list(out.named_modules()):
+        if any(name.startswith(f"{r}.") for r in replaced):
+            continue
+        if isinstance(m, Linear):
+            replaced.append(name)
+            with quiet_ao():
+                w, b = m._weight_bias()
+            layer = nn.Linear(m.in_features, m.out_features, bias=b is not None)
+            with torch.no_grad():
+                layer.weight.copy_(w.dequantize())
+                if b is not None:
+                    layer.bias.copy_(b)
+            parent, _, attr = name.rpartition(".")
+            setattr(out.get_submodule(parent) if parent else out, attr, layer)
+        elif name and type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic")):
+            raise ValueError(
+                f"The int8 layer {name!r} ({type(m).__name__}) of a static_int8 network has no "
+                "float form to export to ONNX. Quantize with 'dynamic_int8' or 'float16' to "
+                "export, or serve the static_int8 model from a joblib file."
+            )
+    return out
+
+
+# -- tensors for skopt_nn.save (plain tensors, nothing pickled) ----------------------
+def state_tensors(module):
+    """Plain tensors describing a dynamic int8 network: int8 weights, scales, the rest as is."""
+    Linear = _dynamic_linear()
+    out, layers = {}, {}
+    for name, m in module.named_modules():
+        if isinstance(m, Linear):
+            with quiet_ao():
+                w, b = m._weight_bias()
+            layers[name] = w
+            out[f"{name}.weight_int8"] = w.int_repr()
+            if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+                out[f"{name}.weight_scale"] = w.q_per_channel_scales().double()
+                out[f"{name}.weight_zero_point"] = w.q_per_channel_zero_points().long()
+            else:
+                # 0-d: one scale for the layer (1-d: one per output unit)
+                out[f"{name}.weight_scale"] = torch.tensor(w.q_scale(), dtype=torch.float64)
+                out[f"{name}.weight_zero_point"] = torch.tensor(w.q_zero_point(), dtype=torch.int64)
+            if b is not None:
+                out[f"{name}.bias"] = b.detach()
+    with quiet_ao():
+        state = module.state_dict()
+    for key, value in state.items():
+        if any(key.startswith(f"{name}.") for name in layers):
+            continue
+        if isinstance(value, torch.Tensor):
+            out[key] = value
+    return out, sorted(layers)
+
+
+def load_state_tensors(module, tensors, layers, corrupt):
+    """Put ``state_tensors``' output back into a ``_restructure``-d network, exactly."""
+    for name in layers:
+        try:
+            m = module.get_submodule(name)
+            q, scale, zero = (tensors.pop(f"{name}.weight_{k}") for k in ("int8", "scale", "zero_point"))
+        except (AttributeError, KeyError):
+            raise corrupt(f"the int8 layer {name!r} is missing or incomplete") from None
+        bias = tensors.pop(f"{name}.bias", None)
+        per_channel = scale.dim() == 1
+        if (q.dtype != torch.int8 or q.dim() != 2 or scale.dim() > 1 or zero.shape != scale.shape
+                or (per_channel and scale.numel() != q.shape[0])):
+            raise corrupt(f"the int8 weights of {name!r} are malformed")
+        with quiet_ao():
+            if not per_channel:
+                qw = torch._make_per_tensor_quantized_tensor(q, float(scale), int(zero))
+            else:
+                qw = torch._make_per_channel_quantized_tensor(q, scale, zero, 0)
+            m.set_weight_bias(qw, bias)
+        m.in_features, m.out_features = q.shape[1], q.shape[0]
+    return tensors
