@@ -44,6 +44,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skopt_nn import CNN, MLP, NNClassifier, Pruning, Quantization, export_onnx
 from skopt_nn.specs.quantization import quiet_ao
+from skopt_nn.training._runtime import predict_rows
 
 
 def file_size(model, folder, name):
@@ -147,7 +148,7 @@ def anchor_figures(float_model, X, args, folder):
     """The bare module's forward passes: torch float/int8, torchao eager, ONNX Runtime float/int8."""
     module = copy.deepcopy(float_model.module_).eval().cpu()
     X_t = torch.as_tensor(X)
-    batch = 8192
+    batch = predict_rows(module, X.shape[1])  # the estimator's own batches
     share = {}  # contenders timed on a tenth of the rows (torchao's slow ones), scaled back up
 
     def forward(m, rows=len(X_t)):
@@ -233,7 +234,8 @@ def main(argv=None):
         print(f"  {name:<16} " + "  ".join(
             f"{m} {v['accuracy']:.4f} (fit {v['fit_vs_float']:.2f}x)" for m, v in r.items()))
     aref = anchors["torch float32"]
-    print(f"anchors: the bare float module of the MLP, {args.rows:,} rows in batches of 8192 "
+    print(f"anchors: the bare float module of the MLP, {args.rows:,} rows in batches of "
+          f"{predict_rows(float_model.module_, 64):,} (as the estimator's predict) "
           "(torchao timed on a tenth of them, times 10):")
     for name, seconds in anchors.items():
         base = anchors["ONNX Runtime float32"] if name == "ONNX Runtime int8" else aref

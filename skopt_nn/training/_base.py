@@ -64,7 +64,8 @@ from ..specs.transformer import accepts_text, holds_text_network, text_encoder
 from ._loop import PRECISIONS, LeanLoop, last_batch_value, steps_in_epoch
 from ._progress import _fit_callbacks
 from ._runtime import (
-    GLOBAL_RNG, auto_threads, cpu_low_precision, manual_seed, resolve_device, row_cost, seeded, torch_threads,
+    GLOBAL_RNG, auto_threads, cpu_low_precision, manual_seed, predict_rows, resolve_device, row_cost, seeded,
+    torch_threads,
 )
 
 __all__ = ["DivergenceError", "BaseNN"]
@@ -1001,7 +1002,7 @@ class BaseNN(BaseEstimator):
         else:
             X_t, encode = as_float_tensor(X), None
         module.eval()
-        batch = max(int(self.batch_size), 64 if text else 4096)
+        batch = max(int(self.batch_size), 64 if text else predict_rows(module, X.shape[1], device))
         out = []
         n_threads = self.n_threads or auto_threads(min(len(X_t), batch) * row_cost(module, X.shape[1], device))
         with torch.inference_mode(), torch_threads(n_threads):
