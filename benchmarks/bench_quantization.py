@@ -1,6 +1,6 @@
 """Quantized networks against their float originals: accuracy, file size and predict time, side by side.
 
-Four parts, all in this one process:
+Five parts, all in this one process:
 
 1. **digits MLP((512, 512))** (standardised, 75/25 stratified split, the same
    seed and epochs for every contender): the float network and its
@@ -14,7 +14,11 @@ Four parts, all in this one process:
    alone and both, by file size and accuracy.
 3. **a CNN** (``CNN(input_shape=(1, 8, 8))`` on digits) in float,
    ``dynamic_int8`` (its linear head) and ``static_int8`` (convolutions too).
-4. **anchors**, on the bare float ``nn.Module`` of part 1 with no estimator
+4. **quantization-aware training** (``qat_int8``) against post-training
+   ``static_int8`` and the float network: mean held-out accuracy over
+   ``--splits`` stratified splits (each its own seed) for a small MLP and
+   the CNN, and the fit time against the float fit.
+5. **anchors**, on the bare float ``nn.Module`` of part 1 with no estimator
    around it: torch's own float and dynamic int8 forward passes (so the
    estimator's ratio can be told from the kernel's), torchao's int8
    configurations in eager mode, and ONNX Runtime's float and
@@ -40,6 +44,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skopt_nn import CNN, MLP, NNClassifier, Pruning, Quantization, export_onnx
 from skopt_nn.specs.quantization import quiet_ao
+from skopt_nn.training._runtime import predict_rows
 
 
 def file_size(model, folder, name):
@@ -115,11 +120,35 @@ def cnn_figures(data, args, folder):
                    "seconds": seconds[name]} for name, m in models.items()}, len(X_big)
 
 
+def qat_figures(args):
+    X, y = load_digits(return_X_y=True)
+    methods = ("float32", "static_int8", "qat_int8")
+    out = {}
+    for name, module in (("MLP((64, 64))", MLP((64, 64))), ("CNN", CNN(input_shape=(1, 8, 8)))):
+        acc = {m: [] for m in methods}
+        secs = {m: [] for m in methods}
+        for seed in range(args.splits):
+            X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=seed,
+                                                                stratify=y)
+            scaler = StandardScaler().fit(X_train)
+            X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
+            for method in methods:
+                quantization = None if method == "float32" else Quantization(method)
+                start = time.perf_counter()
+                clf = NNClassifier(module, lr=3e-3, max_epochs=args.epochs, random_state=seed,
+                                   quantization=quantization).fit(X_train, y_train)
+                secs[method].append(time.perf_counter() - start)
+                acc[method].append(clf.score(X_test, y_test))
+        out[name] = {m: {"accuracy": float(np.mean(acc[m])), "fit_vs_float": sum(secs[m]) / sum(secs["float32"])}
+                     for m in methods}
+    return out
+
+
 def anchor_figures(float_model, X, args, folder):
     """The bare module's forward passes: torch float/int8, torchao eager, ONNX Runtime float/int8."""
     module = copy.deepcopy(float_model.module_).eval().cpu()
     X_t = torch.as_tensor(X)
-    batch = 8192
+    batch = predict_rows(module, X.shape[1])  # the estimator's own batches
     share = {}  # contenders timed on a tenth of the rows (torchao's slow ones), scaled back up
 
     def forward(m, rows=len(X_t)):
@@ -171,16 +200,19 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 20)")
     parser.add_argument("--repeats", type=int, default=None, help="timings per contender (default 7)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps the ratios steady)")
+    parser.add_argument("--splits", type=int, default=None, help="train/test splits for qat (default 3)")
     parser.add_argument("--quick", action="store_true", help="fewer rows, epochs and repeats")
     args = parser.parse_args(argv)
     args.rows = args.rows or (20_000 if args.quick else 100_000)
     args.epochs = args.epochs or (5 if args.quick else 20)
     args.repeats = args.repeats or (2 if args.quick else 7)
+    args.splits = args.splits or (1 if args.quick else 3)
     torch.set_num_threads(args.threads)
     data = digits_split()
     with tempfile.TemporaryDirectory() as folder:
         mlp, float_model = mlp_figures(data, args, folder)
         cnn, cnn_rows = cnn_figures(data, args, folder)
+        qat = qat_figures(args)
         X_big = np.resize(data[1], (args.rows, data[1].shape[1]))
         anchors = anchor_figures(float_model, X_big, args, folder)
 
@@ -196,14 +228,20 @@ def main(argv=None):
     for name, r in cnn.items():
         print(f"  {name:<34} {r['accuracy']:8.4f} {r['bytes']:>9,} B {cref['bytes'] / r['bytes']:7.2f}x "
               f"{r['seconds']:7.3f}s {cref['seconds'] / r['seconds']:6.2f}x")
+    print(f"quantization-aware training: mean held-out accuracy over {args.splits} split(s), "
+          f"{args.epochs} epochs, qat_start=0.5:")
+    for name, r in qat.items():
+        print(f"  {name:<16} " + "  ".join(
+            f"{m} {v['accuracy']:.4f} (fit {v['fit_vs_float']:.2f}x)" for m, v in r.items()))
     aref = anchors["torch float32"]
-    print(f"anchors: the bare float module of the MLP, {args.rows:,} rows in batches of 8192 "
+    print(f"anchors: the bare float module of the MLP, {args.rows:,} rows in batches of "
+          f"{predict_rows(float_model.module_, 64):,} (as the estimator's predict) "
           "(torchao timed on a tenth of them, times 10):")
     for name, seconds in anchors.items():
         base = anchors["ONNX Runtime float32"] if name == "ONNX Runtime int8" else aref
         print(f"  {name:<34} {seconds:7.3f}s  {base / seconds:5.2f}x faster than "
               f"{'ORT float32' if name == 'ONNX Runtime int8' else 'torch float32'}")
-    return {"mlp": mlp, "cnn": cnn, "anchors": anchors}
+    return {"mlp": mlp, "cnn": cnn, "qat": qat, "anchors": anchors}
 
 
 if __name__ == "__main__":

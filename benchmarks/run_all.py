@@ -31,7 +31,8 @@ Sections, each measured side by side in this run:
 13. quantization: held-out accuracy, joblib file size and predict time of
     the int8 and 16-bit copies of a digits MLP((512, 512)) against the float
     network, pruning and int8 together, a CNN with static int8, and the bare
-    torch / torchao / ONNX Runtime kernels as anchors (``bench_quantization.py``).
+    torch / torchao / ONNX Runtime kernels as anchors, and quantization-aware
+    training against post-training int8 (``bench_quantization.py``).
 
 Run: ``python benchmarks/run_all.py [--quick]`` (``--quick``: smaller sizes,
 for a smoke run; the figures in the docs come from the full run).
@@ -219,6 +220,8 @@ def main(argv=None):
          / min(mlp["ln_structured 50%"]["bytes"], mlp["dynamic_int8"]["bytes"]), "< 1"),
         ("CNN float - static_int8 test accuracy", cnn["float32"]["accuracy"] - cnn["static_int8"]["accuracy"],
          "<= 0.02"),
+        ("CNN qat_int8 - static_int8 accuracy, mean", quant["qat"]["CNN"]["qat_int8"]["accuracy"]
+         - quant["qat"]["CNN"]["static_int8"]["accuracy"], ""),
     ]
     print("\n[summary] measured in this run")
     print(f"{'measure':<46} {'value':>8}  target")

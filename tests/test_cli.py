@@ -115,6 +115,21 @@ def test_inspect_describes_recipe_sparsity_and_size(wine_run, capsys):
         assert expected in text
 
 
+def test_inspect_says_what_quantization_did(tmp_path, capsys):
+    import joblib
+    from sklearn.datasets import load_iris
+
+    from skopt_nn import MLP, NNClassifier, Quantization
+
+    X, y = load_iris(return_X_y=True)
+    model = NNClassifier(MLP((32,)), max_epochs=2, random_state=0, quantization=Quantization()).fit(X, y)
+    joblib.dump(model, tmp_path / "q.joblib")
+    assert main(["inspect", str(tmp_path / "q.joblib")]) == 0
+    text = capsys.readouterr().out
+    assert "quantization    Quantization()" in text
+    assert "quantized       dynamic_int8, 2 layers: weights" in text
+
+
 def _error_line(capsys, argv):
     status = main(argv)
     err = capsys.readouterr().err.strip()

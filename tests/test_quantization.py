@@ -299,3 +299,43 @@ def test_a_failed_continuing_fit_keeps_the_quantized_model(digits_split):
         model.partial_fit(X_train[:, :10], y_train)  # wrong width
     np.testing.assert_array_equal(model.predict_proba(X_test), before)
     assert is_quantized(model.module_)
+
+
+# -- quantization-aware training ---------------------------------------------------------
+
+
+def test_quantization_aware_training_ends_in_an_int8_graph_as_accurate_as_float(digits_split, float_and_int8):
+    X_train, X_test, y_train, y_test = digits_split
+    dense, _ = float_and_int8
+    model = net(Quantization("qat_int8"), early_stopping=True, max_epochs=12).fit(X_train, y_train)
+    assert model.quantization_summary_["method"] == "qat_int8"
+    int8 = [type(m).__name__ for m in model.module_.modules() if "quantized" in type(m).__module__]
+    assert len([kind for kind in int8 if kind in ("Linear", "LinearReLU")]) == 2
+    assert model.score(X_test, y_test) >= dense.score(X_test, y_test) - 0.03
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.predict_proba(X_test), model.predict_proba(X_test))
+
+
+def test_quantization_aware_training_continues_with_warm_start(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
+    model = net(Quantization("qat_int8", per_channel=True), warm_start=True, max_epochs=2).fit(X_train, y_train)
+    model.fit(X_train, y_train)
+    assert model.n_iter_ == 4 and is_quantized(model.module_)
+    assert model.score(X_test, y_test) > 0.85
+
+
+def test_quantization_aware_training_refuses_what_it_cannot_do(digits_split, tmp_path):
+    from skopt_nn.training._fused import fusable
+
+    X_train, _, y_train, _ = digits_split
+    with pytest.raises(ValueError, match="qat_int8.*pruning"):
+        net(Quantization("qat_int8"), pruning=Pruning()).fit(X_train, y_train)
+    with pytest.raises(ValueError, match="qat_int8.*n_ensemble"):
+        net(Quantization("qat_int8"), n_ensemble=2).fit(X_train, y_train)
+    assert "qat_int8" in fusable(net(Quantization("qat_int8")))
+    assert fusable(net(Quantization("static_int8"))) is None
+    model = net(Quantization("qat_int8"), max_epochs=1).fit(X_train, y_train)
+    with pytest.raises(TypeError, match="qat_int8.*Use joblib"):
+        save(model, tmp_path / "q.skopt")
+    with pytest.raises(ValueError, match="qat_int8"):
+        export_onnx(model, tmp_path / "q.onnx")

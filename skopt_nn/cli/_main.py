@@ -95,7 +95,7 @@ def _inspect(args):
     _say("recipe:")
     recipe = {k: v for k, v in nn.get_params(deep=False).items()
               if k in ("optimizer", "lr", "weight_decay", "batch_size", "max_epochs", "lr_schedule",
-                       "early_stopping", "pruning", "distillation")}
+                       "early_stopping", "pruning", "distillation", "quantization")}
     for key, value in recipe.items():
         _say(f"  {key:<15} {_compact(value)}")
     changed = [f"{k}={v}" for k, v in _changed(nn) if k.split(".")[0] not in recipe]
@@ -119,6 +119,10 @@ def _inspect(args):
             before = "x".join(map(str, row["shape"]))
             change = f" (was {before})" if row["final_shape"] != row["shape"] else ""
             _say(f"  {row['layer']:<12} {row['type']:<8} {shape:>10}{change}  sparsity {row['sparsity']:.1%}")
+    summary = getattr(nn, "quantization_summary_", None)
+    if summary:
+        _say(f"  {'quantized':<15} {summary['method']}, {len(summary['layers'])} layers: weights "
+             f"{human_bytes(summary['float_bytes'])} -> {human_bytes(summary['quantized_bytes'])}")
     _say("network:")
     for line in repr(nn.module_).splitlines():
         _say(f"  {line}")

@@ -23,7 +23,7 @@ from ..estimators import NNClassifier, NNRegressor
 from ..specs.modules import CNN, MLP, TorchModule, count_params
 from ..specs.optim import resolve_optimizer
 from ..specs.pruning import Pruning
-from ..specs.quantization import LowPrecision, Quantization, load_state_tensors, quiet_ao, state_tensors
+from ..specs.quantization import GRAPH_METHODS, LowPrecision, Quantization, load_state_tensors, quiet_ao, state_tensors
 from ..specs.schedules import LRSchedule
 from ..specs.transformer import LoRA, PretrainedTextNet, Transformer, holds_text_network
 
@@ -207,9 +207,9 @@ class _Writer:
             stem = f"net{len(self.tensors)}."
             keys = []
             method = vars(est).get("quantization_summary_", {}).get("method")
-            if method == "static_int8":
+            if method in GRAPH_METHODS:
                 raise TypeError(
-                    f"save cannot store {where}: a static_int8 network is a graph traced at fit "
+                    f"save cannot store {where}: a {method} network is a graph traced at fit "
                     "time, which the file format cannot rebuild without running code. Use joblib, "
                     "or Quantization('dynamic_int8')."
                 )

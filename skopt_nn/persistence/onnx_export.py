@@ -200,18 +200,8 @@ def export_onnx(model, path, *, opset_version=None):
         If the network is a ``Transformer``: its input is raw text, and its
         tokenizer has no ONNX form.
     ValueError
-        If the network was quantized with ``static_int8`` (its int8
-        convolutions have no float form to export).
-
-    Notes
-    -----
-    A model quantized with ``float16``/``bfloat16`` exports its 16-bit
-    weights upcast to float32, which is what its CPU ``predict`` computes.
-    One quantized with ``dynamic_int8`` exports float32 layers holding the
-    int8-rounded weights: its activations are then not rounded as in the
-    fitted model, so probabilities differ from ``predict_proba`` by the
-    activation rounding (at most 0.12 on digits, every label the same; see
-    the guide).
+        If the network was quantized with ``static_int8`` or ``qat_int8``
+        (their fused int8 layers have no float form to export).
 
     See Also
     --------
@@ -227,6 +217,14 @@ def export_onnx(model, path, *, opset_version=None):
     exports the same graph: its input is the dense ``float32`` rows (ONNX
     Runtime has no sparse input here); densify a batch of rows before
     running it.
+
+    A model quantized with ``float16``/``bfloat16`` exports its 16-bit
+    weights upcast to float32, which is what its CPU ``predict`` computes.
+    One quantized with ``dynamic_int8`` exports float32 layers holding the
+    int8-rounded weights: its activations are then not rounded as in the
+    fitted model, so probabilities differ from ``predict_proba`` by the
+    activation rounding (at most 0.12 on digits, every label the same; see
+    the quantization guide).
 
     Examples
     --------

@@ -25,12 +25,16 @@ import warnings
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from skorch.callbacks import Callback
 from torch import nn
 
-__all__ = ["Quantization", "QUANTIZATION_METHODS", "quiet_ao"]
+__all__ = ["Quantization", "QUANTIZATION_METHODS", "GRAPH_METHODS", "quiet_ao"]
 
-QUANTIZATION_METHODS = ("dynamic_int8", "static_int8", "float16", "bfloat16")
-_INT8 = ("dynamic_int8", "static_int8")
+QUANTIZATION_METHODS = ("dynamic_int8", "static_int8", "qat_int8", "float16", "bfloat16")
+_INT8 = ("dynamic_int8", "static_int8", "qat_int8")
+# Methods whose result is a torch.fx graph built during the fit: the file
+# format cannot rebuild them without running code.
+GRAPH_METHODS = ("static_int8", "qat_int8")
 _LOW = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 # What torch.ao says at every call; the user asked for quantization, so the
 # notice that the module is deprecated upstream is ours to handle, not theirs.
@@ -86,7 +90,8 @@ class Quantization(BaseEstimator):
 
     Parameters
     ----------
-    method : {"dynamic_int8", "static_int8", "float16", "bfloat16"}, default="dynamic_int8"
+    method : {"dynamic_int8", "static_int8", "qat_int8", "float16", "bfloat16"}, \
+            default="dynamic_int8"
         - ``dynamic_int8``: the weights of every ``nn.Linear`` layer (of an
           MLP, the head of a CNN, the linear layers of a ``Transformer``)
           stored in int8 with a scale; activations are quantized at run
@@ -97,6 +102,13 @@ class Quantization(BaseEstimator):
           training rows of the fit (graph mode, ``torch.fx``), so a CNN is
           quantized whole. Needs a network that ``torch.fx`` can trace; the
           model predicts on the CPU.
+        - ``qat_int8``: quantization-aware training. From ``qat_start``
+          of ``max_epochs`` on, the network trains with its weights and
+          activations rounded to int8 in the forward pass (fake
+          quantization, straight-through gradients), so it learns weights
+          that survive the rounding; at the end of ``fit`` it becomes the
+          same kind of int8 network as ``static_int8``. Not with
+          ``pruning``, ``n_ensemble > 1`` or fused training.
         - ``float16`` / ``bfloat16``: every floating weight stored in 16
           bits (2x smaller). On the CPU, prediction computes in float32 from
           the stored weights; on a GPU it runs in the 16-bit type.
@@ -104,8 +116,15 @@ class Quantization(BaseEstimator):
         int8 methods: one scale per output unit of each layer instead of one
         per layer. Usually a little more accurate, a little slower.
     calibration_rows : int, default=1024
-        ``static_int8``: how many training rows (the first of the fit's
-        training split) calibrate the activation ranges.
+        ``static_int8`` and ``qat_int8``: how many training rows (the first
+        of the fit's training split) calibrate the activation ranges (for
+        ``qat_int8``, once more with the final weights, after training).
+    qat_start : float in [0, 1), default=0.5
+        ``qat_int8``: the share of ``max_epochs`` trained in float before
+        fake quantization is switched on. Training with rounded activations
+        from the first epoch learns much more slowly (the output range the
+        rounding allows lags behind the growing logits); fine-tuning a
+        float-trained network does not.
 
     See Also
     --------
@@ -136,12 +155,14 @@ class Quantization(BaseEstimator):
         "method": [StrOptions(set(QUANTIZATION_METHODS))],
         "per_channel": ["boolean"],
         "calibration_rows": [Interval(numbers.Integral, 1, None, closed="left")],
+        "qat_start": [Interval(numbers.Real, 0, 1, closed="left")],
     }
 
-    def __init__(self, method="dynamic_int8", per_channel=False, calibration_rows=1024):
+    def __init__(self, method="dynamic_int8", per_channel=False, calibration_rows=1024, qat_start=0.5):
         self.method = method
         self.per_channel = per_channel
         self.calibration_rows = calibration_rows
+        self.qat_start = qat_start
 
     def _validated(self):
         """Raise sklearn's ``InvalidParameterError`` for a bad option (at fit, never earlier)."""
@@ -165,6 +186,8 @@ class Quantization(BaseEstimator):
             out = self._dynamic(module.cpu())
         elif self.method == "static_int8":
             out = self._static(module.cpu(), rows)
+        elif self.method == "qat_int8":
+            out = self._convert(module.cpu(), rows)
         else:
             out = LowPrecision(module, _LOW[self.method])
         layers = quantized_layers(out)
@@ -187,10 +210,10 @@ class Quantization(BaseEstimator):
         module = copy.deepcopy(module).cpu().eval()
         if self.method == "dynamic_int8":
             return self._dynamic(module)
-        if self.method == "static_int8":
+        if self.method in GRAPH_METHODS:
             raise ValueError(
-                "A static_int8 model cannot be rebuilt from a file written by save: its graph is "
-                "traced at fit time. Store it with joblib, or quantize with 'dynamic_int8'."
+                f"A {self.method} model cannot be rebuilt from a file written by save: its graph "
+                "is traced at fit time. Store it with joblib, or quantize with 'dynamic_int8'."
             )
         return LowPrecision(module, _LOW[self.method])
 
@@ -199,6 +222,61 @@ class Quantization(BaseEstimator):
         qconfig = ao.per_channel_dynamic_qconfig if self.per_channel else ao.default_dynamic_qconfig
         with quiet_ao():
             return ao.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
+
+    def _prepare(self, module, rows):
+        """``qat_int8``: the freshly built float ``module`` with fake quantization, ready to train."""
+        ao = _ao()
+        from torch.ao.quantization import quantize_fx
+
+        engine = torch.backends.quantized.engine
+        if self.per_channel:
+            mapping = ao.get_default_qat_qconfig_mapping(engine)
+        else:
+            mapping = ao.QConfigMapping().set_global(ao.default_qat_qconfig)
+        try:
+            with quiet_ao():
+                prepared = quantize_fx.prepare_qat_fx(module.train(), mapping, example_inputs=(rows[:1],))
+                # Off until the switch (_QATSwitch): forward passes before
+                # training must not seed the observers with an untrained range.
+                prepared.apply(ao.disable_fake_quant)
+                prepared.apply(ao.disable_observer)
+                return prepared
+        except Exception as exc:
+            raise ValueError(
+                f"Quantization('qat_int8') could not prepare {type(module).__name__} for "
+                f"quantization-aware training: torch.fx could not trace it ({type(exc).__name__}: "
+                f"{exc}). Use 'dynamic_int8', which quantizes the Linear layers of any network."
+            ) from exc
+
+    def _convert(self, module, rows):
+        """``qat_int8``: the trained fake-quantized network turned into real int8 layers.
+
+        The activation ranges are observed once more on ``rows`` with the
+        final weights: the moving averages of training lag behind them, and
+        a fit that stopped before ``qat_start`` never observed any.
+        """
+        ao = _ao()
+        from torch.ao.quantization import quantize_fx
+
+        if not hasattr(module, "graph"):
+            raise ValueError(
+                "Quantization('qat_int8') can only convert a network it prepared at the start of "
+                "the fit; fit the estimator again with quantization=Quantization('qat_int8')."
+            )
+        if rows is None or len(rows) == 0:
+            raise ValueError("Quantization('qat_int8') needs training rows to calibrate on.")
+        rows = rows[: self.calibration_rows].cpu()
+        with quiet_ao():
+            module.apply(ao.enable_observer)
+            module.apply(ao.enable_fake_quant)
+            with torch.no_grad():
+                for start in range(0, len(rows), 256):
+                    module(rows[start : start + 256])
+            return quantize_fx.convert_fx(module)
+
+    def _make_callback(self, module, *, max_epochs, start_epoch):
+        """``qat_int8``: the training callback that switches fake quantization on at ``qat_start``."""
+        return _QATSwitch(module, switch_epoch=self.qat_start * max_epochs, start_epoch=start_epoch)
 
     def _static(self, module, rows):
         ao = _ao()
@@ -224,6 +302,39 @@ class Quantization(BaseEstimator):
                 f"torch.fx could not trace or convert it ({type(exc).__name__}: {exc}). Use "
                 "'dynamic_int8', which quantizes the Linear layers of any network."
             ) from exc
+
+
+class _QATSwitch(Callback):
+    """Fake quantization (and its observers) off until ``switch_epoch``, on from there.
+
+    While it is off, ``net.recipe_busy_`` tells early stopping not to stop
+    and not to keep weights from before it (as pruning's ramp does).
+    """
+
+    def __init__(self, module, *, switch_epoch, start_epoch):
+        self.module = module
+        self.switch_epoch = switch_epoch
+        self.epoch = start_epoch
+
+    def on_epoch_begin(self, net, **kwargs):
+        ao = _ao()
+        on = self.epoch >= self.switch_epoch
+        with quiet_ao():
+            fakes = [m for m in self.module.modules() if isinstance(m, ao.FakeQuantizeBase)]
+            if on and not any(bool(m.observer_enabled) for m in fakes):
+                # Switched on now: the ranges start from this epoch's first
+                # batch, not from anything seen while the network was float.
+                for m in fakes:
+                    m.activation_post_process.reset_min_max_vals()
+            self.module.apply(ao.enable_fake_quant if on else ao.disable_fake_quant)
+            self.module.apply(ao.enable_observer if on else ao.disable_observer)
+        net.recipe_busy_ = not on
+
+    def on_epoch_end(self, net, **kwargs):
+        self.epoch += 1
+
+    def on_train_end(self, net, **kwargs):
+        net.recipe_busy_ = False
 
 
 class LowPrecision(nn.Module):
@@ -315,9 +426,9 @@ def float_copy(module):
             setattr(out.get_submodule(parent) if parent else out, attr, layer)
         elif name and type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.ao.nn.intrinsic")):
             raise ValueError(
-                f"The int8 layer {name!r} ({type(m).__name__}) of a static_int8 network has no "
-                "float form to export to ONNX. Quantize with 'dynamic_int8' or 'float16' to "
-                "export, or serve the static_int8 model from a joblib file."
+                f"The int8 layer {name!r} ({type(m).__name__}) of a static_int8 or qat_int8 network "
+                "has no float form to export to ONNX. Quantize with 'dynamic_int8' or 'float16' "
+                "to export, or serve the model from a joblib file."
             )
     return out
 

@@ -57,14 +57,15 @@ from ._errors import DivergenceError
 from .data import BatchIterator, TensorData, as_float_tensor, as_text_column
 from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
-from ..specs.quantization import quiet_ao
+from ..specs.quantization import GRAPH_METHODS, quiet_ao
 from ..specs.modules import MLP
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ..specs.transformer import accepts_text, holds_text_network, text_encoder
 from ._loop import PRECISIONS, LeanLoop, last_batch_value, steps_in_epoch
 from ._progress import _fit_callbacks
 from ._runtime import (
-    GLOBAL_RNG, auto_threads, cpu_low_precision, manual_seed, resolve_device, row_cost, seeded, torch_threads,
+    GLOBAL_RNG, auto_threads, cpu_low_precision, manual_seed, predict_rows, resolve_device, row_cost, seeded,
+    torch_threads,
 )
 
 __all__ = ["DivergenceError", "BaseNN"]
@@ -472,6 +473,7 @@ class BaseNN(BaseEstimator):
     def _fit_core(self, X, y, *, continuing, epochs, classes=None, partial=False, resume=False,
                   sample_weight=None):
         if self.n_ensemble > 1:
+            self._check_recipe(type(self).__name__)
             if partial or (continuing and not resume):
                 raise ValueError(
                     f"n_ensemble={self.n_ensemble} trains a new ensemble at every fit; partial_fit "
@@ -486,6 +488,36 @@ class BaseNN(BaseEstimator):
             n_run = self._train(fit.net, fit.train, epochs, fit.loss_curve)
             self._end_fit(fit, n_run)
         return self
+
+    def _check_recipe(self, owner):
+        """The compression specs are specs, with valid options that fit together (before training)."""
+        for name, hook in (("pruning", "_make_callback"), ("distillation", "_prepare"),
+                           ("quantization", "_apply")):
+            value = getattr(self, name)
+            if value is not None and not hasattr(value, hook):
+                raise InvalidParameterError(
+                    f"The {name!r} parameter of {owner} must be None or a "
+                    f"{name.title()} spec; got {value!r} instead."
+                )
+        if self.quantization is not None:
+            self.quantization._validated()  # bad options fail before training, not after
+            method = self.quantization.method
+            if method in GRAPH_METHODS and accepts_text(self.module):
+                raise ValueError(
+                    f"Quantization({method!r}) cannot quantize a pretrained Transformer: "
+                    "torch.fx does not trace Hugging Face models as a whole. Use "
+                    "Quantization('dynamic_int8'), which quantizes its linear layers."
+                )
+            if method == "qat_int8":
+                clash = [name for name, on in (("pruning", self.pruning is not None),
+                                               ("n_ensemble > 1", self.n_ensemble != 1)) if on]
+                if clash:
+                    raise ValueError(
+                        f"Quantization('qat_int8') cannot be combined with {' or '.join(clash)}: "
+                        "it trains a traced graph of fake-quantized layers, which pruning and "
+                        "ensembles do not act on. Quantize after training instead, with "
+                        "'dynamic_int8' or 'static_int8'."
+                    )
 
     # The three phases of one fit. The fused trainer (``_fused``) runs the
     # first two and the last for each member and trains the members together
@@ -516,22 +548,7 @@ class BaseNN(BaseEstimator):
         opt_cls, opt_kwargs = resolve_optimizer(
             self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum, owner=owner
         )
-        for name, hook in (("pruning", "_make_callback"), ("distillation", "_prepare"),
-                           ("quantization", "_apply")):
-            value = getattr(self, name)
-            if value is not None and not hasattr(value, hook):
-                raise InvalidParameterError(
-                    f"The {name!r} parameter of {owner} must be None or a "
-                    f"{name.title()} spec; got {value!r} instead."
-                )
-        if self.quantization is not None:
-            self.quantization._validated()  # bad options fail before training, not after
-            if self.quantization.method == "static_int8" and accepts_text(self.module):
-                raise ValueError(
-                    "Quantization('static_int8') cannot quantize a pretrained Transformer: "
-                    "torch.fx does not trace Hugging Face models as a whole. Use "
-                    "Quantization('dynamic_int8'), which quantizes its linear layers."
-                )
+        self._check_recipe(owner)
         if continuing and "quantization_summary_" in vars(self) and "_float_module_" not in vars(self):
             raise ValueError(
                 f"This {owner} holds a quantized network without its float weights, so training "
@@ -622,6 +639,10 @@ class BaseNN(BaseEstimator):
             with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
                 manual_seed(seed, device)
                 module = self._build_module(X.shape[1], fit.n_outputs)
+            if self.quantization is not None and self.quantization.method == "qat_int8":
+                example = fit.X_t[:1]
+                example = example.to_dense() if getattr(example, "is_sparse", False) else example
+                module = self.quantization._prepare(module, example)
 
         n_threads = self.n_threads
         if n_threads is None and threads is not None:
@@ -776,7 +797,7 @@ class BaseNN(BaseEstimator):
             rows = rows[: self.quantization.calibration_rows]
             rows = rows.to_dense() if getattr(rows, "is_sparse", False) else rows
         module, summary = self.quantization._apply(float_module, rows)
-        if summary["method"] in ("dynamic_int8", "static_int8"):
+        if summary["method"] in ("dynamic_int8", "static_int8", "qat_int8"):
             net.device = "cpu"  # int8 kernels run on the CPU
         net.module = net.module_ = module
         self.quantization_summary_ = summary
@@ -813,6 +834,9 @@ class BaseNN(BaseEstimator):
                 generator=generator,
             )
             callbacks.append(("pruning", pruner))
+        if self.quantization is not None and self.quantization.method == "qat_int8":
+            callbacks.append(("quantization", self.quantization._make_callback(
+                module, max_epochs=self.max_epochs, start_epoch=start_epoch)))
         callbacks += copy.deepcopy(self.callbacks or [])
         callbacks += _fit_callbacks(self, epochs)
         return callbacks, pruner
@@ -978,7 +1002,7 @@ class BaseNN(BaseEstimator):
         else:
             X_t, encode = as_float_tensor(X), None
         module.eval()
-        batch = max(int(self.batch_size), 64 if text else 4096)
+        batch = max(int(self.batch_size), 64 if text else predict_rows(module, X.shape[1], device))
         out = []
         n_threads = self.n_threads or auto_threads(min(len(X_t), batch) * row_cost(module, X.shape[1], device))
         with torch.inference_mode(), torch_threads(n_threads):

@@ -69,6 +69,8 @@ def fusable(estimator):
         "warm_start": estimator.warm_start,
         "pruning": estimator.pruning is not None,
         "distillation": estimator.distillation is not None,
+        # quantization-aware training runs a traced graph of fake-quantized layers
+        "quantization='qat_int8'": getattr(estimator.quantization, "method", None) == "qat_int8",
         "callbacks": bool(estimator.callbacks),
         "tensorboard_dir": estimator.tensorboard_dir is not None,
         # an ensemble fuses its own members (n_ensemble=1 each) inside its fit

@@ -13,7 +13,7 @@ from torch import nn
 from sklearn.utils._param_validation import InvalidParameterError
 
 __all__ = [
-    "resolve_device", "seeded", "manual_seed", "torch_threads", "auto_threads", "threads_for", "row_cost",
+    "resolve_device", "seeded", "manual_seed", "torch_threads", "auto_threads", "threads_for", "row_cost", "predict_rows",
     "free_cores", "worker_share", "PARALLEL_GRAIN", "GLOBAL_RNG",
 ]
 
@@ -254,17 +254,43 @@ def row_cost(module, n_features, device="cpu"):
     estimate = getattr(module, "multiply_adds_per_row", None)
     if estimate is not None:  # a network whose rows are not features (token ids) says it
         return estimate()
+    return _profile(module, n_features, device)[0]
+
+
+def predict_rows(module, n_features, device="cpu"):
+    """Rows per batch for inference: the widest activation of a batch in about 2 MiB.
+
+    Batches whose activations spill out of the core's cache are slower per
+    row, in float32 and int8 alike: on a 2-core EPYC, MLP((512, 512))
+    predicted 100 000 rows about 10 % faster in 1024-row batches than in
+    4096-row ones, and a CNN on 8x8 images 1.5x faster in 256-row ones.
+    Small networks keep 4096 rows, where per-batch overhead would dominate.
+    """
+    if getattr(module, "multiply_adds_per_row", None) is not None:
+        return 4096
+    widest = _profile(module, n_features, device)[1]
+    return int(min(4096, max(256, _PREDICT_ELEMENTS // max(1, widest))))
+
+
+_PREDICT_ELEMENTS = 2**19  # float32 elements of the widest activation of a batch: 2 MiB
+
+
+def _profile(module, n_features, device):
+    """``(multiply-adds, widest activation)`` of one row, from one hooked forward pass (cached)."""
     key = (n_features, str(device))
     cached = _ROW_COST.get(module)
     if cached is not None and cached[0] == key:
         return cached[1]
     total = [0]
+    widest = [n_features]
     counted = set()
 
     def hook(layer, inputs, output):
         counted.add(id(layer))
         # int8 layers keep their weight behind a method
         weight = layer.weight() if callable(layer.weight) else layer.weight
+        if isinstance(output, torch.Tensor):
+            widest[0] = max(widest[0], output[0].numel())
         if hasattr(layer, "out_channels"):  # a convolution
             positions = output[0].numel() // layer.out_channels  # output[0]: the one row
             total[0] += weight.numel() * max(1, positions)
@@ -280,15 +306,15 @@ def row_cost(module, n_features, device="cpu"):
         for m in module.modules():
             if id(m) not in counted and not _counted(m):
                 total[0] += sum(p.numel() for p in m.parameters(recurse=False))
-        cost = max(1, total[0])
+        profile = (max(1, total[0]), widest[0])
     except Exception:  # a module that cannot run on one zero row
-        cost = max(1, sum(p.numel() for p in module.parameters()))
+        profile = (max(1, sum(p.numel() for p in module.parameters())), n_features)
     finally:
         for h in handles:
             h.remove()
         module.train(was_training)
-    _ROW_COST[module] = (key, cost)
-    return cost
+    _ROW_COST[module] = (key, profile)
+    return profile
 
 
 def auto_threads(work=None):
