@@ -201,7 +201,7 @@ def test_joblib_round_trip_in_a_fresh_process(tmp_path, digits_split, float_and_
                                      dict(method="bfloat16")])
 @pytest.mark.parametrize("pruned", [False, True])
 def test_save_and_load_rebuild_the_quantized_model_exactly(tmp_path, digits_split, options, pruned):
-    X_train, X_test, y_train, _ = digits_split
+    X_train, X_test, y_train, y_test = digits_split
     pruning = Pruning(method="ln_structured", amount=0.5) if pruned else None
     model = net(Quantization(**options), pruning=pruning, max_epochs=3).fit(X_train, y_train)
     save(model, tmp_path / "q.skopt")
@@ -209,8 +209,11 @@ def test_save_and_load_rebuild_the_quantized_model_exactly(tmp_path, digits_spli
     np.testing.assert_array_equal(loaded.predict_proba(X_test), model.predict_proba(X_test))
     assert loaded.quantization_summary_ == model.quantization_summary_
     assert loaded.get_params()["quantization"].get_params() == model.quantization.get_params()
-    with pytest.raises(ValueError, match="without its float weights.*skopt_nn.load"):
-        loaded.partial_fit(X_train[:50], y_train[:50])
+    # training goes on from the rounded weights, and the result is quantized again
+    continued = load(tmp_path / "q.skopt").partial_fit(X_train, y_train)
+    assert continued.n_iter_ == model.n_iter_ + 1 and is_quantized(continued.module_)
+    assert continued.quantization_summary_["method"] == model.quantization_summary_["method"]
+    assert continued.score(X_test, y_test) > 0.8
     # a model read back that is fitted anew is an ordinary estimator again
     assert loaded.fit(X_train, y_train).quantization_summary_ == model.quantization_summary_
 
@@ -282,13 +285,30 @@ def test_warm_start_and_partial_fit_continue_in_float_and_quantize_again(digits_
     assert again.n_iter_ == 6 and is_quantized(again.module_)
 
 
-def test_without_warm_start_no_float_weights_are_kept_and_partial_fit_says_so(digits_split):
-    X_train, _, y_train, _ = digits_split
+def test_without_warm_start_partial_fit_goes_on_from_the_rounded_weights(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
     model = net(Quantization(), max_epochs=2).fit(X_train, y_train)
-    assert "_float_module_" not in vars(model)
-    with pytest.raises(ValueError, match="warm_start=True"):
-        model.partial_fit(X_train, y_train)
-    assert model.fit(X_train, y_train).n_iter_ == 2  # fitting anew is always possible
+    assert "_float_module_" not in vars(model)  # no float copy in the pickle
+    model.partial_fit(X_train, y_train)
+    assert model.n_iter_ == 3 and is_quantized(model.module_)
+    assert model.score(X_test, y_test) > 0.85
+    # an int8 graph has no float form: it says what to do instead
+    static = net(Quantization("static_int8"), max_epochs=2).fit(X_train, y_train)
+    with pytest.raises(ValueError, match="static_int8 network without its float weights.*warm_start=True"):
+        static.partial_fit(X_train, y_train)
+    assert static.fit(X_train, y_train).n_iter_ == 2  # fitting anew is always possible
+
+
+def test_sparse_rows_predict_like_dense_ones_and_qat_asks_for_dense(digits_split):
+    import scipy.sparse as sp
+
+    X_train, X_test, y_train, _ = digits_split
+    for method in ("dynamic_int8", "static_int8"):
+        model = net(Quantization(method), max_epochs=2).fit(sp.csr_matrix(X_train), y_train)
+        np.testing.assert_allclose(model.predict_proba(sp.csr_matrix(X_test)), model.predict_proba(X_test),
+                                   atol=1e-6)
+    with pytest.raises(ValueError, match="qat_int8.*dense rows"):
+        net(Quantization("qat_int8"), max_epochs=2).fit(sp.csr_matrix(X_train), y_train)
 
 
 def test_a_failed_continuing_fit_keeps_the_quantized_model(digits_split):

@@ -137,6 +137,9 @@ class Quantization(BaseEstimator):
     estimator will continue training it (``warm_start=True``,
     ``partial_fit``): then the float network is kept alongside, training
     continues from it and is quantized again at the end of each call.
+    Without a float copy, ``partial_fit`` continues from the rounded
+    weights (``dynamic_int8`` and the 16-bit methods; an int8 graph has no
+    float form).
 
     Examples
     --------

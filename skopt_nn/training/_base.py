@@ -57,7 +57,7 @@ from ._errors import DivergenceError
 from .data import BatchIterator, TensorData, as_float_tensor, as_text_column
 from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
-from ..specs.quantization import GRAPH_METHODS, quiet_ao
+from ..specs.quantization import GRAPH_METHODS, float_copy, quiet_ao
 from ..specs.modules import MLP
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ..specs.transformer import accepts_text, holds_text_network, text_encoder
@@ -549,13 +549,15 @@ class BaseNN(BaseEstimator):
             self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum, owner=owner
         )
         self._check_recipe(owner)
-        if continuing and "quantization_summary_" in vars(self) and "_float_module_" not in vars(self):
+        if (continuing and "_float_module_" not in vars(self)
+                and vars(self).get("quantization_summary_", {}).get("method") in GRAPH_METHODS):
+            method = self.quantization_summary_["method"]
             raise ValueError(
-                f"This {owner} holds a quantized network without its float weights, so training "
-                "cannot continue from it: they are kept only when the fit that quantized it had "
-                "warm_start=True or was a partial_fit, and never in a model read by skopt_nn.load. "
-                "Set warm_start=True before fitting to continue training a quantized model, or "
-                "fit it again."
+                f"This {owner} holds a {method} network without its float weights, so training "
+                "cannot continue from it (its fused int8 layers have no float form): they are "
+                "kept only when the fit that quantized it had warm_start=True or was a "
+                "partial_fit. Set warm_start=True before fitting to continue training it, or fit "
+                "it again."
             )
         weighted = sample_weight is not None
         sample_weight = _check_sample_weight(
@@ -631,18 +633,30 @@ class BaseNN(BaseEstimator):
         if continuing:
             net = self.net_
             module = net.module_
+            fresh_optimizer = False
             if "_float_module_" in vars(self):  # quantized: training goes on in float
                 module = self._float_module_
                 net.module = net.module_ = module
                 net.device = device
+            elif "quantization_summary_" in vars(self):
+                # No float weights were kept (a plain fit, a loaded model):
+                # training goes on from the rounded ones, with a new optimizer.
+                module = float_copy(module)
+                net.module = net.module_ = module
+                net.device = device
+                fresh_optimizer = True
         else:
             with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
                 manual_seed(seed, device)
                 module = self._build_module(X.shape[1], fit.n_outputs)
             if self.quantization is not None and self.quantization.method == "qat_int8":
-                example = fit.X_t[:1]
-                example = example.to_dense() if getattr(example, "is_sparse", False) else example
-                module = self.quantization._prepare(module, example)
+                if not isinstance(fit.X_t, torch.Tensor) or fit.X_t.is_sparse:  # SparseRows
+                    raise ValueError(
+                        "Quantization('qat_int8') trains its fake-quantized layers on dense rows; "
+                        "this X is sparse. Densify it, or quantize after training with "
+                        "'dynamic_int8' or 'static_int8'."
+                    )
+                module = self.quantization._prepare(module, fit.X_t[:1])
 
         n_threads = self.n_threads
         if n_threads is None and threads is not None:
@@ -662,6 +676,8 @@ class BaseNN(BaseEstimator):
         )
         if continuing:
             self._renew_net(net, fit.opt_cls, fit.opt_kwargs, **setup)
+            if fresh_optimizer:
+                net.initialize_optimizer()
         else:
             opt_kwargs = fit.opt_kwargs
             groups = getattr(module, "optimizer_groups", None)
@@ -1002,6 +1018,7 @@ class BaseNN(BaseEstimator):
         else:
             X_t, encode = as_float_tensor(X), None
         module.eval()
+        dense_only = "quantization_summary_" in vars(self)  # int8 kernels take dense rows
         batch = max(int(self.batch_size), 64 if text else predict_rows(module, X.shape[1], device))
         out = []
         n_threads = self.n_threads or auto_threads(min(len(X_t), batch) * row_cost(module, X.shape[1], device))
@@ -1009,6 +1026,8 @@ class BaseNN(BaseEstimator):
             for start in range(0, len(X_t), batch):
                 xb = X_t[start : start + batch]
                 xb = (encode(xb) if text else xb).to(device, non_blocking=True)
+                if dense_only and xb.is_sparse:
+                    xb = xb.to_dense()
                 out.append(module(xb).float().cpu())
         if not out:
             return np.empty((0, self.n_outputs_), dtype=np.float32)
