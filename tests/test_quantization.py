@@ -311,6 +311,18 @@ def test_sparse_rows_predict_like_dense_ones_and_qat_asks_for_dense(digits_split
         net(Quantization("qat_int8"), max_epochs=2).fit(sp.csr_matrix(X_train), y_train)
 
 
+def test_a_diverging_partial_fit_without_float_weights_keeps_the_quantized_model(digits_split):
+    from skopt_nn import DivergenceError
+
+    X_train, X_test, y_train, _ = digits_split
+    model = net(Quantization(), max_epochs=2).fit(X_train, y_train)
+    before = model.predict_proba(X_test)
+    with pytest.raises(DivergenceError):
+        model.set_params(lr=1e12, optimizer="sgd").partial_fit(X_train * 1e6, y_train)
+    np.testing.assert_array_equal(model.predict_proba(X_test), before)
+    assert is_quantized(model.module_) and "_float_module_" not in vars(model)
+
+
 def test_a_failed_continuing_fit_keeps_the_quantized_model(digits_split):
     X_train, X_test, y_train, _ = digits_split
     model = net(Quantization(), max_epochs=2, warm_start=True).fit(X_train, y_train)

@@ -444,14 +444,16 @@ class BaseNN(BaseEstimator):
         saved = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("__")}
         net = saved.get("net_")
         snapshot = None
-        # A quantized model without its float weights refuses to continue
-        # before it changes anything (``_start_fit``): nothing to snapshot.
-        frozen = "quantization_summary_" in saved and "_float_module_" not in saved
-        if net is not None and kwargs["continuing"] and not frozen:
-            published = (net.module_, net.module, net.device)
-            trained = saved.get("_float_module_", net.module_)  # the quantized model's float weights
+        if net is not None and kwargs["continuing"]:
+            published = (net.module_, net.module, net.device, net.optimizer_)
+            # The weights training changes in place: the float network a
+            # quantized model keeps, or the network itself. A quantized model
+            # without a float copy trains a new one (float_copy), which
+            # changes nothing of the published model.
+            no_float = "quantization_summary_" in saved and "_float_module_" not in saved
+            trained = None if no_float else saved.get("_float_module_", net.module_)
             snapshot = (
-                copy.deepcopy(trained.state_dict()),
+                None if trained is None else copy.deepcopy(trained.state_dict()),
                 copy.deepcopy(net.optimizer_.state_dict()),
                 len(net.history),
             )
@@ -463,8 +465,9 @@ class BaseNN(BaseEstimator):
                     delattr(self, key)
             vars(self).update(saved)
             if snapshot is not None:
-                trained.load_state_dict(snapshot[0])
-                net.module_, net.module, net.device = published
+                if trained is not None:
+                    trained.load_state_dict(snapshot[0])
+                net.module_, net.module, net.device, net.optimizer_ = published
                 net.optimizer_.load_state_dict(snapshot[1])
                 del net.history[snapshot[2] :]
                 _lean(net)
@@ -813,7 +816,7 @@ class BaseNN(BaseEstimator):
             rows = rows[: self.quantization.calibration_rows]
             rows = rows.to_dense() if getattr(rows, "is_sparse", False) else rows
         module, summary = self.quantization._apply(float_module, rows)
-        if summary["method"] in ("dynamic_int8", "static_int8", "qat_int8"):
+        if summary["method"].endswith("int8"):
             net.device = "cpu"  # int8 kernels run on the CPU
         net.module = net.module_ = module
         self.quantization_summary_ = summary
