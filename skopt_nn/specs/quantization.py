@@ -403,7 +403,8 @@ def _nbytes(module):
 def float_copy(module):
     """A float32 network computing what a quantized one does, with the rounded weights.
 
-    Used by ``export_onnx``: int8 ``Linear`` layers become ``nn.Linear`` with
+    Used by ``export_onnx``, and by a ``partial_fit`` that has no float
+    weights to go on from: int8 ``Linear`` layers become ``nn.Linear`` with
     the dequantized weights (activations are then not rounded, so outputs
     differ from the int8 model's by the activation rounding only).
     """
