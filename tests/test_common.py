@@ -56,12 +56,23 @@ def _expected_failures(est):
     failures = dict(EXPECTED_FAILED.get(type(est).__name__, {}))
     if est.quantization is not None:
         failures["check_methods_subset_invariance"] = _PER_BATCH
-        # The int8 rounding of the weights absorbs the float32 difference on
-        # one of the two data sets (which one is fixed by the seed).
-        kept = "sparse" if isinstance(est, NNClassifier) else "dense"
-        failures = {k: v for k, v in failures.items()
-                    if not k.startswith("check_sample_weight_equivalence") or k.endswith(f"{kept}_data")}
+        # Whether the int8 rounding of the weights absorbs the float32
+        # difference depends on the CPU's kernels: see the test below.
+        failures = {k: v for k, v in failures.items() if not k.startswith("check_sample_weight_equivalence")}
     return failures
+
+
+def _undecided(estimator, check):
+    """The checks whose outcome the CPU decides rather than the estimator.
+
+    With int8 weights, the float32 difference between weighted and repeated
+    rows (see ``_FLOAT32``) is sometimes rounded away and sometimes not,
+    depending on the matrix kernels this CPU's torch build runs; either
+    outcome is correct, so such a check may pass or fail (xfail) but is not
+    required to fail.
+    """
+    name = getattr(check, "func", check).__name__
+    return estimator.quantization is not None and name.startswith("check_sample_weight_equivalence")
 
 
 @parametrize_with_checks(
@@ -70,7 +81,13 @@ def _expected_failures(est):
     xfail_strict=True,
 )
 def test_sklearn_compatible_estimator(estimator, check):
-    check(estimator)
+    if not _undecided(estimator, check):
+        check(estimator)
+        return
+    try:
+        check(estimator)
+    except AssertionError:
+        pytest.xfail(_FLOAT32)
 
 
 # The settings under which weighting and repeating are the same training run,

@@ -137,6 +137,25 @@ class _ValidScore(Callback):
         net.history.record("valid_score", float(score))
 
 
+_MIN_ROWS = 8
+
+
+def _rows_alike(module, xb):
+    """``module(xb)``, each row computed as it would be inside a larger batch.
+
+    CPU matrix kernels sum a batch of one to three rows in another order than
+    a full batch (a matrix-vector product), so a row's outputs would move in
+    the 7th digit with the rows predicted beside it. A dense batch of fewer
+    than ``_MIN_ROWS`` rows is padded with zero rows, which every layer
+    computes row by row, and the padding is dropped from the outputs.
+    """
+    n = len(xb)
+    if n >= _MIN_ROWS or xb.is_sparse or not torch.is_floating_point(xb):
+        return module(xb)
+    pad = xb.new_zeros((_MIN_ROWS - n, *xb.shape[1:]))
+    return module(torch.cat([xb, pad]))[:n]
+
+
 class _Holdout:
     """skorch ``train_split`` that returns a validation set chosen in ``fit``."""
 
@@ -1031,7 +1050,7 @@ class BaseNN(BaseEstimator):
                 xb = (encode(xb) if text else xb).to(device, non_blocking=True)
                 if dense_only and xb.is_sparse:
                     xb = xb.to_dense()
-                out.append(module(xb).float().cpu())
+                out.append(_rows_alike(module, xb).float().cpu())
         if not out:
             return np.empty((0, self.n_outputs_), dtype=np.float32)
         return torch.cat(out).numpy()
