@@ -75,7 +75,11 @@ def test_zero_weight_rows_are_left_out(clf_data, reg_data, make):
     weighted = full_batch(make()).fit(X, y, sample_weight=keep.astype(float))
     removed = full_batch(make()).fit(X[keep], y[keep])
     method = "predict_proba" if make is small_clf else "predict"
-    assert_allclose(getattr(weighted, method)(X), getattr(removed, method)(X), rtol=1e-4, atol=1e-5)
+    expected = getattr(removed, method)(X)
+    # float32 rounding is relative to the outputs' scale (hundreds for the
+    # regressor's targets), so near-zero outputs get that scale's absolute slack
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert_allclose(getattr(weighted, method)(X), expected, rtol=1e-4, atol=1e-6 * scale)
 
 
 def test_partial_fit_weights_zero_rows_are_left_out(clf_data):
