@@ -46,7 +46,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skopt_nn import MLP, NNClassifier, make_search
-from skopt_nn.training._fused import fit_fused
+from skopt_nn.training.fused import fit_fused
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,16 +8,19 @@ import pytest
 import torch
 from sklearn.base import clone
 from sklearn.datasets import load_diabetes
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from skopt_nn import (CNN, MLP, LRSchedule, NNClassifier, NNRegressor, Pruning, TorchModule, load,
-                      make_search, save)
+from skorch.callbacks import EpochScoring
+
+from skopt_nn import (CNN, MLP, Distillation, LRSchedule, NNClassifier, NNRegressor, Pruning, Quantization,
+                      TorchModule, load, make_search, save)
 from skopt_nn.search import FusedGridSearchCV, FusedRandomizedSearchCV
 from skopt_nn.training._base import DivergenceError
-from skopt_nn.training._fused import fit_fused, fusable
+from skopt_nn.training.fused import fit_fused, fusable
 
 
 @pytest.fixture(scope="module")
@@ -148,10 +151,19 @@ def test_fused_member_exports_to_onnx(digits_split, tmp_path):
     np.testing.assert_allclose(proba, outcome.estimator.predict_proba(Xt[:20]), atol=1e-4)
 
 
-def test_fusable_names_what_blocks_fusion():
+def test_fusable_names_what_blocks_fusion(digits_split):
+    X, y, _, _ = digits_split
     assert fusable(NNClassifier()) is None
-    assert "pruning" in fusable(NNClassifier(pruning=Pruning()))
-    assert "warm_start" in fusable(NNClassifier(warm_start=True))
+    # the recipe fuses: pruning, distillation, accumulation, post-training int8
+    assert fusable(NNClassifier(pruning=Pruning(), distillation=Distillation(LogisticRegression()),
+                                gradient_accumulation_steps=2, quantization=Quantization())) is None
+    assert "augment" in fusable(NNClassifier(distillation=Distillation(LogisticRegression(), augment="mixup")))
+    assert "qat_int8" in fusable(NNClassifier(quantization=Quantization("qat_int8")))
+    assert "callbacks" in fusable(NNClassifier(callbacks=[("x", EpochScoring("accuracy"))]))
+    # warm_start refuses only a fitted estimator, whose fit continues its network
+    assert fusable(NNClassifier(warm_start=True)) is None
+    fitted = NNClassifier(MLP((8,)), max_epochs=1, warm_start=True).fit(X[:60], y[:60])
+    assert "warm_start" in fusable(fitted)
     assert "optimizer" in fusable(NNClassifier(optimizer=torch.optim.LBFGS))
     # an ensemble fuses its own members inside its fit
     assert "n_ensemble" in fusable(NNClassifier(n_ensemble=2))
@@ -216,14 +228,14 @@ def test_fused_search_records_failures_and_warns_once_for_fallbacks(search_data)
     space = {
         "optimizer": ["sgd"],
         "lr": [1e-2, 1e15],
-        "pruning": [None, Pruning(amount=0.5)],
+        "distillation": [None, Distillation(LogisticRegression(max_iter=200), augment="noise")],
     }
     search = make_search(_pipe(), space, method="grid", fuse=True, cv=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         search.fit(X, y)
     fallback = [w for w in caught if "could not train fused" in str(w.message)]
-    assert len(fallback) == 1 and "pruning is set" in str(fallback[0].message)
+    assert len(fallback) == 1 and "augment='noise'" in str(fallback[0].message)
     scores = search.cv_results_["mean_test_score"]
     lrs = search.cv_results_["param_nnclassifier__lr"]
     assert np.isnan(scores[np.asarray(lrs, dtype=float) == 1e15]).all()
@@ -368,8 +380,14 @@ def test_an_ensemble_exports_to_onnx(digits_split, tmp_path):
 
 def test_ensemble_settings_that_cannot_fuse_are_refused(digits_split):
     X, y, _, _ = digits_split
-    with pytest.raises(ValueError, match="n_ensemble=2 trains its members together.*pruning is set"):
-        NNClassifier(MLP((8,)), max_epochs=1, n_ensemble=2, pruning=Pruning()).fit(X, y)
+    teacher = LogisticRegression(max_iter=200)
+    with pytest.raises(ValueError, match="n_ensemble=2 trains its members together.*augment='mixup'"):
+        NNClassifier(MLP((8,)), max_epochs=1, n_ensemble=2,
+                     distillation=Distillation(teacher, augment="mixup")).fit(X, y)
+    # pruning fuses: every member is pruned and shrunk by its own schedule
+    pruned = NNClassifier(MLP((16,)), max_epochs=2, n_ensemble=2, random_state=0,
+                          pruning=Pruning(amount=0.5, method="ln_structured")).fit(X, y)
+    assert [m[0].out_features for m in pruned.module_.members] == [8, 8]
     model = NNClassifier(MLP((8,)), max_epochs=1, n_ensemble=2)
     assert not hasattr(model, "partial_fit")
     with pytest.raises(AttributeError, match="partial_fit") as info:

@@ -357,7 +357,7 @@ def test_quantization_aware_training_continues_with_warm_start(digits_split):
 
 
 def test_quantization_aware_training_refuses_what_it_cannot_do(digits_split, tmp_path):
-    from skopt_nn.training._fused import fusable
+    from skopt_nn.training.fused import fusable
 
     X_train, _, y_train, _ = digits_split
     with pytest.raises(ValueError, match="qat_int8.*pruning"):

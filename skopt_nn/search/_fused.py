@@ -7,7 +7,7 @@ multi-metric scoring and ``return_train_score``. Only the fits of the
 candidates differ. Before sklearn evaluates a batch of candidates, every
 (candidate, fold) fit is set up here: the steps of a Pipeline before the
 network are fitted once per fold and distinct settings, and the networks are
-handed to the fused trainer (``training._fused.fit_fused``), which stacks the
+handed to the fused trainer (``training.fused.fit_fused``), which stacks the
 members that share an architecture. sklearn's evaluation then runs as
 usual, with its per-fit step answered from those fitted members (scored
 with sklearn's own scorer); fits that cannot fuse go through sklearn's own
@@ -32,7 +32,7 @@ from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.validation import _check_method_params, _num_samples, indexable
 
 from ..training._base import BaseNN
-from ..training._fused import fit_fused, fusable
+from ..training.fused import fit_fused, fusable
 from ..training._runtime import worker_share
 from ._checkpoint import _Replay, replaying
 from ._refit import GridSearchCV, RandomizedSearchCV

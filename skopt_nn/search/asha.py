@@ -30,7 +30,7 @@ from sklearn.utils.metadata_routing import MetadataRouter, MethodMapping, _routi
 from sklearn.utils.validation import _check_method_params, check_is_fitted, indexable
 
 from ..training._base import BaseNN, DivergenceError
-from ..training._fused import fit_fused, fusable
+from ..training.fused import fit_fused, fusable
 from ..training._runtime import torch_threads
 from ._asha_progress import RungProgress
 from ._refit import refit_in_rank_order

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._task import task_of
+
 __all__ = ["weighted_mean", "WeightedLoss"]
 
 # Denominator floor: a batch whose weights are all zero contributes a zero
@@ -77,17 +79,34 @@ class WeightedLoss(nn.Module):
     def forward(self, y_pred, target):
         # skorch hands a tuple target over as a list
         y_true, weight = target if isinstance(target, (tuple, list)) else (target, None)
-        if self.task == "classification":
-            if weight is None:  # the fused mean: unweighted fits pay nothing
+        if weight is None:  # the fused mean kernels: unweighted fits pay nothing
+            if self.task == "classification":
                 return F.cross_entropy(y_pred, y_true)
-            per_row = F.cross_entropy(y_pred, y_true, reduction="none")
-        elif self.task == "multilabel":  # one sigmoid per label, mean over the labels
-            if weight is None:
+            if self.task == "multilabel":
                 return F.binary_cross_entropy_with_logits(y_pred, y_true)
-            per_row = F.binary_cross_entropy_with_logits(y_pred, y_true, reduction="none").mean(dim=1)
-        else:
             y_true = y_true.reshape(len(y_true), -1)
-            if weight is None:
-                return F.mse_loss(y_pred.reshape(y_true.shape), y_true)
-            per_row = (y_pred.reshape(y_true.shape) - y_true).pow(2).mean(dim=1)
-        return weighted_mean(per_row, weight)
+            return F.mse_loss(y_pred.reshape(y_true.shape), y_true)
+        return weighted_mean(task_of(self.task).row_loss(y_pred, y_true), weight)
+
+    # -- the fused trainer's form (training.fused): row losses of K members
+    def fused_key(self):
+        """Members whose criteria share this key train with one :meth:`stacked` loss."""
+        return ("rows", self.task)
+
+    @staticmethod
+    def stacked(criteria):
+        """The loss of each member's rows, ``(K, rows)``, for the members' ``criteria``."""
+        return _StackedRows(task_of(criteria[0].task))
+
+
+class _StackedRows:
+    """Row losses of K members of one task (nothing per member to keep)."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def keep(self, index):
+        pass
+
+    def __call__(self, out, y):
+        return self.task.row_loss(out, y)

@@ -26,7 +26,6 @@ import warnings
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 from sklearn.base import BaseEstimator, clone, is_classifier
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
@@ -34,7 +33,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 from torch import nn
 
-from ._losses import _TINY, weighted_mean
+from ._distill_loss import _NO_LABEL, DistillationLoss
 from ._registry import Registry
 from ._teacher_cache import TEACHERS, clear_teacher_cache, fingerprint
 
@@ -46,11 +45,6 @@ _PROBA_FLOOR = 1e-12
 # A student class the teacher never saw gets a logit this far below the row's
 # lowest score: its softened probability is zero at any sensible temperature.
 _MISSING_CLASS_GAP = 1e4
-# Label given to synthetic rows of a classification batch: they carry no
-# hard label, so the cross-entropy term skips them.
-_NO_LABEL = -1
-# torch's code for reduction="sum", for its kernel called without the wrapper.
-_SUM = torch.nn._reduction.get_enum("sum")
 
 
 def _to_scipy(X):
@@ -109,135 +103,6 @@ def _noise(X, n_new, generator, noise_scale):
 AUGMENTS = Registry("augment")
 AUGMENTS.register("mixup", _mixup)
 AUGMENTS.register("noise", _noise)
-
-
-class DistillationLoss(nn.Module):
-    """Loss of a student learning from a teacher's outputs and the true targets.
-
-    Classification (Hinton et al. 2015)::
-
-        alpha * T**2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(y, s)
-
-    Multilabel (one sigmoid per label; ``BCE`` averaged over the labels)::
-
-        alpha * T**2 * BCE(sigmoid(s / T), sigmoid(t / T)) + (1 - alpha) * BCE(sigmoid(s), y)
-
-    Regression::
-
-        alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)
-
-    where ``s`` are the student's outputs and ``t`` the teacher's. The loss
-    is called as ``loss(s, (y, t))`` or, with one weight per row,
-    ``loss(s, (y, t, w))``: the KL term is the weighted mean over all rows,
-    the hard term the weighted mean over the rows that have a label
-    (synthetic rows are marked by the label ``-1`` for classification and
-    ``NaN`` for regression), each ``sum(w * l) / sum(w)``.
-
-    Parameters
-    ----------
-    task : {"classification", "multilabel", "regression"}
-        What the student predicts.
-    temperature : float, default=4.0
-        Softmax temperature ``T``; ignored for regression.
-    alpha : float, default=0.5
-        Weight of the teacher term.
-    log_target : bool, default=False
-        For classification: the teacher outputs ``t`` are given already
-        softened, as ``log_softmax(t / T)`` (see ``soften``), so that a fit
-        computes them once rather than in every batch.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skopt_nn.specs.distillation import DistillationLoss
-    >>> loss = DistillationLoss("classification", temperature=2.0, alpha=0.0)
-    >>> s, y = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
-    >>> bool(torch.isclose(loss(s, (y, torch.zeros(1, 2))), torch.nn.functional.cross_entropy(s, y)))
-    True
-    """
-
-    def __init__(self, task, temperature=4.0, alpha=0.5, *, log_target=False):
-        super().__init__()
-        self.task = task
-        self.temperature = float(temperature)
-        self.alpha = float(alpha)
-        self.log_target = bool(log_target)
-
-    def soften(self, teacher):
-        """The teacher's log-probabilities at the temperature, ``log_softmax(t / T)``.
-
-        What ``log_target=True`` expects in place of the teacher's scores:
-        computed once for a fit's rows, it spares every batch this step.
-        """
-        return F.log_softmax(teacher / self.temperature, dim=1)
-
-    def forward(self, y_pred, target):
-        y_true, teacher, *rest = target
-        weight = rest[0] if rest else None  # None: equal weights
-        soft = hard = 0.0
-        if self.task == "classification":
-            if self.alpha > 0:
-                T = self.temperature
-                log_p = teacher if self.log_target else self.soften(teacher)
-                log_q = F.log_softmax(y_pred / T, dim=1)
-                if weight is None:
-                    # torch's kernel with a sum, scaled once below: F.kl_div's
-                    # "batchmean" costs a Python wrapper and a division per batch
-                    soft = torch.kl_div(log_q, log_p, reduction=_SUM, log_target=True)
-                    soft_scale = T * T / len(y_pred)
-                else:
-                    per_row = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
-                    soft = weighted_mean(per_row, weight)
-                    soft_scale = T * T
-            if self.alpha < 1:
-                if weight is None:
-                    # the mean over the labelled rows; every batch has some (its real rows)
-                    hard = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL)
-                else:
-                    per_row = F.cross_entropy(y_pred, y_true, ignore_index=_NO_LABEL, reduction="none")
-                    labelled = (y_true != _NO_LABEL).to(per_row.dtype)
-                    hard = weighted_mean(per_row, weight * labelled)
-            if self.alpha == 1:
-                return soft * soft_scale
-            if self.alpha == 0:
-                return hard
-            # one fused multiply-add
-            return torch.add(hard * (1 - self.alpha), soft, alpha=self.alpha * soft_scale)
-        elif self.task == "multilabel":
-            if self.alpha > 0:
-                T = self.temperature
-                per_row = F.binary_cross_entropy_with_logits(
-                    y_pred / T, torch.sigmoid(teacher / T), reduction="none"
-                ).mean(dim=1)
-                soft = weighted_mean(per_row, weight) * (T * T)
-            if self.alpha < 1:
-                labelled = ~torch.isnan(y_true[:, 0])
-                per_row = F.binary_cross_entropy_with_logits(
-                    y_pred, torch.nan_to_num(y_true), reduction="none"
-                ).mean(dim=1)
-                mask = labelled.to(per_row.dtype)
-                hard = weighted_mean(per_row, mask if weight is None else weight * mask)
-        else:
-            y_pred = y_pred.reshape(teacher.shape)
-            n = len(y_pred)
-            if self.alpha > 0:
-                if weight is None:
-                    soft = F.mse_loss(y_pred, teacher)
-                else:
-                    soft = weighted_mean((y_pred - teacher).pow(2).reshape(n, -1).mean(dim=1), weight)
-            if self.alpha < 1:
-                y_true = y_true.reshape(teacher.shape)
-                labelled = (~torch.isnan(y_true)).reshape(n, -1)
-                diff = torch.where(labelled, (y_pred - torch.nan_to_num(y_true)).reshape(n, -1), 0.0)
-                # Each labelled value counts once, weighted by its row.
-                hard = weighted_mean(diff.pow(2).sum(dim=1), weight) / weighted_mean(
-                    labelled.sum(dim=1).to(diff.dtype), weight
-                ).clamp_min(_TINY)
-        if self.alpha == 1:
-            return soft
-        if self.alpha == 0:
-            return hard
-        return self.alpha * soft + (1 - self.alpha) * hard
 
 
 class Distillation(BaseEstimator):
@@ -419,6 +284,13 @@ class Distillation(BaseEstimator):
 
     def _criterion(self, task):
         return DistillationLoss(task, temperature=self.temperature, alpha=self.alpha, log_target=True)
+
+    def _fuse_refusal(self):
+        """Why a fit with this spec cannot train in a fused group, or None."""
+        if self.augment is not None:
+            return (f"Distillation(augment={self.augment!r}) adds synthetic rows to every batch, "
+                    "a different number per member")
+        return None
 
     def _augmenter(self, teacher, *, task, generator, target_scaler=None, classes=None):
         if self.augment is None:

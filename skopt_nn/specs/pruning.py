@@ -355,16 +355,18 @@ class _PruningCallback(Callback):
         self.sparsity_ = max([s for e, s in self.steps if e <= self.reached_ + 1e-9], default=0.0)
         self.shapes_ = None
         self._masks, self._expand, self._layers, self._alive, self._orders = [], [], {}, {}, {}
+        self._weight, self._fused_specs = None, []
         return self
 
-    def on_train_begin(self, net, **kwargs):
-        module = net.module_
+    def _begin(self, module, continuing):
+        """Alive units or weights of every target layer; the tensors masked, by name.
+
+        Returns ``(layer name, parameter name, how to expand the target's
+        alive entries to the mask, target layer name)`` for each masked tensor.
+        """
         named = dict(module.named_modules())
         self.shapes_ = {n: tuple(named[n].weight.shape) for n in self.layers}
         structured = PRUNING_METHODS.get(self.method).structured
-        continuing = len(net.history) > 0
-        # Each masked tensor: (module, parameter name, how to expand its target
-        # layer's alive units or weights to the mask, target layer name).
         masks = []
         for name in self.targets:
             layer = named[name]
@@ -373,32 +375,73 @@ class _PruningCallback(Callback):
                 alive = torch.ones(w.shape[0], dtype=torch.bool, device=w.device)
                 if continuing:  # units emptied by an earlier fit stay pruned
                     alive = alive_units(layer)
-                masks.append((layer, "weight", _expand_units, name))
+                masks.append((name, "weight", _expand_units, name))
                 if layer.bias is not None:
-                    masks.append((layer, "bias", _as_is, name))
+                    masks.append((name, "bias", _as_is, name))
                 # A pruned unit's batch-norm scale and shift go too, so the unit
                 # outputs exactly zero before its activation.
                 for bn in self.graph.batchnorms(name):
-                    masks += [(named[bn], "weight", _as_is, name), (named[bn], "bias", _as_is, name)]
+                    masks += [(bn, "weight", _as_is, name), (bn, "bias", _as_is, name)]
             else:
                 alive = w != 0 if continuing else torch.ones_like(w, dtype=torch.bool)
-                masks.append((layer, "weight", _as_is, name))
+                masks.append((name, "weight", _as_is, name))
             self._alive[name] = alive
-        for layer, pname, _, _ in masks:
-            if hasattr(layer, pname + "_mask"):
+        return masks
+
+    def on_train_begin(self, net, **kwargs):
+        module = net.module_
+        named = dict(module.named_modules())
+        masks = self._begin(module, continuing=len(net.history) > 0)
+        for lname, pname, _, _ in masks:
+            if hasattr(named[lname], pname + "_mask"):
                 raise ValueError(
-                    f"Layer {layer} already carries a torch.nn.utils.prune mask on {pname!r}; "
+                    f"Layer {named[lname]} already carries a torch.nn.utils.prune mask on {pname!r}; "
                     "call torch.nn.utils.prune.remove on it before fitting with Pruning."
                 )
-        for layer, pname, _, _ in masks:
+        for lname, pname, _, _ in masks:
+            layer = named[lname]
             self._orders.setdefault(layer, list(layer._parameters))
             prune.custom_from_mask(layer, pname, torch.ones_like(getattr(layer, pname)))
             self._masks.append((layer, pname))
-        self._expand = [(getattr(layer, pname + "_mask"), expand, name) for layer, pname, expand, name in masks]
+        self._expand = [(getattr(named[lname], pname + "_mask"), expand, name)
+                        for lname, pname, expand, name in masks]
         self._layers = {name: named[name] for name in self.targets}
+        self._weight = self._masked_weight
         self._write_masks()
         self._advance(float(self.start_epoch))
         net.recipe_busy_ = not self.complete_
+
+    def _masked_weight(self, name):
+        layer = self._layers[name]
+        return layer.weight_orig.detach() * layer.weight_mask
+
+    # -- hooks of the fused trainer (training.fused): the same schedule and
+    # selection on a member's rows of the stacked weights, which hold the
+    # masks themselves instead of torch's reparametrization.
+    def fused_begin(self, net, weight):
+        """Start the schedule on a member of a stacked group.
+
+        ``weight(layer name)`` returns the layer's current (masked) weight.
+        Returns ``fused_masks()``.
+        """
+        module = net.module_
+        self._fused_specs = [(lname, pname, expand, name, tuple(getattr(dict(module.named_modules())[lname],
+                                                                       pname).shape))
+                             for lname, pname, expand, name in self._begin(module, len(net.history) > 0)]
+        self._weight = weight
+        self._advance(float(self.start_epoch))
+        net.recipe_busy_ = not self.complete_
+        return self.fused_masks()
+
+    def fused_step(self):
+        """Count one optimizer step; True when the masks changed (a schedule step was due)."""
+        self.step_ += 1
+        return self._advance(self.step_ / self.steps_per_epoch)
+
+    def fused_masks(self):
+        """``{(layer name, parameter name): 0/1 mask}`` of every masked tensor."""
+        return {(lname, pname): expand(self._alive[name], torch.empty(shape)).float()
+                for lname, pname, expand, name, shape in self._fused_specs}
 
     def on_epoch_begin(self, net, **kwargs):
         # Cleared at the first epoch that runs entirely at the final sparsity,
@@ -430,25 +473,26 @@ class _PruningCallback(Callback):
     def release(self):
         """Drop references to tensors and the generator so pickles stay small."""
         self._masks, self._expand, self._layers, self._alive, self._orders = [], [], {}, {}, {}
+        self._weight, self._fused_specs = None, []
         self.generator = None
 
     def _advance(self, progress):
         due = [s for e, s in self.steps if self.reached_ < e <= progress + 1e-9]
         self.reached_ = max(self.reached_, progress)
         if not due:
-            return
+            return False
         self.complete_ = self.steps[-1][0] <= progress + 1e-9
         self.sparsity_ = max(due)
         self._select(self.sparsity_)
         self._write_masks()
+        return True
 
     def _select(self, target):
         """Prune the lowest-scored live entries until ``target`` of them are gone."""
         method = PRUNING_METHODS.get(self.method)
         scores, alive = [], []
         for name in self.targets:
-            layer = self._layers[name]
-            weight = layer.weight_orig.detach() * layer.weight_mask
+            weight = self._weight(name)
             scores.append(method.score(weight, self.norm, self.generator).flatten().float())
             alive.append(self._alive[name].flatten())
         groups = [(torch.cat(scores), torch.cat(alive))] if method.global_ else list(zip(scores, alive))

@@ -226,6 +226,12 @@ class Quantization(BaseEstimator):
         with quiet_ao():
             return ao.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
 
+    def _fuse_refusal(self):
+        """Why a fit with this spec cannot train in a fused group, or None."""
+        if self.method == "qat_int8":
+            return "Quantization('qat_int8') trains a traced graph of fake-quantized layers"
+        return None
+
     def _prepare(self, module, rows):
         """``qat_int8``: the freshly built float ``module`` with fake quantization, ready to train."""
         ao = _ao()
@@ -488,3 +494,4 @@ def load_state_tensors(module, tensors, layers, corrupt):
             m.set_weight_bias(qw, bias)
         m.in_features, m.out_features = q.shape[1], q.shape[0]
     return tensors
+

@@ -220,14 +220,30 @@ class ScheduleCallback(Callback):
         self.bad_epochs_ = 0
         return self
 
-    def _apply(self, net):
-        step = self.step_
+    def _rate(self, step):
         factor = self.curve_(step / self.steps_per_epoch) * self.plateau_scale_
         if self.warmup_steps_ and step < self.warmup_steps_:
             factor *= (step + 1) / (self.warmup_steps_ + 1)
         lr = self.lr * factor
         if self.is_plateau_:
             lr = max(lr, self.options_["min_lr"])
+        return lr
+
+    def epoch_rates(self, net, n_steps):
+        """The rates of this epoch's ``n_steps`` optimizer steps, the schedule advanced past them.
+
+        What ``on_batch_end`` gives step by step, at once: the fused trainer
+        (``training.fused``) sets a whole group's rates per epoch. The first
+        is the rate ``on_epoch_begin`` set; the optimizer ends at the rate of
+        the step after the last.
+        """
+        rates = [self._rate(self.step_ + j) for j in range(n_steps)]
+        self.step_ += n_steps
+        self._apply(net)
+        return rates
+
+    def _apply(self, net):
+        lr = self._rate(self.step_)
         for group in net.optimizer_.param_groups:
             # ``lr_scale``: a group's share of the rate (layer-wise decay)
             group["lr"] = lr * group.get("lr_scale", 1.0)

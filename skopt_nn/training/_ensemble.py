@@ -18,7 +18,7 @@ from sklearn.base import clone
 from sklearn.utils import check_random_state
 from torch import nn
 
-from ._fused import fit_fused, fusable
+from .fused import fit_fused, fusable
 
 __all__ = ["Ensemble", "fit_members"]
 
