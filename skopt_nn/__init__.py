@@ -38,6 +38,10 @@ _LAZY_EXPORTS = {
     "Integer": ".search.spaces",
     "Real": ".search.spaces",
     "SearchSpace": ".search.spaces",
+    "get_scorer": ".search.scoring",
+    "get_scorer_names": ".search.scoring",
+    "pareto_front": ".search.pareto",
+    "within": ".search.pareto",
 }
 
 __all__ = [
@@ -58,6 +62,10 @@ __all__ = [
     "Categorical",
     "make_search",
     "default_space",
+    "get_scorer",
+    "get_scorer_names",
+    "pareto_front",
+    "within",
     "save",
     "load",
     "export_onnx",

@@ -24,6 +24,7 @@ from ._failed_steps import _tolerate_failed_steps
 from ._fused import FusedGridSearchCV, FusedRandomizedSearchCV
 from ._optuna import OptunaSearchCV
 from ._refit import GridSearchCV, HalvingRandomSearchCV, RandomizedSearchCV, RefitFallback
+from .scoring import resolve_scoring
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
 __all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchCV"]
@@ -541,6 +542,8 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
     if "checkpoint" in kwargs and method != "bayes":
         raise ValueError(f"checkpoint only applies to method='bayes'; got method={method!r}.")
     kwargs.setdefault("error_score", np.nan)
+    if "scoring" in kwargs:  # the cost scorers by name, beside sklearn's
+        kwargs["scoring"] = resolve_scoring(kwargs["scoring"])
     if method == "asha":
         from .asha import ASHASearchCV
 

@@ -25,6 +25,7 @@ from sklearn.model_selection import HalvingRandomSearchCV as _HalvingRandomSearc
 from sklearn.model_selection import RandomizedSearchCV as _RandomizedSearchCV
 
 from ..training._base import DivergenceError
+from .pareto import ParetoFrontMixin
 
 __all__ = [
     "RefitFallback", "refit_in_rank_order", "GridSearchCV", "RandomizedSearchCV", "HalvingRandomSearchCV",
@@ -79,8 +80,8 @@ def _rank_order(results, metric, best):
     return [best] + order
 
 
-class RefitFallback:
-    """Mixin for ``BaseSearchCV`` subclasses: survive a refit that diverges."""
+class RefitFallback(ParetoFrontMixin):
+    """Mixin for ``BaseSearchCV`` subclasses: survive a refit that diverges (and give ``pareto_front_``)."""
 
     def _format_results(self, *args, **kwargs):
         # The results of the search so far; sklearn keeps them in a local

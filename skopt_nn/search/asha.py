@@ -34,6 +34,7 @@ from ..training.fused import fit_fused, fusable
 from ..training._runtime import torch_threads
 from ._asha_progress import RungProgress
 from ._refit import refit_in_rank_order
+from .pareto import ParetoFrontMixin
 
 __all__ = ["ASHASearchCV"]
 
@@ -139,7 +140,7 @@ def _take(a, index):
     return None if a is None else _safe_indexing(a, index)
 
 
-class ASHASearchCV(MetaEstimatorMixin, BaseEstimator):
+class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
     """Asynchronous successive halving over epochs, continuing each candidate.
 
     Usually built by ``make_search(estimator, space, method="asha")``.

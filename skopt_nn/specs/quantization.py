@@ -183,7 +183,7 @@ class Quantization(BaseEstimator):
         The float ``module`` is left as it is.
         """
         self._validated()
-        float_bytes = _nbytes(module)
+        float_bytes = weight_nbytes(module)
         module = copy.deepcopy(module).eval()
         if self.method == "dynamic_int8":
             out = self._dynamic(module.cpu())
@@ -204,7 +204,7 @@ class Quantization(BaseEstimator):
             "method": self.method,
             "layers": layers,
             "float_bytes": float_bytes,
-            "quantized_bytes": _nbytes(out),
+            "quantized_bytes": weight_nbytes(out),
         }
         return out.eval(), summary
 
@@ -390,8 +390,10 @@ def is_quantized(module):
     return isinstance(module, LowPrecision) or bool(quantized_layers(module))
 
 
-def _nbytes(module):
-    """Bytes of a module's state (parameters, buffers, packed int8 weights)."""
+def weight_nbytes(module):
+    """Bytes of a module's state as stored: parameters and buffers at their
+    own type (int8 weights as 1 byte each, 16-bit storage as 2), so a shrunk
+    (structurally pruned) layer counts at its shrunk size."""
 
     def size(value):
         if isinstance(value, torch.Tensor):
@@ -495,3 +497,18 @@ def load_state_tensors(module, tensors, layers, corrupt):
         m.in_features, m.out_features = q.shape[1], q.shape[0]
     return tensors
 
+
+def nonzero_params(module):
+    """Number of non-zero parameters of a network, int8 layers counted on their integer weights."""
+    if isinstance(module, LowPrecision):
+        module = module.inner
+    count = sum(int(torch.count_nonzero(p)) for p in module.parameters())
+    with quiet_ao():
+        for name in quantized_layers(module):
+            layer = module.get_submodule(name)
+            for get in (getattr(layer, "weight", None), getattr(layer, "bias", None)):
+                tensor = get() if callable(get) else get
+                if isinstance(tensor, torch.Tensor):
+                    tensor = tensor.int_repr() if tensor.is_quantized else tensor
+                    count += int(torch.count_nonzero(tensor))
+    return count

@@ -1,0 +1,262 @@
+"""Trading scores against costs after a search: Pareto fronts and tolerance refits.
+
+A search with several scores (``scoring={"accuracy": ..., "bytes":
+"neg_model_bytes"}``) leaves one mean test score per candidate and scoring
+entry in ``cv_results_``. Every entry is greater-is-better (costs enter
+negated, see :mod:`skopt_nn.search.scoring`), so one rule serves them all:
+
+- :func:`pareto_front` keeps the candidates that no other candidate beats on
+  every objective at once (``pareto_front_`` on every search holds the front
+  over all its scoring entries);
+- :func:`within` is a ``refit=`` callable, for the searches of
+  :func:`~skopt_nn.make_search` and sklearn's own: the cheapest candidate
+  whose score is within a tolerance of the best, under hard limits.
+"""
+
+import numbers
+
+import numpy as np
+
+__all__ = ["pareto_front", "within", "Within"]
+
+
+def _metric_names(cv_results):
+    """The scoring entries of ``cv_results``, in the order the search wrote them."""
+    return [key[len("mean_test_"):] for key in cv_results if key.startswith("mean_test_")]
+
+
+def _mean(cv_results, name, what):
+    key = f"mean_test_{name}"
+    if key not in cv_results:
+        names = _metric_names(cv_results)
+        raise ValueError(
+            f"{what} must name scoring entries of the search, one of {names}; got {name!r}."
+            + (" A search with one scorer names it 'score'." if names == ["score"] else "")
+        )
+    return np.asarray(cv_results[key], dtype=float)
+
+
+def _non_dominated(points):
+    """Boolean mask of the rows of ``points`` (maximised) that no other row dominates."""
+    n = len(points)
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        at_least = np.all(points >= points[i], axis=1)
+        better = np.any(points > points[i], axis=1)
+        keep[i] = not np.any(at_least & better)
+    return keep
+
+
+def pareto_front(cv_results, objectives):
+    """The candidates of a search that no other candidate beats on every objective.
+
+    Parameters
+    ----------
+    cv_results : dict
+        A search's ``cv_results_`` (any engine, sklearn's too).
+    objectives : list of str
+        Scoring entries to trade, each greater-is-better (``"accuracy"``,
+        ``"neg_model_bytes"``); the mean test scores are compared. ``"score"``
+        names the score of a search with one scorer.
+
+    Returns
+    -------
+    front : dict
+        A table, one row per candidate on the front, best first on the first
+        objective (then the next ones, then candidate order):
+        ``"index"`` (the candidates' indices into ``cv_results``),
+        ``"params"``, and ``"mean_test_<o>"`` and ``"std_test_<o>"`` for each
+        objective. ``pandas.DataFrame(front)`` shows it. Candidates whose fits
+        failed (a NaN score) are never on it; candidates with equal scores on
+        every objective are kept together.
+
+    Examples
+    --------
+    >>> from skopt_nn.search import pareto_front
+    >>> results = {"params": [{"w": 8}, {"w": 64}, {"w": 256}],
+    ...            "mean_test_accuracy": [0.90, 0.95, 0.95],
+    ...            "mean_test_neg_model_bytes": [-2e3, -9e3, -4e4]}
+    >>> pareto_front(results, ["accuracy", "neg_model_bytes"])["index"].tolist()
+    [1, 0]
+    """
+    if isinstance(objectives, str) or not hasattr(objectives, "__iter__"):
+        raise TypeError(f"objectives must be a list of scoring names; got {objectives!r}.")
+    objectives = list(objectives)
+    if not objectives:
+        raise ValueError("objectives must name at least one scoring entry; got an empty list.")
+    if len(set(objectives)) != len(objectives):
+        raise ValueError(f"objectives must be unique; got {objectives!r}.")
+    points = np.column_stack([_mean(cv_results, name, "objectives") for name in objectives])
+    finite = np.flatnonzero(np.all(np.isfinite(points), axis=1))
+    front = finite[_non_dominated(points[finite])]
+    # best first: lexsort sorts by its last key first, ascending
+    order = np.lexsort((front, *(-points[front, k] for k in reversed(range(len(objectives))))))
+    index = front[order]
+    table = {"index": index}
+    if "params" in cv_results:
+        table["params"] = [cv_results["params"][i] for i in index]
+    for name in objectives:
+        table[f"mean_test_{name}"] = np.asarray(cv_results[f"mean_test_{name}"], dtype=float)[index]
+        std = cv_results.get(f"std_test_{name}")
+        if std is not None:
+            table[f"std_test_{name}"] = np.asarray(std, dtype=float)[index]
+    return table
+
+
+class ParetoFrontMixin:
+    """``pareto_front_`` for a search: the front over all its scoring entries."""
+
+    @property
+    def pareto_front_(self):
+        """:func:`pareto_front` of ``cv_results_`` over every scoring entry of the search.
+
+        With one scorer, the candidates that share the best mean score.
+        """
+        try:
+            results = self.cv_results_
+        except AttributeError:
+            raise AttributeError(
+                f"This {type(self).__name__} instance is not fitted yet; pareto_front_ "
+                "exists after fit."
+            ) from None
+        return pareto_front(results, _metric_names(results))
+
+
+def _n_splits(cv_results, name):
+    return sum(1 for key in cv_results if key.startswith("split") and key.endswith(f"_test_{name}"))
+
+
+class Within:
+    """Refit policy: the cheapest candidate within ``tol`` of the best score.
+
+    Made by :func:`within`; an instance is the callable that sklearn's
+    ``refit=`` takes (``cv_results_ -> best_index_``), and pickles.
+    """
+
+    def __init__(self, metric, tol=0.01, minimize=None, constraints=None):
+        self.metric = metric
+        self.tol = tol
+        self.minimize = minimize
+        self.constraints = constraints
+
+    def __repr__(self):
+        args = [repr(self.metric), f"tol={self.tol!r}"]
+        if self.minimize is not None:
+            args.append(f"minimize={self.minimize!r}")
+        if self.constraints:
+            args.append(f"constraints={self.constraints!r}")
+        return f"within({', '.join(args)})"
+
+    def _check(self):
+        tol = self.tol
+        if not (tol == "se" or (isinstance(tol, numbers.Real) and not isinstance(tol, bool)
+                                and np.isfinite(tol) and tol >= 0)):
+            raise ValueError(
+                "The 'tol' parameter of within must be a float in the range [0, inf) or a str "
+                f"among {{'se'}}. Got {tol!r} instead."
+            )
+        if not isinstance(self.metric, str):
+            raise TypeError(f"metric must be the name of a scoring entry; got {self.metric!r}.")
+        if self.minimize is not None and not isinstance(self.minimize, str):
+            raise TypeError(f"minimize must be the name of a scoring entry or None; got {self.minimize!r}.")
+        if self.constraints is not None and not isinstance(self.constraints, dict):
+            raise TypeError(
+                "constraints must be a dict of scoring name -> limit, e.g. "
+                f"{{'neg_model_bytes': 50_000}}; got {self.constraints!r}."
+            )
+
+    def feasible(self, cv_results):
+        """Boolean mask of the candidates that meet every constraint and have finite scores."""
+        names = [self.metric] + ([self.minimize] if self.minimize else []) + list(self.constraints or ())
+        ok = np.ones(len(cv_results["params"]), dtype=bool)
+        for name in names:
+            ok &= np.isfinite(_mean(cv_results, name, "within"))
+        for name, limit in (self.constraints or {}).items():
+            mean = _mean(cv_results, name, "within")
+            if not isinstance(limit, numbers.Real) or isinstance(limit, bool):
+                raise TypeError(f"The limit of {name!r} in constraints must be a number; got {limit!r}.")
+            # a cost (neg_...) is limited from above as the cost itself, a score from below
+            ok &= (-mean <= limit) if name.startswith("neg_") else (mean >= limit)
+        return ok
+
+    def __call__(self, cv_results):
+        self._check()
+        score = _mean(cv_results, self.metric, "within")
+        ok = self.feasible(cv_results)
+        if not ok.any():
+            limits = f" that meets the constraints {self.constraints}" if self.constraints else ""
+            raise ValueError(
+                f"No candidate{limits} has a finite mean test score on {self.metric!r}; "
+                "within has nothing to choose from."
+            )
+        candidates = np.flatnonzero(ok)
+        best = candidates[np.argmax(score[candidates])]
+        if self.tol == "se":
+            n = _n_splits(cv_results, self.metric)
+            std = np.asarray(cv_results.get(f"std_test_{self.metric}", np.zeros(len(score))), dtype=float)
+            tol = std[best] / np.sqrt(max(n, 1))
+        else:
+            tol = float(self.tol)
+        # a hair of slack: fold means of equal scores may differ in the last bit
+        close = candidates[score[candidates] >= score[best] - tol - 1e-12]
+        if self.minimize is None:
+            return int(best)
+        cost = _mean(cv_results, self.minimize, "within")
+        # greatest cost score (smallest cost) first, then the best score, then candidate order
+        order = np.lexsort((close, -score[close], -cost[close]))
+        return int(close[order[0]])
+
+
+def within(metric, tol=0.01, *, minimize=None, constraints=None):
+    """A ``refit=`` callable: the cheapest candidate within ``tol`` of the best score.
+
+    Parameters
+    ----------
+    metric : str
+        The scoring entry whose best mean test score sets the bar
+        (``"accuracy"``; ``"score"`` for a search with one scorer).
+    tol : float or "se", default=0.01
+        How far below the best a candidate may score, in the metric's units
+        (0.01: one point of accuracy). ``"se"``: one standard error of the
+        best candidate's score (its ``std_test_<metric>`` over the square root
+        of the number of folds), the "one standard error" rule.
+    minimize : str, default=None
+        The scoring entry of the cost to minimise, e.g. ``"neg_model_bytes"``.
+        Like every sklearn score it is greater-is-better, so the candidate
+        with the highest value (the smallest cost) wins; ties go to the best
+        ``metric`` score, then to the earlier candidate. ``None``: the best
+        ``metric`` score under the constraints.
+    constraints : dict, default=None
+        Hard limits, ``{scoring name: limit}``. For a cost (a ``neg_`` name)
+        the limit is on the cost itself: ``{"neg_model_bytes": 50_000}`` keeps
+        the models of at most 50,000 bytes, ``{"neg_predict_latency": 1e-5}``
+        those predicting a row in at most 10 microseconds. For any other
+        score it is a floor: ``{"sparsity": 0.5}``. The best score is the best
+        among the candidates that meet them.
+
+    Returns
+    -------
+    refit : Within
+        Pass it as ``refit=`` (the search's ``scoring`` must hold ``metric``,
+        ``minimize`` and the constrained names). ``best_index_`` is then its
+        choice; sklearn leaves ``best_score_`` unset with a callable refit.
+
+    Raises
+    ------
+    ValueError
+        When called on a search whose results hold no such scoring entry,
+        whose ``tol`` is negative, or where no candidate meets the
+        constraints.
+
+    Examples
+    --------
+    >>> from skopt_nn.search import within
+    >>> results = {"params": [{"w": 8}, {"w": 64}, {"w": 256}],
+    ...            "mean_test_accuracy": [0.90, 0.945, 0.95],
+    ...            "mean_test_neg_model_bytes": [-2e3, -9e3, -4e4]}
+    >>> within("accuracy", tol=0.01, minimize="neg_model_bytes")(results)
+    1
+    """
+    policy = Within(metric, tol=tol, minimize=minimize, constraints=constraints)
+    policy._check()
+    return policy
