@@ -202,6 +202,21 @@ def test_ray_backend_trains_fused_groups_on_its_actors(small, local_ray):
                                local.cv_results_["mean_test_score"], atol=1e-6)
 
 
+def test_ray_backend_takes_multi_metric_scoring_like_joblib(small, local_ray):
+    X, y = small
+    space = {"lr": Real(1e-3, 1e-1, log=True), "module__hidden_layer_sizes": Categorical([(8,), (32,)])}
+    scoring = {"accuracy": "accuracy", "bytes": "neg_model_bytes"}
+    kw = dict(method="asha", n_iter=4, cv=2, random_state=0, scoring=scoring, refit="accuracy")
+    on_ray = make_search(_pipe(), space, backend="ray", **kw).fit(X, y)
+    local = make_search(_pipe(), space, **kw).fit(X, y)
+    np.testing.assert_allclose(on_ray.cv_results_["mean_test_accuracy"], local.cv_results_["mean_test_accuracy"],
+                               atol=1e-6)
+    # the saved bytes, up to a few bytes of the process a fit ran in (under 1 %)
+    np.testing.assert_allclose(on_ray.cv_results_["mean_test_bytes"], local.cv_results_["mean_test_bytes"],
+                               rtol=0.01)
+    assert on_ray.best_index_ == local.best_index_
+
+
 def test_search_space_renders_as_ray_tune_distributions():
     pytest.importorskip("ray")
     from ray.tune.search.sample import Categorical as RayCategorical

@@ -299,3 +299,47 @@ def test_halving_takes_a_cost_scorer_alone(digits):
                          random_state=0, min_resources=2)
     search.fit(X, y)
     assert search.best_params_["nnclassifier__module__hidden_layer_sizes"] == (16,)
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_asha_takes_multi_metric_scoring_and_promotes_by_the_refit_metric(digits, fuse):
+    X, y = digits
+    net = NNClassifier(MLP((32,)), max_epochs=4, random_state=0)
+    space = {"module__hidden_layer_sizes": [(16,), (64,)], "lr": [1e-2, 1e-3]}
+    search = make_search(make_pipeline(StandardScaler(), net), space, method="asha", fuse=fuse, n_iter=4,
+                         min_epochs=1, reduction_factor=2, cv=2, random_state=0, scoring=SCORING,
+                         refit=within("accuracy", tol=0.05, minimize="bytes"))
+    search.fit(X, y)
+    results = search.cv_results_
+    assert "mean_test_score" not in results
+    for name in SCORING:
+        assert {f"mean_test_{name}", f"std_test_{name}", f"rank_test_{name}", f"split1_test_{name}"} <= set(results)
+    # the score history (what promotions used) is the accuracy's
+    last = [h[-1][1] for h in results["score_history"]]
+    np.testing.assert_allclose(last, results["mean_test_accuracy"])
+    # bytes are those of the fold's Pipeline (scaler and network), as a plain search measures them
+    assert np.all(-results["mean_test_bytes"] > 4 * (64 * 16 + 16 + 16 * 10 + 10))
+    assert search.best_index_ == _brute_within(results, "accuracy", 0.05, "bytes")
+    assert not hasattr(search, "best_score_")
+    assert search.best_index_ in search.pareto_front_["index"]
+    assert search.score(X, y) == pytest.approx(search.best_estimator_.score(X, y))
+
+
+def test_asha_cost_bytes_are_those_a_finished_fit_saves(digits):
+    # between rungs a candidate keeps its optimizer state to continue; its bytes are measured without it
+    X, y = digits
+    pipe = _pipe()
+    space = {"module__hidden_layer_sizes": [(64,)], "lr": [1e-2]}
+    asha = make_search(pipe, space, method="asha", n_iter=1, min_epochs=4, cv=2, random_state=0,
+                       scoring={"accuracy": "accuracy", "bytes": "neg_model_bytes"}, refit="accuracy").fit(X, y)
+    grid = make_search(pipe, space, method="grid", cv=2,
+                       scoring={"accuracy": "accuracy", "bytes": "neg_model_bytes"}, refit="accuracy").fit(X, y)
+    np.testing.assert_allclose(asha.cv_results_["mean_test_bytes"], grid.cv_results_["mean_test_bytes"], rtol=0.02)
+
+
+def test_asha_refuses_a_refit_that_names_no_scoring_entry(digits):
+    X, y = digits
+    search = make_search(_pipe(), {"lr": [1e-2, 1e-3]}, method="asha", n_iter=2, cv=2, scoring=SCORING,
+                         refit="acc")
+    with pytest.raises(ValueError, match="refit must be set to a scorer key"):
+        search.fit(X, y)

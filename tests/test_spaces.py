@@ -5,7 +5,7 @@ import pytest
 import skopt.space
 
 from skopt_nn import Categorical, Integer, LRSchedule, Real, SearchSpace
-from skopt_nn.search.spaces import KeyedCategorical
+from skopt_nn.search.spaces import KeyedCategorical, as_dimension
 
 
 def test_log_real_grid_is_geometric_and_hits_the_bounds():
@@ -158,3 +158,25 @@ def test_optuna_rendering_matches_the_dimensions():
     assert rendered["lr"] == distributions.FloatDistribution(1e-4, 1e-1, log=True)
     assert rendered["width"] == distributions.IntDistribution(8, 64)
     assert rendered["optimizer"].choices == ("adam", "sgd")
+
+
+def test_scipy_distributions_and_skopt_priors_read_as_dimensions():
+    from scipy.stats import loguniform, norm, randint, uniform
+
+    from skopt_nn import NNClassifier, make_search
+
+    assert as_dimension(loguniform(1e-4, 1e-1), "lr") == Real(1e-4, 1e-1, log=True)
+    assert as_dimension(uniform(0.1, 0.4), "alpha") == Real(0.1, 0.5)
+    assert as_dimension(randint(16, 129), "batch_size") == Integer(16, 128)
+    assert Real(1e-4, 1e-1, prior="log-uniform") == Real(1e-4, 1e-1, log=True)
+    assert Integer(8, 64, prior="uniform") == Integer(8, 64)
+    space = {"lr": loguniform(1e-4, 1e-1), "batch_size": randint(16, 129)}
+    for method in ("random", "grid", "bayes", "optuna", "asha"):
+        make_search(NNClassifier(), space, method=method)  # every engine takes them
+    draws = [make_search(NNClassifier(), space, method="random").param_distributions["lr"].rvs(random_state=i)
+             for i in range(50)]
+    assert 1e-4 <= min(draws) and max(draws) <= 1e-1
+    with pytest.raises(TypeError, match="scipy.stats distribution 'norm' for 'lr' has no bounded range"):
+        make_search(NNClassifier(), {"lr": norm(0, 1)}, method="random")
+    with pytest.raises(ValueError, match="The 'prior' parameter of Real must be a str among"):
+        Real(1, 2, prior="log")

@@ -15,6 +15,7 @@ drives rung by rung with the same promotion rule.
 """
 
 import math
+from collections.abc import Mapping
 import numbers
 import time
 import warnings
@@ -35,6 +36,7 @@ from ..training._runtime import torch_threads
 from ._asha_progress import RungProgress
 from ._refit import refit_in_rank_order
 from .pareto import ParetoFrontMixin
+from .scoring import CostScorer, resolve_scoring
 
 __all__ = ["ASHASearchCV"]
 
@@ -93,7 +95,7 @@ class _Fold:
                 Xt, yt, Xv, yv = self.data
                 self.net._fit_epochs(Xt, yt, epochs - self.epochs, **self.net_params)
                 self.epochs = epochs
-                score = float(scorer(self.net, Xv, yv))
+                score = _score_fold(scorer, self, X, y)
             if not math.isfinite(score):
                 raise ValueError(f"The validation score is {score}.")
             return self, score, None
@@ -138,6 +140,48 @@ def _pipeline_params(pipeline, params):
 def _take(a, index):
     # Rows of arrays, DataFrames, sparse matrices and lists (a text corpus).
     return None if a is None else _safe_indexing(a, index)
+
+
+class Scores(float):
+    """A fold's score to promote by, with every scoring entry of a multi-metric search beside it."""
+
+    def __new__(cls, value, entries):
+        obj = super().__new__(cls, value)
+        obj.entries = entries
+        return obj
+
+    def __reduce__(self):  # joblib workers and Ray actors send it back whole
+        return (Scores, (float(self), self.entries))
+
+
+class _Promoting:
+    """A multi-metric scorer whose value is the promotion metric's, the others kept (``Scores``)."""
+
+    def __init__(self, scorer, key):
+        self.scorer, self.key = scorer, key
+
+    def __call__(self, estimator, X, y):
+        entries = {name: float(value) for name, value in self.scorer(estimator, X, y).items()}
+        return Scores(entries[self.key], entries)
+
+
+def _score_fold(scorer, fold, X, y):
+    """The validation score of a fold's network, a float or ``Scores``.
+
+    A multi-metric scorer (which may hold cost scorers) sees the fold's
+    fitted preprocessing and network as one Pipeline on the raw rows, the
+    model a plain search would score; a single scorer sees the network on
+    the transformed rows, as before.
+    """
+    if isinstance(scorer, (_Promoting, CostScorer)):
+        estimator = fold.net
+        if fold.prep is not None:
+            estimator = Pipeline([*fold.prep.steps, (fold.estimator.steps[-1][0], fold.net)])
+        elif fold.net is not fold.estimator and hasattr(fold.estimator, "steps"):
+            estimator = Pipeline([(fold.estimator.steps[-1][0], fold.net)])
+        return scorer(estimator, _take(X, fold.test), _take(y, fold.test))
+    _, _, Xv, yv = fold.data
+    return float(scorer(fold.net, Xv, yv))
 
 
 class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
@@ -277,6 +321,38 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         self.fuse_max_members = fuse_max_members
 
     # -- setup shared by both backends
+    def _scorer(self):
+        """The fold scorer: sklearn's for one metric, ``_Promoting`` for several."""
+        net = _split_target(self.estimator)[1]
+        scoring = resolve_scoring(self.scoring)
+        if not isinstance(scoring, Mapping):
+            self._metric = "score"
+            return check_scoring(net, scoring=scoring)
+        names = list(scoring)
+        refit = self.refit
+        if isinstance(refit, str):
+            if refit not in names:
+                raise ValueError(
+                    "For multi-metric scoring, the parameter refit must be set to a scorer key or a "
+                    "callable to refit an estimator with the best parameter setting on the whole data "
+                    "and make the best_* attributes available for that metric. If this is not needed, "
+                    f"refit should be set to False explicitly. {refit!r} was passed."
+                )
+            key = refit
+        elif callable(refit) and getattr(refit, "metric", None) in names:
+            key = refit.metric  # within(...): promote by the metric it holds to a tolerance
+        elif refit is True:
+            raise ValueError(
+                "For multi-metric scoring, the parameter refit must be set to a scorer key or a "
+                "callable to refit an estimator with the best parameter setting on the whole data "
+                "and make the best_* attributes available for that metric. If this is not needed, "
+                f"refit should be set to False explicitly. {refit!r} was passed."
+            )
+        else:
+            key = names[0]
+        self._metric = key
+        return _Promoting(check_scoring(net, scoring=scoring), key)
+
     def _check(self):
         _, net = _split_target(self.estimator)
         for name, value, low in (("n_iter", self.n_iter, 1), ("min_epochs", self.min_epochs, 1),
@@ -341,7 +417,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         X, y = indexable(X, y)
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         splits = list(cv.split(X, y))
-        scorer = check_scoring(_split_target(self.estimator)[1], scoring=self.scoring)
+        scorer = self._scorer()
         if _routing_enabled():
             fit_params = process_routing(self, "fit", **fit_params).estimator.fit
         candidates = self._candidates()
@@ -374,12 +450,14 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
             return
         except DivergenceError as exc:
             error = exc
-        results = self.cv_results_
-        ranked = np.argsort(results["rank_test_score"], kind="stable")
+        if callable(self.refit):  # the user's own choice of the best: no order to fall back on
+            raise error
+        results, metric = self.cv_results_, self._metric
+        ranked = np.argsort(results[f"rank_test_{metric}"], kind="stable")
         order = [self.best_index_] + [
             int(i) for i in ranked
             if i != self.best_index_ and not results["failed"][i]
-            and np.isfinite(results["mean_test_score"][i])
+            and np.isfinite(results[f"mean_test_{metric}"][i])
         ]
         index, estimator, seconds = refit_in_rank_order(
             self._candidate_estimator, lambda est: est.fit(X, y, **fit_params),
@@ -387,7 +465,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         )
         self.best_index_ = index
         self.best_params_ = results["params"][index]
-        self.best_score_ = float(results["mean_test_score"][index])
+        self.best_score_ = float(results[f"mean_test_{metric}"][index])
         self.best_estimator_ = estimator
         self.refit_time_ = seconds
 
@@ -445,6 +523,34 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         return state.records
 
     # -- results
+    def _entries(self, records, splits, failed):
+        """``{scoring entry: (candidates, folds) scores at the rung each reached}``.
+
+        One entry, ``"score"``, for a single scorer; a multi-metric search's
+        entries come from the ``Scores`` of each fold.
+        """
+        if getattr(self, "_metric", "score") == "score":
+            return {"score": splits}
+        names = None
+        for rec in records:
+            for _, fold_scores in rec["scores"][-1:]:
+                for value in fold_scores:
+                    if isinstance(value, Scores):
+                        names = list(value.entries)
+                        break
+        names = names or [self._metric]
+        tables = {name: np.full(splits.shape, np.nan) for name in names}
+        for i, rec in enumerate(records):
+            if not rec["scores"]:
+                continue
+            for k, value in enumerate(rec["scores"][-1][1]):
+                for name in names:
+                    tables[name][i, k] = value.entries.get(name, np.nan) if isinstance(value, Scores) else np.nan
+        for name in names:  # a failed candidate scores error_score on every entry
+            tables[name][failed] = splits[failed]
+        tables[self._metric] = splits
+        return tables
+
     def _publish(self, candidates, records, rungs, n_splits):
         n = len(candidates)
         epochs = np.zeros(n, dtype=int)
@@ -473,12 +579,14 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
             "rung": rung_of,
             "failed": failed,
             "error": errors,
-            "mean_test_score": mean,
-            "std_test_score": splits.std(axis=1),
             "score_history": history,
         }
-        for k in range(n_splits):
-            results[f"split{k}_test_score"] = splits[:, k]
+        entries = self._entries(records, splits, failed)
+        for name, table in entries.items():
+            results[f"mean_test_{name}"] = table.mean(axis=1)
+            results[f"std_test_{name}"] = table.std(axis=1)
+            for k in range(n_splits):
+                results[f"split{k}_test_{name}"] = table[:, k]
         for name in sorted({k for p in candidates for k in p}):
             column = np.ma.masked_all(n, dtype=object)
             for i, p in enumerate(candidates):
@@ -490,7 +598,13 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         order = np.lexsort((-key, -np.where(failed, -1, rung_of)))
         rank = np.empty(n, dtype=np.int32)
         rank[order] = np.arange(1, n + 1)
-        results["rank_test_score"] = rank
+        for name in entries:  # every entry ranked as the promotion metric is: rung first
+            key_m = np.where(failed | ~np.isfinite(results[f"mean_test_{name}"]), -np.inf,
+                             results[f"mean_test_{name}"])
+            order_m = np.lexsort((-key_m, -np.where(failed, -1, rung_of)))
+            rank_m = np.empty(n, dtype=np.int32)
+            rank_m[order_m] = np.arange(1, n + 1)
+            results[f"rank_test_{name}"] = rank_m
         if np.all(failed | ~np.isfinite(mean)):
             raise ValueError(
                 f"All the {n} candidates of the ASHA search failed; first error: {errors[0]}. "
@@ -498,8 +612,15 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
             )
         self.cv_results_ = results
         self.best_index_ = int(order[0])
+        if callable(self.refit):
+            index = self.refit(results)
+            if not isinstance(index, numbers.Integral) or not 0 <= index < n:
+                raise IndexError("best_index_ index out of range" if isinstance(index, numbers.Integral)
+                                 else "best_index_ returned is not an integer")
+            self.best_index_ = int(index)
         self.best_params_ = candidates[self.best_index_]
-        self.best_score_ = float(mean[self.best_index_])
+        if not callable(self.refit):  # as sklearn: a callable refit leaves best_score_ unset
+            self.best_score_ = float(mean[self.best_index_])
         self.total_epochs_ = int(total)
         self.n_candidates_ = n
         self.n_splits_ = n_splits
@@ -524,7 +645,10 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         best = self._best()
         if self.scoring is None:
             return best.score(X, y)
-        return check_scoring(best, scoring=self.scoring)(best, X, y)
+        scoring = resolve_scoring(self.scoring)
+        if isinstance(scoring, Mapping):  # the metric the search promoted by
+            scoring = scoring[self._metric]
+        return check_scoring(best, scoring=scoring)(best, X, y)
 
     @property
     def classes_(self):
@@ -567,8 +691,7 @@ def _advance_fused(jobs, X, y, rungs, scorer, max_members, fallbacks):
             if outcome.error is not None:
                 raise outcome.error
             fold.epochs = rungs[rung]
-            _, _, Xv, yv = fold.data
-            score = float(scorer(fold.net, Xv, yv))
+            score = _score_fold(scorer, fold, X, y)
             if not math.isfinite(score):
                 raise ValueError(f"The validation score is {score}.")
             results[j] = (fold, score, None)

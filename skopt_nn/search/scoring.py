@@ -30,6 +30,7 @@ names. sklearn's own search classes take the scorer objects:
 get_scorer("neg_model_bytes")})``.
 """
 
+import copy
 import io
 import time
 from collections.abc import Mapping
@@ -74,6 +75,17 @@ def _network_module(estimator, name):
 
 
 def _model_bytes(estimator, X, name):
+    network = find_network(estimator)
+    if network is not None and hasattr(network, "module_"):
+        # A candidate between the rungs of a multi-fidelity search keeps what
+        # continuing needs (its optimizer state); measure it as a finished fit.
+        finished = network._as_finished()
+        if finished is not network:
+            if estimator is network:
+                estimator = finished
+            elif hasattr(estimator, "steps") and estimator.steps[-1][1] is network:
+                estimator = copy.copy(estimator)
+                estimator.steps = [*estimator.steps[:-1], (estimator.steps[-1][0], finished)]
     buffer = io.BytesIO()
     joblib.dump(estimator, buffer)
     return buffer.getbuffer().nbytes

@@ -25,6 +25,23 @@ def _check_number(value, name, kind):
         raise TypeError(f"{name} must be {expected}; got {value!r}.")
 
 
+_PRIORS = {"uniform": False, "log-uniform": True}
+
+
+def _prior_as_log(prior, log, owner):
+    """``log`` from scikit-optimize's ``prior=`` when given (both must agree)."""
+    if prior is None:
+        return log
+    if prior not in _PRIORS:
+        raise ValueError(
+            f"The 'prior' parameter of {owner} must be a str among {set(_PRIORS)} or None. "
+            f"Got {prior!r} instead."
+        )
+    if log and not _PRIORS[prior]:
+        raise ValueError(f"{owner} got log=True and prior={prior!r}; pass one of them.")
+    return _PRIORS[prior]
+
+
 class _Dimension:
     """Shared equality and repr; subclasses list their fields in ``_fields``."""
 
@@ -55,6 +72,9 @@ class Real(_Dimension):
         Sample and space grid points uniformly in ``log(value)`` rather than in
         ``value``: the usual choice for learning rates and weight decay.
         Needs ``low > 0``.
+    prior : {"uniform", "log-uniform"}, default=None
+        scikit-optimize's spelling of ``log``: ``"log-uniform"`` is
+        ``log=True``, so a space written for ``skopt`` reads as it is.
 
     See Also
     --------
@@ -69,7 +89,8 @@ class Real(_Dimension):
 
     _fields = ("low", "high", "log")
 
-    def __init__(self, low, high, log=False):
+    def __init__(self, low, high, log=False, *, prior=None):
+        log = _prior_as_log(prior, log, type(self).__name__)
         _check_number(low, "low", "real")
         _check_number(high, "high", "real")
         if not low < high:
@@ -124,6 +145,8 @@ class Integer(_Dimension):
     log : bool, default=False
         Favour small values: sample uniformly in ``log(value)`` and space grid
         points geometrically. Suits widths and batch sizes. Needs ``low >= 1``.
+    prior : {"uniform", "log-uniform"}, default=None
+        scikit-optimize's spelling of ``log``.
 
     See Also
     --------
@@ -140,7 +163,8 @@ class Integer(_Dimension):
 
     _fields = ("low", "high", "log")
 
-    def __init__(self, low, high, log=False):
+    def __init__(self, low, high, log=False, *, prior=None):
+        log = _prior_as_log(prior, log, type(self).__name__)
         _check_number(low, "low", "int")
         _check_number(high, "high", "int")
         if not low < high:
@@ -500,10 +524,35 @@ def as_dimension(value, name="value"):
     if isinstance(value, (skopt.space.Real, skopt.space.Integer)):
         cls = Real if isinstance(value, skopt.space.Real) else Integer
         return cls(value.low, value.high, log=value.prior == "log-uniform")
+    if isinstance(value, scipy.stats.distributions.rv_frozen):
+        return _from_scipy(value, name)
     raise TypeError(
         f"The dimension for {name!r} must be a Real, Integer or Categorical "
-        f"(or a list of choices); got {value!r}."
+        f"(or a list of choices, a skopt dimension, or a scipy.stats uniform, loguniform "
+        f"or randint distribution); got {value!r}."
     )
+
+
+# scipy.stats distributions with a bounded range of equal chances, which
+# every engine can search: the name of the distribution -> (kind, log)
+_SCIPY = {"uniform": (Real, False), "loguniform": (Real, True), "reciprocal": (Real, True),
+          "randint": (Integer, False)}
+
+
+def _from_scipy(frozen, name):
+    """The dimension of a frozen ``scipy.stats`` distribution (uniform, loguniform, randint)."""
+    kind = getattr(frozen.dist, "name", type(frozen.dist).__name__)
+    if kind not in _SCIPY:
+        raise TypeError(
+            f"The scipy.stats distribution {kind!r} for {name!r} has no bounded range every "
+            f"engine can search; use one of {sorted(_SCIPY)}, a Real, Integer or Categorical, "
+            "or pass it to sklearn's RandomizedSearchCV directly."
+        )
+    cls, log = _SCIPY[kind]
+    low, high = (float(v) for v in frozen.support())
+    if cls is Integer:
+        return Integer(int(low), int(high), log=False)
+    return Real(low, high, log=log)
 
 
 def _is_iterable(value):

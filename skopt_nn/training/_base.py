@@ -818,6 +818,23 @@ class BaseNN(BaseEstimator):
         else:
             self._resume_rng_ = resume_rng
 
+    def _as_finished(self):
+        """This fitted estimator as a finished ``fit`` would leave it: a copy, or itself.
+
+        A fit that is to continue (a multi-fidelity search's candidate between
+        rungs) keeps its optimizer state, its random state and a quantized
+        model's float network; a finished fit keeps them only with
+        ``warm_start``. Cost scorers measure the finished form.
+        """
+        resuming = "_resume_rng_" in self.__dict__
+        if not resuming or self.warm_start:
+            return self
+        finished = copy.deepcopy(self)
+        finished.__dict__.pop("_resume_rng_", None)
+        finished.__dict__.pop("_float_module_", None)
+        finished.net_.optimizer_.state.clear()
+        return finished
+
     def _quantize(self, net, rows, *, keep_float):
         """Replace the published float network by its quantized copy (with ``quantization``).
 
