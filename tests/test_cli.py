@@ -58,7 +58,13 @@ def test_demo_runs_to_the_end_and_writes_its_files(tmp_path):
     for header in ["test accuracy", "sparsity", "parameters", "size on disk", "fit time", "predict 5,000 rows"]:
         assert header in result.stdout
     table = pd.read_csv(out / "results.csv")
-    assert len(table) == 4
+    assert len(table) == 5
+    # the smallest model within one point of the best CV accuracy, beside the accuracy pick
+    small = table.iloc[2]
+    assert small["model"].startswith("student, smallest within 1 point")
+    assert small["size_bytes"] <= table.iloc[3]["size_bytes"]
+    assert small["cv_accuracy"] >= table.iloc[3]["cv_accuracy"] - 0.01 - 1e-9
+    assert "smallest within 1 point: cv accuracy" in result.stdout
     # Numbers, with the units in the column names, not "1.7 MiB" strings.
     for column in ["test_accuracy", "sparsity", "size_bytes", "fit_seconds", "predict_seconds"]:
         assert pd.api.types.is_numeric_dtype(table[column]), column

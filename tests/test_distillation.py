@@ -436,7 +436,9 @@ def test_student_pickle_carries_no_teacher_unless_asked(digits):
     student = _student(forest, max_epochs=3).fit(X, y)
     assert not hasattr(student, "teacher_")
     assert not hasattr(forest, "estimators_")  # the parameter stays as given
-    assert len(pickle.dumps(student)) < 1.1 * len(pickle.dumps(plain))
+    # the Distillation spec and its loss add their settings (under 2 KB); a
+    # fitted forest would add hundreds of KB
+    assert len(pickle.dumps(student)) < len(pickle.dumps(plain)) + 2048
 
     kept = _student(forest, max_epochs=3, keep_teacher=True).fit(X, y)
     assert hasattr(kept.teacher_, "estimators_")

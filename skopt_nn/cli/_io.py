@@ -307,8 +307,10 @@ def _quiet_search():
 def _failures_line(search, caught):
     import numpy as np
 
-    key = "mean_test_score" if "mean_test_score" in search.cv_results_ else None
-    if key is None:
+    key = "mean_test_score"
+    if key not in search.cv_results_ and isinstance(getattr(search, "refit", None), str):
+        key = f"mean_test_{search.refit}"  # multi-metric: the metric the search refits on
+    if key not in search.cv_results_:
         return None
     scores = np.asarray(search.cv_results_[key], dtype=float)
     n_failed = int(np.isnan(scores).sum())

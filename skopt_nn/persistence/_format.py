@@ -230,7 +230,8 @@ class _Writer:
                     [name, _class_name(type(m)), self.value(_layer_sizes(m), f"{where}.module_.{name}")]
                     for name, m in module.named_modules()
                 ],
-                "history": self.value(list(net.history), f"{where}.history_"),
+                # as joblib's: a finished fit's file holds no per-epoch history
+                "history": self.value(list(net.history) if est.warm_start else [], f"{where}.history_"),
             }
             if holds_text_network(module):
                 text_net = module.inner if isinstance(module, LowPrecision) else module

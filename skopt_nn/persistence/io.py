@@ -164,8 +164,8 @@ def save(model, path):
 
     The file is a safetensors file: the network weights and numeric fitted
     arrays are its tensors, and the configuration (the estimator's
-    parameters, its fitted attributes, the network's real layer sizes and its
-    training history) is JSON in its header, with a format version and a
+    parameters, its fitted attributes, the network's real layer sizes, and
+    its training history when ``warm_start`` is set) is JSON in its header, with a format version and a
     checksum. Read it back with :func:`load`.
 
     Parameters

@@ -61,6 +61,7 @@ from ..specs.quantization import GRAPH_METHODS, float_copy, quiet_ao
 from ..specs.modules import MLP
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ..specs.transformer import accepts_text, holds_text_network, text_encoder
+from ._pickling import dump_compact, without_history
 from ._loop import PRECISIONS, LeanLoop, last_batch_value, steps_in_epoch
 from ._progress import _fit_callbacks
 from ._runtime import (
@@ -175,15 +176,24 @@ class _Net(LeanLoop, NeuralNet):
 
     batch_transform_ = None
 
-    _SAME = "<same as module_>"
+    _SAME = "<same as module_>"  # the marker of earlier pickles too
 
     def __getstate__(self):
-        state = super().__getstate__()
-        # ``module`` is the very object trained as ``module_``; skorch stores
-        # ``module_`` apart (for CPU loading), so keeping both would store
-        # every weight twice.
-        if self.__dict__.get("module") is self.__dict__.get("module_"):
-            state["module"] = self._SAME
+        if str(self.device) == "cpu":
+            # skorch's format with CPU tensors as NumPy arrays (_pickling)
+            state = self.__dict__.copy()
+            state.pop("_hook_cache", None)  # bound methods: rebuilt on first use (LeanLoop)
+            moved = {key: state.pop(key) for key in list(state) if isinstance(key, str)
+                     and any(key.startswith(prefix) for prefix in self.cuda_dependent_attributes_)}
+            state["__cuda_dependent_attributes__"] = dump_compact(moved)
+        else:
+            state = super().__getstate__()
+        # ``module`` is the very object trained as ``module_`` (and so is the
+        # criterion); skorch stores ``module_`` apart (for CPU loading), so
+        # keeping both would store every weight twice.
+        for name in ("module", "criterion"):
+            if self.__dict__.get(name) is self.__dict__.get(name + "_"):
+                state[name] = self._SAME
         return state
 
     def __setstate__(self, state):
@@ -191,8 +201,9 @@ class _Net(LeanLoop, NeuralNet):
             # torch's unpickler of int8 (quantized) tensors warns that they are
             # deprecated; the warning is torch's, not the user's.
             super().__setstate__(state)
-        if isinstance(self.__dict__.get("module"), str) and self.module == self._SAME:
-            self.module = self.module_
+        for name in ("module", "criterion"):
+            if isinstance(self.__dict__.get(name), str) and self.__dict__[name] == self._SAME:
+                self.__dict__[name] = self.__dict__[name + "_"]
 
     def get_iterator(self, dataset, training=False):
         iterator = super().get_iterator(dataset, training=training)
@@ -364,6 +375,24 @@ class BaseNN(BaseEstimator):
         if "lr_schedule" in heads and isinstance(params.get("lr_schedule", self.lr_schedule), str):
             params = {**params, "lr_schedule": LRSchedule(params.get("lr_schedule", self.lr_schedule))}
         return super().set_params(**params)
+
+    def __deepcopy__(self, memo):
+        # A copy in memory is whole (history included): only files are lean.
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            copied.__dict__[key] = copy.deepcopy(value, memo)
+        return copied
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # sklearn's may be the instance's own __dict__
+        # A finished fit is saved lean: its per-epoch history stays with the
+        # model in memory (history_; loss_curve_ is kept), not in every file.
+        # A fit that goes on (warm_start, a candidate between rungs) keeps it.
+        net = state.get("net_")
+        if net is not None and not self.warm_start and "_resume_rng_" not in state:
+            state["net_"] = without_history(net)
+        return state
 
     # -- fitted views onto the skorch net (one copy of the weights in a pickle)
     @property

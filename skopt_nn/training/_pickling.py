@@ -1,0 +1,103 @@
+"""How a fitted network is written into a pickle: its weights and little else.
+
+skorch pickles a net's modules, optimizer and criterion with plain pickle,
+and every tensor storage inside them becomes a ``torch.save`` archive of its
+own: about 700 bytes of zip headers per tensor, which for a small network is
+as much as its weights. Here the same attributes are pickled with CPU float
+and integer tensors reduced to NumPy arrays (raw bytes and a short header),
+which skorch's own ``__setstate__`` reads back as it reads anything else:
+the format changes nothing for the reader but the size.
+
+Tensors that NumPy cannot hold as they are (bfloat16, int8 quantized
+tensors, tensors on a GPU, sparse or meta tensors) keep torch's own
+reduction, so GPU-trained and quantized models load as before.
+
+The per-epoch history of a finished fit is left out of the pickle
+(``without_history``): it is for the user's eyes while the model is in
+memory, ``loss_curve_`` keeps the losses, and a fit that goes on
+(``warm_start``, a search's candidate between rungs) keeps it whole.
+"""
+
+import io
+import pickle
+
+import torch
+from skorch.history import History
+from torch import nn
+
+__all__ = ["dump_compact", "without_history"]
+
+
+def _tensor(array, requires_grad):
+    tensor = torch.from_numpy(array)
+    return tensor.requires_grad_(True) if requires_grad else tensor
+
+
+def _parameter(array, requires_grad):
+    return nn.Parameter(torch.from_numpy(array), requires_grad=requires_grad)
+
+
+def _as_numpy(tensor):
+    """The tensor's values as a writable NumPy array, or None if NumPy cannot hold them."""
+    if (type(tensor) not in (torch.Tensor, nn.Parameter) or tensor.device.type != "cpu"
+            or tensor.is_sparse or tensor.is_quantized or tensor.layout != torch.strided
+            or tensor.dtype == torch.bfloat16 or tensor.is_conj() or tensor.is_neg()):
+        return None
+    try:
+        return tensor.detach().numpy().copy()
+    except (TypeError, RuntimeError):  # a dtype NumPy lacks
+        return None
+
+
+# Module attributes that nn.Module.__setstate__ recreates when they are
+# missing; left out of the pickle while they hold nothing (no hooks).
+_RECREATED = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
+              "_forward_hooks_always_called", "_state_dict_hooks", "_state_dict_pre_hooks",
+              "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks", "_non_persistent_buffers_set",
+              "_is_full_backward_hook", "_backward_pre_hooks")
+
+
+def _new_module(cls):
+    return cls.__new__(cls)
+
+
+def _plain_module(obj):
+    """Whether ``obj`` pickles as nn.Module does (its state is its ``__dict__``)."""
+    cls = type(obj)
+    return (isinstance(obj, nn.Module) and cls.__getstate__ is nn.Module.__getstate__
+            and cls.__setstate__ is nn.Module.__setstate__ and cls.__reduce_ex__ is object.__reduce_ex__
+            and cls.__reduce__ is object.__reduce__)
+
+
+class _CompactPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        if isinstance(obj, torch.Tensor):
+            array = _as_numpy(obj)
+            if array is not None:
+                rebuild = _parameter if isinstance(obj, nn.Parameter) else _tensor
+                return rebuild, (array, bool(obj.requires_grad))
+        elif _plain_module(obj):
+            state = {key: value for key, value in obj.__getstate__().items()
+                     if not (key in _RECREATED and not value)}
+            return _new_module, (type(obj),), state
+        return NotImplemented
+
+
+def dump_compact(obj):
+    """``pickle.dumps(obj)``, with CPU tensors stored as NumPy arrays."""
+    buffer = io.BytesIO()
+    _CompactPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
+
+def without_history(net):
+    """A shallow copy of a skorch net whose history is empty, for a lean pickle.
+
+    Built without ``copy.copy``, which would go through the net's own
+    (costly) ``__getstate__``; the net itself is left as it is.
+    """
+    lean = object.__new__(type(net))
+    lean.__dict__.update(net.__dict__)
+    lean.__dict__["history_"] = History()
+    return lean
