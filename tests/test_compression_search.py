@@ -381,3 +381,17 @@ def test_saving_leaves_the_model_in_memory_whole(digits):
     _dump(model)
     assert len(model.history_) == 3
     assert len(copy.deepcopy(model).history_) == 3  # a copy in memory is whole too
+
+
+def test_fused_grid_gives_the_front_of_the_plain_grid(digits):
+    X, y = digits
+    kw = dict(method="grid", cv=2, scoring=SCORING, refit=within("accuracy", tol=0.02, minimize="bytes"))
+    plain = make_search(_pipe(), SPACE, **kw).fit(X, y)
+    fused = make_search(_pipe(), SPACE, fuse=True, **kw).fit(X, y)
+    # the same candidates, trained together: accuracies within float32 summation order, the same files
+    np.testing.assert_allclose(fused.cv_results_["mean_test_accuracy"], plain.cv_results_["mean_test_accuracy"],
+                               atol=0.02)
+    np.testing.assert_allclose(fused.cv_results_["mean_test_bytes"], plain.cv_results_["mean_test_bytes"],
+                               rtol=0.02)
+    assert sorted(fused.pareto_front_["index"].tolist()) == sorted(plain.pareto_front_["index"].tolist())
+    assert fused.best_index_ == plain.best_index_
