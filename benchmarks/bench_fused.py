@@ -9,7 +9,13 @@ max_epochs=20, n_iter_no_change=None)``:
    (its workers started inside the timing, as a user's first search starts
    them), medians of three alternated runs; the largest difference of a candidate's ``mean_test_score`` and the
    difference of ``best_score_``;
-2. ``architectures``: the same with two hidden sizes, (64,) and (256, 128),
+2. ``pruning`` and ``distillation``: a pruning x ``lr`` grid (``ln_structured``
+   at 50 and 75 %, gradual ``l1_unstructured`` at 90 %, two rates: 18 fits)
+   and a distillation ``alpha`` x ``lr`` grid (a logistic-regression
+   teacher, 12 fits), fused against ``GridSearchCV(n_jobs=1)``, medians of
+   three alternated runs; the largest difference of a candidate's mean test
+   score and, for pruning, of its mean sparsity (the ``sparsity`` scorer);
+3. ``architectures``: the same with two hidden sizes, (64,) and (256, 128),
    x four learning rates (24 fits, two fused groups);
 3. ``random``: a 12-candidate random search over ``lr``, ``weight_decay`` and
    ``module__dropout`` (36 fits), fused against one by one;
@@ -45,7 +51,10 @@ from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skopt_nn import MLP, NNClassifier, make_search
+from sklearn.linear_model import LogisticRegression
+
+from skopt_nn import MLP, Distillation, NNClassifier, Pruning, make_search
+from skopt_nn.search.scoring import resolve_scoring
 from skopt_nn.training.fused import fit_fused
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -87,6 +96,48 @@ def grid(X, y, epochs, repeats=1):
           f"{t_fused:.1f} s -> {out['speedup']:.2f}x (vs n_jobs=2: {out['speedup_vs_2']:.2f}x); "
           f"max |d mean_test_score| {out['score_diff']:.4f}, |d best_score_| {out['best_diff']:.4f}")
     return out
+
+
+def _recipe_grid(name, X, y, pipe, space, scoring, repeats):
+    """A fused grid against GridSearchCV(n_jobs=1) over the same grid, alternated, medians."""
+    t_fused, t_plain = [], []
+    for _ in range(repeats):
+        fused, t = _timed(lambda: make_search(pipe, space, "grid", fuse=True, cv=3, scoring=scoring,
+                                              refit="score").fit(X, y))
+        t_fused.append(t)
+        grid_ = fused.param_grid
+        plain, t = _timed(lambda: GridSearchCV(pipe, grid_, cv=3, scoring=resolve_scoring(scoring),
+                                               refit="score").fit(X, y))
+        t_plain.append(t)
+    t_fused, t_plain = float(np.median(t_fused)), float(np.median(t_plain))
+    diff = np.nanmax(np.abs(fused.cv_results_["mean_test_score"] - plain.cv_results_["mean_test_score"]))
+    out = {"fused_s": t_fused, "plain_s": t_plain, "speedup": t_plain / t_fused, "score_diff": float(diff)}
+    if "sparsity" in scoring:
+        out["sparsity_diff"] = float(np.nanmax(np.abs(fused.cv_results_["mean_test_sparsity"]
+                                                      - plain.cv_results_["mean_test_sparsity"])))
+    n_fits = len(fused.cv_results_["params"]) * 3
+    extra = f", max |d sparsity| {out['sparsity_diff']:.4f}" if "sparsity_diff" in out else ""
+    print(f"[{name}] {n_fits} fits: GridSearchCV n_jobs=1 {t_plain:.1f} s, fused {t_fused:.1f} s -> "
+          f"{out['speedup']:.2f}x; max |d mean_test_score| {out['score_diff']:.4f}{extra}")
+    return out
+
+
+def pruning_grid(X, y, epochs, repeats=1):
+    """Structured and unstructured pruning amount x lr: every member prunes by its own schedule."""
+    space = {"pruning": [Pruning("ln_structured", amount=a) for a in (0.5, 0.75)]
+             + [Pruning("l1_unstructured", amount=0.9, schedule="gradual")],
+             "lr": [3e-3, 1e-2]}
+    return _recipe_grid("pruning x lr", X, y, _pipe(epochs), space,
+                        {"score": "accuracy", "sparsity": "sparsity"}, repeats)
+
+
+def distillation_grid(X, y, epochs, repeats=1):
+    """Distillation alpha x lr from a logistic-regression teacher (one teacher per fold, shared)."""
+    teacher = LogisticRegression(max_iter=300)
+    pipe = _pipe(epochs)
+    pipe.set_params(nnclassifier__distillation=Distillation(teacher, temperature=4.0))
+    space = {"distillation__alpha": [0.3, 0.7], "lr": [3e-3, 1e-2]}
+    return _recipe_grid("distillation alpha x lr", X, y, pipe, space, {"score": "accuracy"}, repeats)
 
 
 def architectures(X, y, epochs):
@@ -194,13 +245,24 @@ def ensemble(splits, epochs, k=5):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs and members, for a smoke run")
+    parser.add_argument("--parts", nargs="+", default=None,
+                        help="run only these parts (grid pruning distillation architectures random asha "
+                             "members width ensemble)")
     args = parser.parse_args(argv)
     X, y = load_digits(return_X_y=True)
     epochs = 4 if args.quick else 20
+    repeats = 1 if args.quick else 3
     # warm-up: the first fit of a process pays one-off set-up costs
     fit_fused([(NNClassifier(MLP((8,)), max_epochs=1), X[:100], y[:100], None)])
     NNClassifier(MLP((8,)), max_epochs=1).fit(X[:100], y[:100])
-    results = {"grid": grid(X, y, epochs, 1 if args.quick else 3)}
+    if args.parts:
+        parts = {"grid": lambda: grid(X, y, epochs, repeats),
+                 "pruning": lambda: pruning_grid(X, y, epochs, repeats),
+                 "distillation": lambda: distillation_grid(X, y, epochs, repeats)}
+        return {name: parts[name]() for name in args.parts}
+    results = {"grid": grid(X, y, epochs, repeats)}
+    results["pruning"] = pruning_grid(X, y, epochs, repeats)
+    results["distillation"] = distillation_grid(X, y, epochs, repeats)
     results["architectures"] = architectures(X, y, epochs)
     results["random"] = random_search(X, y, epochs)
     results["asha"] = asha(X, y, 300 if args.quick else 1200, 9 if args.quick else 27, 9 if args.quick else 27)
