@@ -4,6 +4,7 @@ Every checkpoint is a tiny BERT the tests build and save themselves; nothing
 is downloaded (HF_HUB_OFFLINE=1 for the whole module).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -265,3 +266,60 @@ def test_import_stays_light():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "[]", run.stderr[-2000:]
+
+
+def _sentence_folder(checkpoint, path, **pooling):
+    """A copy of the checkpoint laid out as a sentence-transformers folder declaring its pooling."""
+    shutil.copytree(checkpoint, path)
+    with open(os.path.join(path, "modules.json"), "w") as f:
+        json.dump([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling",
+                    "type": "sentence_transformers.models.Pooling"}], f)
+    os.makedirs(os.path.join(path, "1_Pooling"))
+    with open(os.path.join(path, "1_Pooling", "config.json"), "w") as f:
+        json.dump({"word_embedding_dimension": 32, **pooling}, f)
+    return path
+
+
+def test_mean_pooling_averages_the_tokens_of_each_text(checkpoint, reviews):
+    (X, y), _ = reviews
+    clf = _clf(checkpoint, pooling="mean").fit(X, y)
+    net = clf.module_
+    assert net.pooling == "mean" and clf.score(X, y) > 0.5
+    rows = net.encode(list(X[:6]))
+    width = rows.shape[1] // 2
+    ids, mask = rows[:, :width], rows[:, width:]
+    with torch.no_grad():
+        states = net.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = [net.head(states[i, mask[i].bool()].mean(dim=0)) for i in range(len(rows))]
+        np.testing.assert_allclose(net(rows).numpy(), torch.stack(expected).numpy(), atol=1e-5)
+    # the default reads the architecture's own head for a plain checkpoint
+    assert _clf(checkpoint).fit(X[:40], y[:40]).module_.pooling == "cls"
+
+
+def test_auto_pooling_reads_a_sentence_transformers_folder(checkpoint, reviews, tmp_path):
+    (X, y), _ = reviews
+    mean = _sentence_folder(checkpoint, str(tmp_path / "mean"), pooling_mode_mean_tokens=True)
+    cls = _sentence_folder(checkpoint, str(tmp_path / "cls"), pooling_mode_cls_token=True)
+    assert Transformer(mean).resolved_pooling() == "mean"
+    assert Transformer(cls).resolved_pooling() == "cls"
+    assert Transformer(checkpoint).resolved_pooling() == "cls"
+    assert Transformer(mean, pooling="cls").resolved_pooling() == "cls"
+    assert _clf(mean).fit(X[:40], y[:40]).module_.pooling == "mean"
+    with pytest.raises(InvalidParameterError, match="The 'pooling' parameter of Transformer must be"):
+        _clf(checkpoint, pooling="max").fit(X[:40], y[:40])
+
+
+def test_a_mean_pooled_model_round_trips_and_takes_lora(checkpoint, reviews, tmp_path):
+    (X, y), (X_test, _) = reviews
+    plain = _clf(checkpoint, pooling="mean").fit(X, y)
+    adapted = _clf(checkpoint, pooling="mean", lora=LoRA(r=2)).fit(X, y)
+    assert adapted.n_trainable_params_ < plain.n_trainable_params_ / 5
+    assert not adapted.module_.lora_  # merged after fit
+    for clf in (plain, adapted):
+        expected = clf.predict_proba(X_test[:20])
+        joblib.dump(clf, tmp_path / "m.joblib")
+        save(clf, tmp_path / "m.safetensors")
+        for loaded in (joblib.load(tmp_path / "m.joblib"), load(tmp_path / "m.safetensors")):
+            assert loaded.module_.pooling == "mean"
+            np.testing.assert_allclose(loaded.predict_proba(X_test[:20]), expected, atol=1e-6)

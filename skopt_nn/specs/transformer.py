@@ -169,6 +169,15 @@ class Transformer(BaseEstimator):
     local_files_only : bool, default=True
         Only read local files. Set False to let ``transformers`` download a
         model by name from the Hugging Face Hub.
+    pooling : {"auto", "cls", "mean"}, default="auto"
+        How a text's token states become one vector for the head.
+        ``"cls"``: the architecture's own sequence-classification head (the
+        first token's state, through BERT's pooler); ``"mean"``: the mean of
+        the states of the text's tokens (padding left out), then a fresh
+        linear head, as sentence encoders are trained. ``"auto"``: the
+        checkpoint's own pooling when its folder declares one (a
+        sentence-transformers ``modules.json`` and its ``Pooling``
+        ``config.json``), else ``"cls"``.
 
     See Also
     --------
@@ -203,10 +212,11 @@ class Transformer(BaseEstimator):
         "layer_lr_decay": [Interval(numbers.Real, 0, 1, closed="right")],
         "gradient_checkpointing": ["boolean"],
         "local_files_only": ["boolean"],
+        "pooling": [StrOptions({"auto", "cls", "mean"})],
     }
 
     def __init__(self, model, *, max_length=128, freeze=0, lora=None, layer_lr_decay=1.0,
-                 gradient_checkpointing=False, local_files_only=True):
+                 gradient_checkpointing=False, local_files_only=True, pooling="auto"):
         self.model = model
         self.max_length = max_length
         self.freeze = freeze
@@ -214,6 +224,14 @@ class Transformer(BaseEstimator):
         self.layer_lr_decay = layer_lr_decay
         self.gradient_checkpointing = gradient_checkpointing
         self.local_files_only = local_files_only
+        self.pooling = pooling
+
+    def resolved_pooling(self):
+        """``"cls"`` or ``"mean"``: ``pooling``, with ``"auto"`` read from the checkpoint's folder."""
+        self._validate_params()
+        if self.pooling != "auto":
+            return self.pooling
+        return declared_pooling(os.fspath(self.model)) or "cls"
 
     def _load_error(self, what, exc):
         where = os.fspath(self.model)
@@ -243,9 +261,13 @@ class Transformer(BaseEstimator):
         self._validate_params()
         tokenizer = self.tokenizer()
         transformers = _hf()
+        pooling = self.resolved_pooling()
+        # "cls": the architecture's own head; "mean": the bare encoder, the head is ours
+        loader = (transformers.AutoModelForSequenceClassification if pooling == "cls"
+                  else transformers.AutoModel)
         try:
             with _quiet():
-                hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+                hf = loader.from_pretrained(
                     os.fspath(self.model), num_labels=int(n_outputs), ignore_mismatched_sizes=True,
                     local_files_only=self.local_files_only, **_float32())
         except (OSError, ValueError) as exc:
@@ -255,8 +277,34 @@ class Transformer(BaseEstimator):
         return PretrainedTextNet(
             hf, tokenizer_files(tokenizer), max_length=self.max_length, freeze=self.freeze,
             lora=self.lora, layer_lr_decay=self.layer_lr_decay,
-            gradient_checkpointing=self.gradient_checkpointing,
+            gradient_checkpointing=self.gradient_checkpointing, pooling=pooling,
         )
+
+
+def declared_pooling(folder):
+    """The pooling a sentence-transformers folder declares (``"mean"`` or ``"cls"``), or None.
+
+    Reads ``modules.json`` and the ``config.json`` of its ``Pooling``
+    module; a folder without them (or a model name) declares nothing. Max
+    or weighted pooling is read as ``"mean"``, the nearest this spec runs.
+    """
+    try:
+        with open(os.path.join(folder, "modules.json"), encoding="utf-8") as f:
+            modules = json.load(f)
+    except (OSError, ValueError):
+        return None
+    for entry in modules if isinstance(modules, list) else []:
+        if not str(entry.get("type", "")).endswith("Pooling"):
+            continue
+        try:
+            with open(os.path.join(folder, entry.get("path", ""), "config.json"), encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if config.get("pooling_mode_cls_token") and not config.get("pooling_mode_mean_tokens"):
+            return "cls"
+        return "mean"
+    return None
 
 
 def _with_pad_token(tokenizer):
@@ -336,20 +384,31 @@ class PretrainedTextNet(nn.Module):
 
     Built by ``Transformer.build``; returns one logit per class (or one
     output per regression target) as a plain tensor, so the estimator's own
-    loss trains it. Keeps the tokenizer's files so that it tokenizes text
+    loss trains it. With ``pooling="mean"`` it holds the bare encoder, and
+    its own ``head`` reads the mean of each text's token states. Keeps the tokenizer's files so that it tokenizes text
     (``encode``) after the checkpoint directory is gone.
     """
 
     def __init__(self, hf, tokenizer_files, *, max_length=128, freeze=0, lora=None,
-                 layer_lr_decay=1.0, gradient_checkpointing=False):
+                 layer_lr_decay=1.0, gradient_checkpointing=False, pooling="cls"):
         super().__init__()
         self.model = hf
         self.tokenizer_files = dict(tokenizer_files)
         self.max_length = int(max_length)
         self.freeze = freeze
         self.layer_lr_decay = float(layer_lr_decay)
+        self.pooling = pooling
         self._tokenizer = None
         self.lora_ = None
+        if pooling == "mean":  # the bare encoder: a fresh head on the mean token state
+            config = hf.config
+            rate = getattr(config, "classifier_dropout", None)
+            rate = getattr(config, "hidden_dropout_prob", 0.1) if rate is None else rate
+            self.dropout = nn.Dropout(float(rate or 0.0))
+            self.head = nn.Linear(config.hidden_size, config.num_labels)
+            with torch.no_grad():
+                self.head.weight.normal_(0.0, getattr(config, "initializer_range", 0.02))
+                self.head.bias.zero_()
         self._apply_freeze()
         if gradient_checkpointing:
             hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -384,8 +443,9 @@ class PretrainedTextNet(nn.Module):
 
         hf = self.model
         _, _, _, body = _layout(hf)
-        head = [name for name, child in hf.named_children()
-                if child is not body and any(True for _ in child.parameters())]
+        # the architecture's own head trains in full; a mean-pooled net's head is outside hf
+        head = [] if body is hf else [name for name, child in hf.named_children()
+                                      if child is not body and any(True for _ in child.parameters())]
         _, frozen_layers = self._frozen_parts(hf)
         with _quiet(), warnings.catch_warnings():
             # peft reads an attribute transformers 5 renamed: noise, not news
@@ -466,7 +526,12 @@ class PretrainedTextNet(nn.Module):
             # Right-padded rows: the batch needs only its longest text's tokens.
             used = int(mask.sum(dim=1).max())
             ids, mask = ids[:, :max(used, 1)], mask[:, :max(used, 1)]
-        return self.model(input_ids=ids, attention_mask=mask).logits
+        if getattr(self, "pooling", "cls") != "mean":  # (pickles from before pooling= have none)
+            return self.model(input_ids=ids, attention_mask=mask).logits
+        states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return self.head(self.dropout(pooled))
 
     # -- persistence -----------------------------------------------------------------------
     def blueprint(self):
@@ -477,6 +542,7 @@ class PretrainedTextNet(nn.Module):
             "max_length": self.max_length,
             "freeze": self.freeze,
             "layer_lr_decay": self.layer_lr_decay,
+            "pooling": getattr(self, "pooling", "cls"),
         }
 
     @classmethod
@@ -485,10 +551,13 @@ class PretrainedTextNet(nn.Module):
         transformers = _hf()
         config = json.loads(blueprint["config"])
         config_obj = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+        pooling = blueprint.get("pooling", "cls")  # files from before pooling= were "cls"
+        loader = (transformers.AutoModelForSequenceClassification if pooling == "cls"
+                  else transformers.AutoModel)
         with _quiet():
-            hf = transformers.AutoModelForSequenceClassification.from_config(config_obj, **_float32())
+            hf = loader.from_config(config_obj, **_float32())
         return cls(hf, blueprint["tokenizer"], max_length=blueprint["max_length"],
-                   freeze=blueprint["freeze"], layer_lr_decay=blueprint["layer_lr_decay"])
+                   freeze=blueprint["freeze"], layer_lr_decay=blueprint["layer_lr_decay"], pooling=pooling)
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
