@@ -32,7 +32,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from torch import nn
 
-__all__ = ["Transformer", "LoRA", "PretrainedTextNet"]
+__all__ = ["pool_states", "Transformer", "LoRA", "PretrainedTextNet"]
 
 _INSTALL = 'pip install "skopt-nn[transformers]"'
 
@@ -256,6 +256,19 @@ class Transformer(BaseEstimator):
         """Token ids and attention masks of ``texts``, side by side in one int64 tensor."""
         return encode_texts(self.tokenizer(), texts, self.max_length)
 
+    def load_encoder(self):
+        """The bare pretrained encoder (``AutoModel``, float32, eval mode) and its tokenizer."""
+        self._validate_params()
+        tokenizer = self.tokenizer()
+        transformers = _hf()
+        try:
+            with _quiet():
+                hf = transformers.AutoModel.from_pretrained(
+                    os.fspath(self.model), local_files_only=self.local_files_only, **_float32())
+        except (OSError, ValueError) as exc:
+            raise self._load_error("model", exc) from None
+        return hf.eval(), tokenizer
+
     def build(self, n_features_in, n_outputs):
         """Load the checkpoint with a fresh head of ``n_outputs`` outputs; apply freeze and LoRA."""
         self._validate_params()
@@ -279,6 +292,14 @@ class Transformer(BaseEstimator):
             lora=self.lora, layer_lr_decay=self.layer_lr_decay,
             gradient_checkpointing=self.gradient_checkpointing, pooling=pooling,
         )
+
+
+def pool_states(states, mask, pooling):
+    """One vector per text from its token states: the mean over its tokens, or the first token's."""
+    if pooling == "cls":
+        return states[:, 0]
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 def declared_pooling(folder):
@@ -529,9 +550,7 @@ class PretrainedTextNet(nn.Module):
         if getattr(self, "pooling", "cls") != "mean":  # (pickles from before pooling= have none)
             return self.model(input_ids=ids, attention_mask=mask).logits
         states = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        weights = mask.unsqueeze(-1).to(states.dtype)
-        pooled = (states * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(pool_states(states, mask, "mean")))
 
     # -- persistence -----------------------------------------------------------------------
     def blueprint(self):
