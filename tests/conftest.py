@@ -19,3 +19,19 @@ def iris():
 def digits():
     X, y = load_digits(return_X_y=True)
     return X / 16.0, y
+
+
+@pytest.fixture(scope="module")
+def hf_offline():
+    """Hugging Face's libraries told that there is no network (tests build their checkpoints)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised 2-layer BERT (hidden size 32) with its tokenizer, written to disk."""
+    from skopt_nn.specs._hf_testing import tiny_checkpoint
+
+    return tiny_checkpoint(str(tmp_path_factory.mktemp("hf") / "tiny"))

@@ -20,19 +20,15 @@ pytest.importorskip("transformers")
 
 from skopt_nn import TextEmbedder  # noqa: E402
 from skopt_nn.embedding import clear_embedding_cache  # noqa: E402
-from skopt_nn.specs._hf_testing import review_texts, tiny_checkpoint  # noqa: E402
+from skopt_nn.specs._hf_testing import review_texts  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
+pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return tiny_checkpoint(str(tmp_path_factory.mktemp("hf") / "tiny"))
+def checkpoint(tiny_bert):
+    return tiny_bert
 
 
 @pytest.fixture(autouse=True)
