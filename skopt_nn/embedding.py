@@ -207,7 +207,8 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        embeddings : ndarray of shape (n_texts, embedding_dim_)
+        embeddings : ndarray of shape (n_texts, n_dims)
+            ``n_dims`` is the encoder's hidden size, ``embedding_dim_``.
         """
         check_is_fitted(self, "encoder_")
         column = validate_data(self, as_text_column(X, type(self).__name__), reset=False, dtype=None)
