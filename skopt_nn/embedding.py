@@ -86,7 +86,7 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
     is encoded once per process: clones made by cross-validation and
     searches share the encoder and a cache of embeddings. A fitted embedder
     carries its encoder and tokenizer, so it pickles and loads without the
-    checkpoint directory.
+    checkpoint directory, and ``skopt_nn.save`` stores it without pickle.
 
     Parameters
     ----------
@@ -245,6 +245,35 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
         """``embedding0``, ``embedding1``, ...: one name per embedding dimension."""
         check_is_fitted(self, "encoder_")
         return np.asarray([f"embedding{i}" for i in range(self.embedding_dim_)], dtype=object)
+
+    # -- the pickle-free format (skopt_nn.save) ------------------------------------
+    def _encoder_state(self):
+        """``(config as JSON text, weights)``: what rebuilds the encoder without the checkpoint."""
+        check_is_fitted(self, "encoder_")
+        config = self.encoder_.config.to_json_string(use_diff=False)
+        return config, {key: value.detach() for key, value in self.encoder_.state_dict().items()}
+
+    def _restore_encoder(self, config, weights):
+        """Rebuild ``encoder_`` from ``_encoder_state``'s output (``load``); raises ValueError."""
+        import json
+
+        transformers = _hf()
+        settings = json.loads(config)
+        try:
+            config_obj = transformers.AutoConfig.for_model(settings.pop("model_type"), **settings)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"its encoder's configuration cannot be read ({exc})") from None
+        from .specs.transformer import _float32, _quiet
+
+        with _quiet():
+            hf = transformers.AutoModel.from_config(config_obj, **_float32())
+        try:
+            hf.load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"the weights do not fit its encoder ({exc})") from None
+        for p in hf.parameters():
+            p.requires_grad_(False)
+        self.encoder_ = hf.eval()
 
     def __getstate__(self):
         state = dict(super().__getstate__())

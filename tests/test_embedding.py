@@ -136,3 +136,22 @@ def test_auto_pooling_and_bad_input(checkpoint, tmp_path):
         TextEmbedder(checkpoint).fit(np.ones((4, 3)))
     with pytest.raises(ValueError, match="could not load the tokenizer"):
         TextEmbedder(str(tmp_path / "missing")).fit(X)
+
+
+def test_the_pickle_free_format_stores_the_encoder(checkpoint, tmp_path):
+    from skopt_nn import load, save
+
+    X, y = review_texts(40, seed=9)
+    own = str(tmp_path / "ckpt")
+    shutil.copytree(checkpoint, own)
+    pipe = make_pipeline(TextEmbedder(own, max_length=24), LogisticRegression(max_iter=500)).fit(X, y)
+    expected = pipe.predict_proba(X)
+    save(pipe, tmp_path / "pipe.safetensors")
+    shutil.rmtree(own)
+    clear_embedding_cache()
+    loaded = load(tmp_path / "pipe.safetensors", trusted=["sklearn.linear_model.LogisticRegression"])
+    np.testing.assert_allclose(loaded.predict_proba(X), expected, atol=1e-6)
+    assert loaded[0].pooling_ == pipe[0].pooling_ and loaded[0].fingerprint_ == pipe[0].fingerprint_
+    alone = TextEmbedder(checkpoint, max_length=24).fit(X)
+    save(alone, tmp_path / "emb.safetensors")
+    np.testing.assert_array_equal(load(tmp_path / "emb.safetensors").transform(X), alone.transform(X))

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..training._base import BaseNN, _lean, make_net
 from ..specs.distillation import Distillation
+from ..embedding import TextEmbedder
 from ..estimators import NNClassifier, NNRegressor
 from ..specs.modules import CNN, MLP, TorchModule, count_params
 from ..specs.optim import resolve_optimizer
@@ -42,6 +43,7 @@ _OWN = {
     "skopt_nn.Quantization": Quantization,
     "skopt_nn.Transformer": Transformer,
     "skopt_nn.LoRA": LoRA,
+    "skopt_nn.TextEmbedder": TextEmbedder,
 }
 
 # numpy dtypes stored as tensors (exact bytes); the rest of the numeric ones
@@ -134,6 +136,8 @@ class _Writer:
             node = self.obj(value, where, params=params)
             node["omitted_teacher"] = omitted
             return node
+        if isinstance(value, TextEmbedder):
+            return self.embedder(value, where)
         if isinstance(value, nn.Module):
             raise TypeError(
                 f"save cannot store {where}: an nn.Module instance ({type(value).__name__}). Give the "
@@ -148,6 +152,19 @@ class _Writer:
             "arrays, classes and estimators built from those; use joblib for other models, and "
             "load such files only from sources you trust."
         )
+
+    def embedder(self, emb, where):
+        """A TextEmbedder: its settings, fitted attributes, and its encoder as config and tensors."""
+        state = {k: v for k, v in vars(emb).items()
+                 if k.endswith("_") and not k.startswith("__") and k != "encoder_"}
+        node = self.obj(emb, where, state=state)
+        if "encoder_" in vars(emb):
+            config, weights = emb._encoder_state()
+            stem = f"enc{len(self.tensors)}."
+            for key, tensor in weights.items():
+                self.tensors[stem + key] = tensor.cpu().contiguous().clone()
+            node["encoder"] = {"config": config, "prefix": stem, "tensors": list(weights)}
+        return node
 
     def array(self, arr, where):
         if arr.dtype in _TENSOR_DTYPES:
@@ -351,6 +368,17 @@ class _Reader:
             if not isinstance(obj, BaseNN):
                 raise self.corrupt(f"a network is attached to a {cls.__name__}")
             self.network(obj, node["network"])
+        if "encoder" in node:
+            enc = node["encoder"]
+            if not isinstance(obj, TextEmbedder) or not isinstance(enc, dict):
+                raise self.corrupt(f"an encoder is attached to a {cls.__name__}")
+            prefix, keys = enc.get("prefix"), enc.get("tensors")
+            if not isinstance(prefix, str) or not isinstance(keys, list) or not isinstance(enc.get("config"), str):
+                raise self.corrupt("its encoder entry is malformed")
+            try:
+                obj._restore_encoder(enc["config"], {key: self.tensor(prefix + key) for key in keys})
+            except ValueError as exc:
+                raise self.corrupt(str(exc)) from None
         return obj
 
     def copy_weights(self, module, weights, skipped):
