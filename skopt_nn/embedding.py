@@ -12,6 +12,7 @@ text, and each text is encoded once per process.
 """
 
 import hashlib
+import json
 import numbers
 import os
 from collections import OrderedDict
@@ -22,8 +23,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .specs.transformer import (Transformer, _from_files, _hf, _with_pad_token, declared_pooling, encode_texts,
-                                pool_states, tokenizer_files)
+from .specs.transformer import (Transformer, _float32, _from_files, _hf, _quiet, _with_pad_token, declared_pooling,
+                                encode_texts, pool_states, tokenizer_files)
 from .training.data import as_text_column
 
 __all__ = ["TextEmbedder", "clear_embedding_cache"]
@@ -255,16 +256,12 @@ class TextEmbedder(TransformerMixin, BaseEstimator):
 
     def _restore_encoder(self, config, weights):
         """Rebuild ``encoder_`` from ``_encoder_state``'s output (``load``); raises ValueError."""
-        import json
-
         transformers = _hf()
         settings = json.loads(config)
         try:
             config_obj = transformers.AutoConfig.for_model(settings.pop("model_type"), **settings)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"its encoder's configuration cannot be read ({exc})") from None
-        from .specs.transformer import _float32, _quiet
-
         with _quiet():
             hf = transformers.AutoModel.from_config(config_obj, **_float32())
         try:
