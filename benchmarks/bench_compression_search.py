@@ -20,8 +20,8 @@ of the Pareto front over (accuracy, bytes). Target (issue 39): on digits with
 seed 0 the tolerance pick is >= 4x smaller at <= 1 point.
 
 Also the lean-model check: a fitted ``NNClassifier(MLP((64,)))`` on
-breast_cancer, its saved bytes against its weight bytes (target: <= 2 KiB
-more).
+breast_cancer, plain, pruned and int8, its saved bytes against its weight
+bytes (target: <= 2 KiB more).
 
 Run: ``python benchmarks/bench_compression_search.py [--seeds 0 1 2] [--epochs 25] [--quick]``
 """
@@ -93,8 +93,9 @@ def picks(results):
 def lean_check(epochs):
     X, y = load_breast_cancer(return_X_y=True)
     out = {}
-    for name, pruning in (("plain", None), ("ln_structured 0.75", Pruning("ln_structured", amount=0.75))):
-        model = NNClassifier(MLP((64,)), max_epochs=epochs, random_state=0, pruning=pruning).fit(X, y)
+    for name, recipe in (("plain", {}), ("ln_structured 0.75", {"pruning": Pruning("ln_structured", amount=0.75)}),
+                         ("dynamic int8", {"quantization": Quantization()})):
+        model = NNClassifier(MLP((64,)), max_epochs=epochs, random_state=0, **recipe).fit(X, y)
         buffer = io.BytesIO()
         joblib.dump(model, buffer)
         saved = buffer.getbuffer().nbytes

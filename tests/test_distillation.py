@@ -590,6 +590,8 @@ def test_shared_teacher_does_not_travel_with_clone_or_pickle(unique_rows):
     student.fit(X, y)  # the second fit takes the first one's teacher
     assert not hasattr(student.distillation.teacher, "estimators_")
     assert not hasattr(clone(student).distillation.teacher, "estimators_")
+    # the same settings (a pickle leaves out those at their defaults): the same bytes
+    alone.set_params(distillation__reuse_teacher=True)
     assert len(pickle.dumps(student)) == len(pickle.dumps(alone))
     restored = pickle.loads(pickle.dumps(student))
     np.testing.assert_array_equal(restored.predict(X), student.predict(X))

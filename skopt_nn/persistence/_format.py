@@ -17,12 +17,11 @@ import torch
 from skorch.history import History
 from torch import nn
 
-from ..training._base import BaseNN, _lean, make_net
+from ..training._base import BaseNN, finished_net
 from ..specs.distillation import Distillation
 from ..embedding import TextEmbedder
 from ..estimators import NNClassifier, NNRegressor
 from ..specs.modules import CNN, MLP, TorchModule, count_params
-from ..specs.optim import resolve_optimizer
 from ..specs.pruning import Pruning
 from ..specs.quantization import GRAPH_METHODS, LowPrecision, Quantization, load_state_tensors, quiet_ao, state_tensors
 from ..specs.schedules import LRSchedule
@@ -473,17 +472,6 @@ class _Reader:
                 f"the rebuilt network has {count_params(module)} parameters, not {est.n_params_}"
             )
         module.eval()
-        opt_cls, opt_kwargs = resolve_optimizer(
-            est.optimizer, weight_decay=est.weight_decay, momentum=est.momentum, owner=owner
-        )
-        # skorch builds an optimizer, which needs float parameters: the net is
-        # made around the float layout, then given the quantized network.
-        net = make_net(est, float_module if quantized else module, opt_cls, opt_kwargs,
-                       device="cpu", callbacks=[], criterion=est._criterion())
-        if quantized:
-            net.module = net.module_ = module
-            for group in net.optimizer_.param_groups:
-                group["params"] = []
+        net = finished_net(est, module, float_module=float_module if quantized else None)
         net.history = History(self.value(node.get("history", [])))
-        _lean(net)
         est.net_ = net

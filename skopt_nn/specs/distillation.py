@@ -33,6 +33,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 from torch import nn
 
+from ._spec import LeanParams
 from ._distill_loss import _NO_LABEL, DistillationLoss
 from ._registry import Registry
 from ._teacher_cache import TEACHERS, clear_teacher_cache, fingerprint
@@ -105,7 +106,7 @@ AUGMENTS.register("mixup", _mixup)
 AUGMENTS.register("noise", _noise)
 
 
-class Distillation(BaseEstimator):
+class Distillation(LeanParams, BaseEstimator):
     """Knowledge-distillation recipe: a teacher and how the student learns from it.
 
     Every parameter is searchable through the student, as

@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from torch import nn
 
 from ._registry import Registry
-from ._spec import OpenParams
+from ._spec import LeanParams, OpenParams
 
 __all__ = ["MLP", "CNN", "TorchModule", "ACTIVATIONS", "resolve_module", "accepts_sparse"]
 
@@ -70,7 +70,7 @@ def _check_fraction(value, name, owner):
     return float(value)
 
 
-class MLP(BaseEstimator):
+class MLP(LeanParams, BaseEstimator):
     """Fully connected network spec.
 
     Depth and width can be set as a tuple (``hidden_layer_sizes``, as in
@@ -193,7 +193,7 @@ def _per_dim(value, name, ndim, low):
     return tuple(_check_int(v, name, "CNN", low) for v in values)
 
 
-class CNN(BaseEstimator):
+class CNN(LeanParams, BaseEstimator):
     """Convolutional network spec for signals, images and volumes stored as flat rows.
 
     Rows of ``X`` are reshaped to ``input_shape`` inside the module, so the

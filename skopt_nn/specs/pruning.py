@@ -22,6 +22,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from skorch.callbacks import Callback
 from torch.nn.utils import prune
 
+from ._spec import LeanParams
 from ._registry import Registry
 from ._shrink import alive_units, analyse, shrink
 
@@ -92,7 +93,7 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-class Pruning(BaseEstimator):
+class Pruning(LeanParams, BaseEstimator):
     """Pruning recipe: which weights go, how many, and when during training.
 
     Pass it as ``NNClassifier(pruning=Pruning(...))``; every parameter is

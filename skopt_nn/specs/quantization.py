@@ -28,6 +28,8 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from skorch.callbacks import Callback
 from torch import nn
 
+from ._spec import LeanParams
+
 __all__ = ["Quantization", "QUANTIZATION_METHODS", "GRAPH_METHODS", "quiet_ao"]
 
 QUANTIZATION_METHODS = ("dynamic_int8", "static_int8", "qat_int8", "float16", "bfloat16")
@@ -78,7 +80,7 @@ def _dynamic_linear():
     return Linear
 
 
-class Quantization(BaseEstimator):
+class Quantization(LeanParams, BaseEstimator):
     """Quantization recipe: the fitted network's weights in fewer bits.
 
     Pass it as ``NNClassifier(quantization=Quantization(...))``; every

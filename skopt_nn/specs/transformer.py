@@ -32,6 +32,8 @@ from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from torch import nn
 
+from ._spec import LeanParams
+
 __all__ = ["pool_states", "Transformer", "LoRA", "PretrainedTextNet"]
 
 _INSTALL = 'pip install "skopt-nn[transformers]"'
@@ -73,7 +75,7 @@ def _float32():
     return {"dtype": torch.float32} if major >= 5 else {"torch_dtype": torch.float32}
 
 
-class LoRA(BaseEstimator):
+class LoRA(LeanParams, BaseEstimator):
     """Low-rank adapters (LoRA, Hu et al. 2021) for a ``Transformer``, through ``peft``.
 
     The pretrained weights stay fixed; each targeted linear layer learns a

@@ -59,9 +59,10 @@ from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
 from ..specs.quantization import GRAPH_METHODS, float_copy, quiet_ao
 from ..specs.modules import MLP
+from ..specs._spec import LeanParams
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ..specs.transformer import accepts_text, holds_text_network, text_encoder
-from ._pickling import dump_compact, without_history
+from ._pickling import NetRecord, dump_compact, net_record, without_history
 from ._loop import PRECISIONS, LeanLoop, last_batch_value, steps_in_epoch
 from ._progress import _fit_callbacks
 from ._runtime import (
@@ -240,6 +241,30 @@ def make_net(estimator, module, opt_cls, opt_kwargs, *, device, callbacks, crite
     return net.initialize()
 
 
+def finished_net(estimator, module, *, float_module=None):
+    """A finished net on the CPU around a trained ``module``, from the estimator's settings.
+
+    What ``fit`` leaves behind (``_lean``) without a history: used where a
+    net is rebuilt rather than read, by the pickle of a finished fit
+    (``NetRecord``) and by ``load``. skorch's optimizer needs float
+    parameters: an int8 ``module`` comes with the ``float_module`` it was
+    made from, and its optimizer is left holding no parameters, as
+    ``fit`` leaves it.
+    """
+    opt_cls, opt_kwargs = resolve_optimizer(
+        estimator.optimizer, weight_decay=estimator.weight_decay, momentum=estimator.momentum,
+        owner=type(estimator).__name__,
+    )
+    net = make_net(estimator, module if float_module is None else float_module, opt_cls, opt_kwargs,
+                   device="cpu", callbacks=[], criterion=estimator._criterion())
+    if float_module is not None:
+        net.module = net.module_ = module
+        for group in net.optimizer_.param_groups:
+            group["params"] = []
+    _lean(net)
+    return net
+
+
 def _lean(net):
     """Drop what only training needs from a trained net, in place.
 
@@ -267,7 +292,7 @@ def _register_optimizer_setters(net):
         net.virtual_params_[pattern] = setter
 
 
-class BaseNN(BaseEstimator):
+class BaseNN(LeanParams, BaseEstimator):
     """Logic shared by ``NNClassifier`` and ``NNRegressor``; not public."""
 
     _parameter_constraints = {
@@ -389,10 +414,25 @@ class BaseNN(BaseEstimator):
         # A finished fit is saved lean: its per-epoch history stays with the
         # model in memory (history_; loss_curve_ is kept), not in every file.
         # A fit that goes on (warm_start, a candidate between rungs) keeps it.
+        # Its net is the network and the estimator's settings: it is rebuilt
+        # from them when it holds nothing else (NetRecord).
         net = state.get("net_")
         if net is not None and not self.warm_start and "_resume_rng_" not in state:
-            state["net_"] = without_history(net)
+            state["net_"] = net_record(net, _Net) or without_history(net)
         return state
+
+    def __setstate__(self, state):
+        record = state.get("net_")
+        super().__setstate__(state)
+        if isinstance(record, NetRecord):
+            with quiet_ao():
+                module = record.module()
+            # An int8 network has no float parameters for skorch's optimizer:
+            # it is made over a stand-in, then left holding none, as fit leaves it.
+            net = finished_net(self, module, float_module=nn.Linear(1, 1) if record.bare_optimizer else None)
+            for key, value in record.steps.items():
+                setattr(net, key, value)
+            self.net_ = net
 
     # -- fitted views onto the skorch net (one copy of the weights in a pickle)
     @property

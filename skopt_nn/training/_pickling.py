@@ -16,6 +16,12 @@ The per-epoch history of a finished fit is left out of the pickle
 (``without_history``): it is for the user's eyes while the model is in
 memory, ``loss_curve_`` keeps the losses, and a fit that goes on
 (``warm_start``, a search's candidate between rungs) keeps it whole.
+
+A finished fit's whole skorch net is rebuilt from the estimator's own
+settings when it holds nothing else (``NetRecord``): a CPU network, an
+optimizer without state, one parameter group. Its pickle then holds the
+network and how a step runs, not skorch's settings, optimizer and criterion
+(about 1.4 KB less); anything else keeps skorch's own form.
 """
 
 import io
@@ -25,7 +31,7 @@ import torch
 from skorch.history import History
 from torch import nn
 
-__all__ = ["dump_compact", "without_history"]
+__all__ = ["NetRecord", "dump_compact", "net_record", "without_history"]
 
 
 def _tensor(array, requires_grad):
@@ -101,3 +107,52 @@ def without_history(net):
     lean.__dict__.update(net.__dict__)
     lean.__dict__["history_"] = History()
     return lean
+
+
+class NetRecord:
+    """A finished net in a pickle: its network (``dump_compact`` bytes) and step settings.
+
+    The estimator that holds it builds the skorch net around the network
+    again when it is unpickled (``BaseNN.__setstate__``).
+    """
+
+    def __init__(self, module_bytes, steps, bare_optimizer=False):
+        self.module_bytes = module_bytes
+        self.steps = steps
+        self.bare_optimizer = bare_optimizer  # an optimizer left holding no parameters (int8)
+
+    def __reduce__(self):
+        return NetRecord, (self.module_bytes, self.steps, self.bare_optimizer)
+
+    def module(self):
+        """The network, unpickled."""
+        return pickle.loads(self.module_bytes)
+
+
+# Step settings of a net (``configure_steps``) that a rebuilt net takes back.
+_STEPS = ("precision_", "accumulation_", "max_grad_norm_")
+
+
+def net_record(net, net_type):
+    """``NetRecord`` of a finished net whose other state its estimator rebuilds, else None.
+
+    Only a net of exactly ``net_type`` on the CPU, training its own network
+    (``module`` is ``module_``) with an optimizer that holds no state and one
+    parameter group over the network's parameters (or none, as fit leaves an
+    int8 network's), qualifies: all else it holds is the estimator's
+    settings. Everything else (GPU nets, per-layer learning rates, optimizer
+    state kept for warm starts) is pickled as skorch pickles it.
+    """
+    if type(net) is not net_type or str(net.device) != "cpu" or net.__dict__.get("module") is not net.__dict__.get("module_"):
+        return None
+    optimizer = net.__dict__.get("optimizer_")
+    if optimizer is None or optimizer.state or len(optimizer.param_groups) != 1:
+        return None
+    params = optimizer.param_groups[0]["params"]
+    # An int8 network's optimizer is left holding no parameters by fit.
+    bare = not params
+    if not bare and {id(p) for p in params} != {id(p) for p in net.module_.parameters() if p.requires_grad}:
+        return None
+    steps = {key: net.__dict__[key] for key in _STEPS
+             if key in net.__dict__ and net.__dict__[key] != getattr(net_type, key, None)}
+    return NetRecord(dump_compact(net.module_), steps, bare)
