@@ -371,3 +371,25 @@ def test_quantization_aware_training_refuses_what_it_cannot_do(digits_split, tmp
         save(model, tmp_path / "q.skopt")
     with pytest.raises(ValueError, match="qat_int8"):
         export_onnx(model, tmp_path / "q.onnx")
+
+
+def test_int8_tensors_pickle_as_their_integers_scales_and_zero_points():
+    from skopt_nn.training._pickling import dump_compact
+
+    import torch
+
+    values = torch.randn(16, 8, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation of quantized tensors
+        per_tensor = torch.quantize_per_tensor(values, 0.05, 3, torch.qint8)
+        per_channel = torch.quantize_per_channel(values, torch.linspace(0.01, 0.1, 16),
+                                                 torch.arange(16) % 3, 0, torch.qint8)
+        for q in (per_tensor, per_channel):
+            data = dump_compact(q)
+            back = pickle.loads(data)
+            assert back.qscheme() == q.qscheme() and back.dtype == q.dtype
+            assert torch.equal(back.int_repr(), q.int_repr())
+            assert torch.equal(back.dequantize(), q.dequantize())
+            # no torch archive (its zip headers) around the integers
+            assert len(data) < len(pickle.dumps(q))
+        assert len(dump_compact(per_tensor)) < per_tensor.numel() + 256

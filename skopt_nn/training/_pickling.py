@@ -8,9 +8,11 @@ and integer tensors reduced to NumPy arrays (raw bytes and a short header),
 which skorch's own ``__setstate__`` reads back as it reads anything else:
 the format changes nothing for the reader but the size.
 
-Tensors that NumPy cannot hold as they are (bfloat16, int8 quantized
-tensors, tensors on a GPU, sparse or meta tensors) keep torch's own
-reduction, so GPU-trained and quantized models load as before.
+An int8 quantized tensor (per-tensor or per-channel affine, on the CPU) is
+stored the same way: its integers as a NumPy array beside its scales and
+zero points. Tensors that NumPy cannot hold as they are (bfloat16, other
+quantization schemes, tensors on a GPU, sparse or meta tensors) keep torch's
+own reduction, so GPU-trained models load as before.
 
 The per-epoch history of a finished fit is left out of the pickle
 (``without_history``): it is for the user's eyes while the model is in
@@ -75,9 +77,34 @@ def _plain_module(obj):
             and cls.__reduce__ is object.__reduce__)
 
 
+def _per_tensor(integers, scale, zero_point):
+    return torch._make_per_tensor_quantized_tensor(torch.from_numpy(integers), scale, zero_point)
+
+
+def _per_channel(integers, scales, zero_points, axis):
+    return torch._make_per_channel_quantized_tensor(
+        torch.from_numpy(integers), torch.from_numpy(scales), torch.from_numpy(zero_points), axis)
+
+
+def _quantized(tensor):
+    """``(rebuild, args)`` of an affine-quantized CPU tensor, or None."""
+    if type(tensor) is not torch.Tensor or tensor.device.type != "cpu" or tensor.layout != torch.strided:
+        return None
+    scheme = tensor.qscheme()
+    integers = tensor.int_repr().numpy().copy()
+    if scheme == torch.per_tensor_affine:
+        return _per_tensor, (integers, float(tensor.q_scale()), int(tensor.q_zero_point()))
+    if scheme == torch.per_channel_affine:
+        return _per_channel, (integers, tensor.q_per_channel_scales().numpy().copy(),
+                              tensor.q_per_channel_zero_points().numpy().copy(), int(tensor.q_per_channel_axis()))
+    return None
+
+
 class _CompactPickler(pickle.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, torch.Tensor):
+            if obj.is_quantized:
+                return _quantized(obj) or NotImplemented
             array = _as_numpy(obj)
             if array is not None:
                 rebuild = _parameter if isinstance(obj, nn.Parameter) else _tensor
