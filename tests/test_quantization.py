@@ -393,3 +393,10 @@ def test_int8_tensors_pickle_as_their_integers_scales_and_zero_points():
             # no torch archive (its zip headers) around the integers
             assert len(data) < len(pickle.dumps(q))
         assert len(dump_compact(per_tensor)) < per_tensor.numel() + 256
+        # a dynamic int8 layer is its sizes, int8 weight and bias: rebuilt, it computes the same
+        layer = torch.ao.nn.quantized.dynamic.Linear(8, 16)
+        layer.set_weight_bias(per_channel, torch.linspace(-1, 1, 16))
+        data = dump_compact(layer)
+        back = pickle.loads(data)
+        assert torch.equal(back(values), layer(values)) and back.training == layer.training
+        assert len(data) < len(pickle.dumps(layer)) - 300

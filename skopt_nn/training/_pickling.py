@@ -10,7 +10,8 @@ the format changes nothing for the reader but the size.
 
 An int8 quantized tensor (per-tensor or per-channel affine, on the CPU) is
 stored the same way: its integers as a NumPy array beside its scales and
-zero points. Tensors that NumPy cannot hold as they are (bfloat16, other
+zero points; a dynamic int8 ``Linear`` layer as its sizes, int8 weight and
+bias (torch's own form nests a module around a packed TorchScript object). Tensors that NumPy cannot hold as they are (bfloat16, other
 quantization schemes, tensors on a GPU, sparse or meta tensors) keep torch's
 own reduction, so GPU-trained models load as before.
 
@@ -100,8 +101,40 @@ def _quantized(tensor):
     return None
 
 
+def _dynamic_int8_linear(in_features, out_features, weight, bias, training):
+    from torch.ao.nn.quantized.dynamic import Linear
+
+    layer = Linear(in_features, out_features, bias_=bias is not None)
+    layer.set_weight_bias(weight, bias)
+    return layer.train(training)
+
+
+def _plain_dynamic_int8_linear(obj):
+    """Whether ``obj`` is a dynamic int8 ``Linear`` that its weights, bias and sizes rebuild."""
+    if obj.__class__.__name__ != "Linear" or obj.__class__.__module__ != "torch.ao.nn.quantized.dynamic.modules.linear":
+        return False
+    expected = {"training", "_parameters", "_buffers", "_modules", "in_features", "out_features",
+                "scale", "zero_point", "version", *_RECREATED, "_backward_hooks", "_forward_hooks"}
+    hooks = ("_backward_hooks", "_forward_hooks", "_forward_pre_hooks", "_state_dict_hooks",
+             "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+    state = obj.__dict__
+    packed = state.get("_modules", {}).get("_packed_params")
+    return (set(state) <= expected and set(state["_modules"]) == {"_packed_params"}
+            and not state["_parameters"] and not state["_buffers"]
+            and state["scale"] == 1.0 and state["zero_point"] == 0
+            and not any(state.get(name) for name in hooks)
+            and not any(packed.__dict__.get(name) for name in hooks)
+            and not packed._modules and packed.dtype == torch.qint8 and packed.training == obj.training)
+
+
 class _CompactPickler(pickle.Pickler):
     def reducer_override(self, obj):
+        if isinstance(obj, nn.Module) and _plain_dynamic_int8_linear(obj):
+            # torch pickles the layer as nested modules around a packed
+            # TorchScript object (about 500 bytes of names); its sizes,
+            # int8 weight and bias say the same.
+            weight, bias = obj._weight_bias()
+            return _dynamic_int8_linear, (obj.in_features, obj.out_features, weight, bias, obj.training)
         if isinstance(obj, torch.Tensor):
             if obj.is_quantized:
                 return _quantized(obj) or NotImplemented
