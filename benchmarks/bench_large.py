@@ -162,7 +162,7 @@ def lora_figures(rows, epochs, repeats):
         # stalled near 0.5 here, with one it reached 1.0 in 8 epochs.
         warmup = LRSchedule("linear", warmup_epochs=1)
         pre = NNClassifier(Transformer(base, max_length=32), lr=1e-3, lr_schedule=warmup, max_epochs=8,
-                           batch_size=32, n_iter_no_change=None, random_state=0)
+                           batch_size=32, n_iter_no_change=None, early_stopping=False, random_state=0)
         pre.fit(*review_texts(rows, seed=0, label="both"))
         out["pretraining accuracy"] = pre.score(*review_texts(1000, seed=3, label="both"))
         path = os.path.join(tmp, "pretrained")
@@ -185,7 +185,7 @@ def lora_figures(rows, epochs, repeats):
             for name, (kw, lr) in variants.items():
                 clf = NNClassifier(Transformer(path, max_length=32, **kw), lr=lr, lr_schedule=warmup,
                                    max_epochs=epochs, batch_size=32, n_iter_no_change=None,
-                                   random_state=0).fit(X, y)
+                                   early_stopping=False, random_state=0).fit(X, y)
                 epoch_times[name] += list(clf.history_[:, "dur"])
                 out[name] = {"trainable": clf.n_trainable_params_, "params": clf.n_params_,
                              "share": clf.n_trainable_params_ / clf.n_params_,

@@ -18,12 +18,16 @@ fewer of the three):
   the checkpoint's own) + LogisticRegression; the same embeddings written
   out by hand with transformers (mean over the attention mask) +
   LogisticRegression, which ``TextEmbedder`` must equal within 0.005.
+- ``defaults``: ``NNClassifier(Transformer(path))`` with nothing chosen: the
+  "auto" training parameters stand for the fine-tuning recipe (full, LoRA
+  r=8, head only); full fine-tuning and LoRA must beat the frozen
+  embeddings + LogisticRegression by >= 2 points.
 - ``finetune``: ``NNClassifier(Transformer(path))`` fine-tuned with the
   recipe written below (AdamW, warm-up then linear decay), CLS pooling
   against mean pooling, full fine-tuning and LoRA, float32 and bfloat16
   (wall time beside the CPU flags).
 
-Run: ``python benchmarks/bench_pretrained.py [--parts frozen finetune] [--folds 1] [--epochs 4]``
+Run: ``python benchmarks/bench_pretrained.py [--parts frozen defaults finetune] [--folds 1] [--epochs 4]``
 """
 
 import argparse
@@ -180,9 +184,24 @@ def finetune(path, X, y, splits, epochs):
     return rows
 
 
+def defaults(path, X, y, splits):
+    """The estimator's own defaults: nothing chosen but the network ("auto": the fine-tuning recipe)."""
+    from skopt_nn import LoRA, NNClassifier, Transformer
+
+    def model(**module):
+        return lambda: NNClassifier(Transformer(path, max_length=64, **module), random_state=0)
+
+    return {
+        "full, defaults": cv_score(model(), X, y, splits),
+        "LoRA r=8, defaults": cv_score(model(lora=LoRA(r=8)), X, y, splits),
+        'head only (freeze="all"), defaults': cv_score(model(freeze="all"), X, y, splits),
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["frozen", "finetune"])
+    parser.add_argument("--parts", nargs="+", default=["frozen", "defaults", "finetune"],
+                        choices=["frozen", "defaults", "finetune"])
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args(argv)
@@ -195,6 +214,8 @@ def main(argv=None):
     rows = {}
     if "frozen" in args.parts:
         rows.update(frozen(path, X, y, splits))
+    if "defaults" in args.parts:
+        rows.update(defaults(path, X, y, splits))
     if "finetune" in args.parts:
         rows.update(finetune(path, X, y, splits, args.epochs))
     for name, (mean, per_fold, seconds) in rows.items():
@@ -202,6 +223,11 @@ def main(argv=None):
     if "frozen" in args.parts:
         gap = abs(rows["TextEmbedder + logreg"][0] - rows["by hand mean pooling + logreg"][0])
         print(f"TextEmbedder against the hand-written pooling: |difference| {gap:.4f} (target <= 0.005)")
+    if "frozen" in args.parts and "defaults" in args.parts:
+        base = rows["TextEmbedder + logreg"][0]
+        for name in ("full, defaults", "LoRA r=8, defaults"):
+            print(f"{name} against frozen embeddings + logreg: {100 * (rows[name][0] - base):+.1f} points "
+                  "(target >= +2)")
     return rows
 
 

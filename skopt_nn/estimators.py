@@ -1,6 +1,5 @@
 """The public estimators: ``NNClassifier`` and ``NNRegressor``."""
 
-import types
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,26 +29,32 @@ _PARAMS_DOC = """
     optimizer : str or torch.optim.Optimizer subclass, default="adam"
         ``sgd``, ``adam``, ``adamw``, ``rmsprop`` or ``adagrad``
         (case-insensitive), or an optimizer class.
-    lr : float, default=1e-3
-        Learning rate (the peak rate for ``onecycle``).
+    lr : float or "auto", default="auto"
+        Learning rate (the peak rate for ``onecycle``). "auto": 1e-3 for a
+        network trained from scratch; for a ``Transformer``, the fine-tuning
+        rate of its mode (see "Pretrained checkpoints" in the documentation).
     weight_decay : float, default=0.0
         L2 penalty passed to the optimizer.
     momentum : float, default=0.9
         Momentum, used by the optimizers that take one (``sgd``, ``rmsprop``).
-    batch_size : int, default=128
-        Rows per training batch.
-    max_epochs : int, default=200 for NNClassifier, 50 for NNRegressor
-        Upper bound on training epochs.
-    lr_schedule : str or LRSchedule, default="constant"
+    batch_size : int or "auto", default="auto"
+        Rows per training batch. "auto": 128; 16 for a ``Transformer``.
+    max_epochs : int or "auto", default="auto"
+        Upper bound on training epochs. "auto": 200 for NNClassifier, 50 for
+        NNRegressor; 10 for a ``Transformer``.
+    lr_schedule : str, LRSchedule or "auto", default="auto"
         Learning-rate schedule: a name or an ``LRSchedule`` spec whose
         options are searchable as ``lr_schedule__<option>``. Step counts
-        come from the rows each fit actually trains on.
-    early_stopping : bool, default=False
+        come from the rows each fit actually trains on. "auto":
+        ``"constant"``; for a ``Transformer``, a linear warm-up over the
+        first epoch, then linear decay to 0 at ``max_epochs``.
+    early_stopping : bool or "auto", default="auto"
         Hold out ``validation_fraction`` of the data (stratified for
         classifiers), stop when the validation loss has not improved by
         ``tol`` for ``n_iter_no_change`` epochs, and keep the best weights.
         When False, training stops the same way on the training loss, as
-        sklearn's ``MLPClassifier`` does.
+        sklearn's ``MLPClassifier`` does. "auto": False; True for a
+        ``Transformer``.
     validation_fraction : float, default=0.1
         Share of the data held out when ``early_stopping=True``.
     n_iter_no_change : int or None, default=10
@@ -231,13 +236,13 @@ class NNClassifier(ClassifierMixin, BaseNN):
         module=None,
         *,
         optimizer="adam",
-        lr=1e-3,
+        lr="auto",
         weight_decay=0.0,
         momentum=0.9,
-        batch_size=128,
-        max_epochs=200,
-        lr_schedule="constant",
-        early_stopping=False,
+        batch_size="auto",
+        max_epochs="auto",
+        lr_schedule="auto",
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
@@ -450,18 +455,6 @@ def _is_multilabel(y):
     return y is not None and getattr(y, "ndim", 1) == 2 and type_of_target(y) == "multilabel-indicator"
 
 
-def _with_defaults(init, **defaults):
-    """A copy of ``init`` whose keyword-only defaults are changed.
-
-    sklearn reads parameters and defaults from the ``__init__`` signature, so
-    the regressor keeps the shared constructor and only states what differs.
-    """
-    new = types.FunctionType(init.__code__, init.__globals__, init.__name__, init.__defaults__, init.__closure__)
-    new.__kwdefaults__ = {**init.__kwdefaults__, **defaults}
-    new.__doc__, new.__qualname__ = init.__doc__, init.__qualname__
-    return new
-
-
 class NNRegressor(RegressorMixin, BaseNN):
     __doc__ = (
         """Neural network regressor whose training recipe is a set of hyperparameters.
@@ -502,7 +495,7 @@ class NNRegressor(RegressorMixin, BaseNN):
 
     # Regression overfits small tables sooner than classification: 50 epochs
     # beat 200 on diabetes in 5-fold CV (see benchmarks/bench_defaults.py).
-    __init__ = _with_defaults(BaseNN.__init__, max_epochs=50)
+    _AUTO = {**BaseNN._AUTO, "max_epochs": 50}
 
     def _encode_y(self, y, *, first_call, classes=None, sample_weight=None):
         y = np.asarray(y, dtype=np.float64)

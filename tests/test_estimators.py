@@ -411,3 +411,21 @@ def test_the_classifier_signature_is_the_shared_one_plus_class_weight():
     assert [(p.name, p.default, p.kind) for p in own.values()] == [
         (p.name, p.default, p.kind) for p in shared.values()
     ]
+
+
+@pytest.mark.parametrize("cls, epochs", [(NNClassifier, 200), (NNRegressor, 50)])
+def test_auto_defaults_train_a_network_from_scratch_as_before(cls, epochs):
+    # "auto" stands for sklearn-MLP-like settings unless the network's spec
+    # (a pretrained Transformer) has its own fine-tuning recipe
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(150, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int) if cls is NNClassifier else X[:, 0] + 0.1 * X[:, 1]
+    auto = cls(MLP((8,)), n_iter_no_change=None, random_state=0).fit(X, y)
+    explicit = cls(MLP((8,)), lr=1e-3, batch_size=128, max_epochs=epochs, lr_schedule="constant",
+                   early_stopping=False, n_iter_no_change=None, random_state=0).fit(X, y)
+    assert auto.n_iter_ == explicit.n_iter_ == epochs
+    np.testing.assert_array_equal(auto.predict(X), explicit.predict(X))
+    assert {auto.get_params()[k] for k in ("lr", "batch_size", "max_epochs", "lr_schedule", "early_stopping")} == {
+        "auto"}
+    with pytest.raises(ValueError, match="'lr' parameter of .* must be .* or a str among {'auto'}"):
+        cls(lr="fast").fit(X, y)

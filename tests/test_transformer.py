@@ -34,6 +34,11 @@ from skopt_nn.specs._hf_testing import review_texts, tiny_checkpoint  # noqa: E4
 pytestmark = pytest.mark.usefixtures("hf_offline")
 
 
+# The tiny checkpoints are random weights, not pretrained ones: they learn at
+# a constant, large rate, not with the fine-tuning recipe "auto" stands for.
+TINY = dict(lr_schedule="constant", early_stopping=False)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tiny_bert):
     return tiny_bert
@@ -44,7 +49,7 @@ def pretrained(checkpoint, tmp_path_factory):
     """The tiny BERT trained on topic-and-mood labels, saved as a pretrained checkpoint."""
     X, y = review_texts(400, seed=0, label="both")
     clf = NNClassifier(Transformer(checkpoint, max_length=24), lr=3e-3, max_epochs=8, batch_size=32,
-                       random_state=0).fit(X, y)
+                       random_state=0, **TINY).fit(X, y)
     path = str(tmp_path_factory.mktemp("hf") / "pretrained")
     clf.module_.model.save_pretrained(path)
     clf.module_.tokenizer.save_pretrained(path)
@@ -58,7 +63,7 @@ def reviews():
 
 def _clf(path, **module):
     return NNClassifier(Transformer(path, max_length=24, **module), lr=1e-2, max_epochs=3, batch_size=32,
-                        random_state=0)
+                        random_state=0, **TINY)
 
 
 def test_fine_tunes_on_raw_text_in_any_container(pretrained, reviews):
@@ -78,7 +83,7 @@ def test_regression_on_text(pretrained):
     X, _ = review_texts(160, seed=3)
     y = np.array([sum(w in ("good", "great", "fine", "lovely") for w in t.split()) for t in X], dtype=float)
     reg = NNRegressor(Transformer(pretrained, max_length=24), lr=3e-3, max_epochs=6, batch_size=32,
-                      random_state=0).fit(X, y)
+                      random_state=0, **TINY).fit(X, y)
     assert reg.predict(X[:7]).shape == (7,)
     assert reg.score(X, y) > 0.3
 
@@ -207,7 +212,7 @@ def test_transformer_teaches_a_smaller_transformer(pretrained, reviews, tmp_path
     small = tiny_checkpoint(str(tmp_path / "small"), hidden_size=16, num_layers=1)
     teacher = _clf(pretrained)
     student = NNClassifier(Transformer(small, max_length=24), lr=1e-2, max_epochs=12, batch_size=32,
-                           distillation=Distillation(teacher, alpha=0.7), random_state=0).fit(X, y)
+                           distillation=Distillation(teacher, alpha=0.7), random_state=0, **TINY).fit(X, y)
     assert student.n_params_ < 0.5 * teacher.fit(X, y).n_params_
     assert student.score(X_test, y_test) > 0.65
 
@@ -218,7 +223,7 @@ def test_training_knobs_and_checkpointing_work_on_a_transformer(pretrained):
                   np.char.startswith(labels.astype(str), "food")], axis=1).astype(int)
     clf = NNClassifier(Transformer(pretrained, max_length=24, gradient_checkpointing=True, lora=LoRA(r=2)),
                        lr=3e-3, max_epochs=3, batch_size=16, gradient_accumulation_steps=2,
-                       max_grad_norm=1.0, random_state=0).fit(X, Y)
+                       max_grad_norm=1.0, random_state=0, **TINY).fit(X, Y)
     assert clf.predict(X[:4]).shape == (4, 2)  # multilabel: one head output per label
     assert clf.score(X, Y) > 0.5
     with pytest.raises(ValueError, match="pretrained Transformer"):
@@ -318,3 +323,39 @@ def test_a_mean_pooled_model_round_trips_and_takes_lora(checkpoint, reviews, tmp
         for loaded in (joblib.load(tmp_path / "m.joblib"), load(tmp_path / "m.safetensors")):
             assert loaded.module_.pooling == "mean"
             np.testing.assert_allclose(loaded.predict_proba(X_test[:20]), expected, atol=1e-6)
+
+
+# -- the fine-tuning recipe the "auto" defaults stand for ---------------------
+
+
+@pytest.mark.parametrize("module, peak", [({}, 3e-5), ({"lora": LoRA(r=2)}, 1e-3), ({"freeze": "all"}, 3e-3)],
+                         ids=["full", "lora", "head"])
+def test_a_transformer_fine_tunes_with_the_recipe_by_default(pretrained, reviews, module, peak):
+    (X, y), _ = reviews
+    clf = NNClassifier(Transformer(pretrained, max_length=24, **module), random_state=0)
+    assert clf.get_params()["lr"] == "auto"
+    clf.fit(X, y)
+    rates = clf.history_[:, "lr"]
+    # 10 epochs in batches of 16, the best epoch on a held-out split kept
+    assert clf.n_iter_ == 10 and "valid_loss" in clf.history_[-1]
+    sizes = [batch["train_batch_size"] for batch in clf.history_[-1, "batches"] if "train_batch_size" in batch]
+    assert max(sizes) == 16 and sum(sizes) < len(X)
+    # a warm-up through the first epoch to the mode's rate, then linear decay to 0
+    assert rates[0] < 0.2 * peak
+    np.testing.assert_allclose(rates[1:], peak * (1 - np.arange(1, 10) / 10), rtol=1e-6)
+
+
+def test_set_values_win_over_the_recipe(pretrained, reviews):
+    (X, y), _ = reviews
+    clf = NNClassifier(Transformer(pretrained, max_length=24), lr=1e-3, max_epochs=2, batch_size=64,
+                       early_stopping=False, random_state=0).fit(X, y)
+    rates = clf.history_[:, "lr"]
+    assert clf.n_iter_ == 2 and "valid_loss" not in clf.history_[-1]
+    sizes = [batch["train_batch_size"] for batch in clf.history_[-1, "batches"] if "train_batch_size" in batch]
+    assert max(sizes) == 64 and sum(sizes) == len(X)
+    np.testing.assert_allclose(rates[1], 1e-3 * 0.5, rtol=1e-6)  # the recipe's schedule at lr=1e-3
+    # a nested schedule option on "auto" reaches the schedule it stands for
+    clf.set_params(lr_schedule__warmup_epochs=0.5)
+    assert clf.lr_schedule == LRSchedule("linear", warmup_epochs=0.5)
+    assert NNClassifier().set_params(lr_schedule__warmup_epochs=2).lr_schedule == LRSchedule(
+        "constant", warmup_epochs=2)

@@ -106,9 +106,9 @@ def write_cv_results(search, path):
 
 def _steps_per_epoch(nn, n_rows):
     n_train = n_rows
-    if nn.early_stopping:
+    if nn._setting("early_stopping"):
         n_train -= int(math.ceil(nn.validation_fraction * n_rows))
-    return max(1, -(-n_train // nn.batch_size))
+    return max(1, -(-n_train // nn._setting("batch_size")))
 
 
 def write_plots(out_dir, *, search=None, model=None, n_rows=None):
@@ -142,12 +142,12 @@ def write_plots(out_dir, *, search=None, model=None, n_rows=None):
     if model is not None:
         nn = _fitted_nn(model, "the report")
         save("learning_curve.png", lambda: plotting.plot_learning_curve(nn))
-        spec = resolve_schedule(nn.lr_schedule)
+        spec = resolve_schedule(nn._setting("lr_schedule"))
         steps = _steps_per_epoch(nn, n_rows) if n_rows else 1
         save(
             "lr_schedule.png",
             lambda: plotting.plot_lr_schedule(
-                spec, lr=nn.lr, max_epochs=nn.max_epochs, steps_per_epoch=steps
+                spec, lr=nn._setting("lr"), max_epochs=nn._setting("max_epochs"), steps_per_epoch=steps
             ),
         )
         if getattr(nn, "pruning_summary_", None):

@@ -361,10 +361,10 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
         if self.backend not in (None, "ray"):
             raise ValueError(f"backend must be None or 'ray'; got {self.backend!r}.")
-        if self.min_epochs > net.max_epochs:
+        if self.min_epochs > net._setting("max_epochs"):
             raise ValueError(
                 f"min_epochs={self.min_epochs} is more than the estimator's "
-                f"max_epochs={net.max_epochs}."
+                f"max_epochs={net._setting('max_epochs')}."
             )
         if not (self.error_score == "raise" or isinstance(self.error_score, numbers.Real)):
             raise ValueError(f"error_score must be 'raise' or a number; got {self.error_score!r}.")
@@ -374,7 +374,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
                 f"{epochs_name!r} is the rungs' resource and cannot also be searched; "
                 "drop it from the space."
             )
-        return rung_epochs(self.min_epochs, self.reduction_factor, net.max_epochs)
+        return rung_epochs(self.min_epochs, self.reduction_factor, net._setting("max_epochs"))
 
     def _epochs_name(self):
         step, _ = _split_target(self.estimator)

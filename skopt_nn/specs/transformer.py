@@ -33,6 +33,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from torch import nn
 
 from ._spec import LeanParams
+from .schedules import LRSchedule
 
 __all__ = ["pool_states", "Transformer", "LoRA", "PretrainedTextNet"]
 
@@ -234,6 +235,27 @@ class Transformer(BaseEstimator):
         if self.pooling != "auto":
             return self.pooling
         return declared_pooling(os.fspath(self.model)) or "cls"
+
+    def fit_defaults(self):
+        """The fine-tuning recipe an estimator's "auto" training parameters take.
+
+        A pretrained body wants small steps, many of them, and a learning
+        rate that warms up and then decays (the recipe of small-data BERT
+        fine-tuning studies): batches of 16, 10 epochs with a linear warm-up
+        over the first and linear decay to 0, the best epoch on a held-out
+        validation split kept (``early_stopping``), and a learning rate per
+        mode: 3e-5 for full fine-tuning (``freeze`` an int), 1e-3 for LoRA
+        adapters (``lora``) and 3e-3 for the head alone (``freeze="all"``).
+        Each is a parameter of the estimator, set or searched like any other.
+        """
+        if self.freeze == "all":
+            lr = 3e-3
+        elif self.lora is not None:
+            lr = 1e-3
+        else:
+            lr = 3e-5
+        return {"lr": lr, "batch_size": 16, "max_epochs": 10,
+                "lr_schedule": LRSchedule("linear", warmup_epochs=1), "early_stopping": True}
 
     def _load_error(self, what, exc):
         where = os.fspath(self.model)

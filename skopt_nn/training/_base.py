@@ -225,9 +225,9 @@ def make_net(estimator, module, opt_cls, opt_kwargs, *, device, callbacks, crite
         module=module,
         criterion=criterion,
         optimizer=opt_cls,
-        lr=estimator.lr,
-        batch_size=estimator.batch_size,
-        max_epochs=estimator.max_epochs,
+        lr=estimator._setting("lr"),
+        batch_size=estimator._setting("batch_size"),
+        max_epochs=estimator._setting("max_epochs"),
         train_split=train_split,
         iterator_train=BatchIterator,
         iterator_train__shuffle=True,
@@ -284,6 +284,16 @@ def _lean(net):
     net.grad_scaler_ = None  # set again by the next fit's configure_steps
 
 
+def _is_auto(value):
+    return isinstance(value, str) and value == "auto"
+
+
+def _fit_defaults(estimator, module):
+    """What the estimator's "auto" training parameters stand for with ``module``."""
+    spec = module if hasattr(module, "fit_defaults") else None
+    return {**estimator._AUTO, **(spec.fit_defaults() if spec is not None else {})}
+
+
 def _register_optimizer_setters(net):
     """Register skorch's optimizer setters (``net.set_params(lr=...)``) again."""
     # The patterns skorch's own optimizer initialisation registers.
@@ -298,13 +308,13 @@ class BaseNN(LeanParams, BaseEstimator):
     _parameter_constraints = {
         "module": "no_validation",
         "optimizer": "no_validation",
-        "lr": [Interval(numbers.Real, 0, None, closed="neither")],
+        "lr": [Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "weight_decay": [Interval(numbers.Real, 0, None, closed="left")],
         "momentum": [Interval(numbers.Real, 0, 1, closed="both")],
-        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "max_epochs": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "lr_schedule": "no_validation",
-        "early_stopping": ["boolean"],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
@@ -327,18 +337,23 @@ class BaseNN(LeanParams, BaseEstimator):
     # Set by the subclasses.
     _task = None
 
+    # What the parameters left at "auto" stand for with a network trained
+    # from scratch; a pretrained network's spec gives its own (fit_defaults).
+    _AUTO = {"lr": 1e-3, "batch_size": 128, "max_epochs": 200, "lr_schedule": "constant",
+             "early_stopping": False}
+
     def __init__(
         self,
         module=None,
         *,
         optimizer="adam",
-        lr=1e-3,
+        lr="auto",
         weight_decay=0.0,
         momentum=0.9,
-        batch_size=128,
-        max_epochs=200,
-        lr_schedule="constant",
-        early_stopping=False,
+        batch_size="auto",
+        max_epochs="auto",
+        lr_schedule="auto",
+        early_stopping="auto",
         validation_fraction=0.1,
         n_iter_no_change=10,
         tol=1e-4,
@@ -397,9 +412,26 @@ class BaseNN(LeanParams, BaseEstimator):
         heads = {key.partition("__")[0] for key in params if "__" in key}
         if "module" in heads and params.get("module", self.module) is None:
             params = {**params, "module": MLP()}
-        if "lr_schedule" in heads and isinstance(params.get("lr_schedule", self.lr_schedule), str):
-            params = {**params, "lr_schedule": LRSchedule(params.get("lr_schedule", self.lr_schedule))}
+        if "lr_schedule" in heads:
+            schedule = params.get("lr_schedule", self.lr_schedule)
+            if _is_auto(schedule):  # the schedule "auto" stands for, with the (new) module
+                module = params.get("module", self.module)
+                schedule = copy.deepcopy(_fit_defaults(self, module)["lr_schedule"])
+            if isinstance(schedule, str):
+                schedule = LRSchedule(schedule)
+            params = {**params, "lr_schedule": schedule}
         return super().set_params(**params)
+
+    def _setting(self, name):
+        """The value a training parameter takes in a fit: its own, or what "auto" stands for.
+
+        ``lr``, ``batch_size``, ``max_epochs``, ``lr_schedule`` and
+        ``early_stopping`` default to "auto": the values of the network's
+        spec (``fit_defaults``, the fine-tuning recipe of a ``Transformer``)
+        where it has them, else those of a network trained from scratch.
+        """
+        value = getattr(self, name)
+        return _fit_defaults(self, self.module)[name] if _is_auto(value) else value
 
     def __deepcopy__(self, memo):
         # A copy in memory is whole (history included): only files are lean.
@@ -499,7 +531,7 @@ class BaseNN(LeanParams, BaseEstimator):
         """
         continuing = self.warm_start and hasattr(self, "net_")
         return self._guarded_fit(
-            X, y, continuing=continuing, epochs=self.max_epochs, sample_weight=sample_weight
+            X, y, continuing=continuing, epochs=self._setting("max_epochs"), sample_weight=sample_weight
         )
 
     def _partial_fit(self, X, y, classes=None, sample_weight=None):
@@ -635,7 +667,7 @@ class BaseNN(LeanParams, BaseEstimator):
             multi_output=True,
         )
         device = resolve_device(self.device)
-        schedule = resolve_schedule(self.lr_schedule, owner)
+        schedule = resolve_schedule(self._setting("lr_schedule"), owner)
         opt_cls, opt_kwargs = resolve_optimizer(
             self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum, owner=owner
         )
@@ -712,14 +744,14 @@ class BaseNN(LeanParams, BaseEstimator):
 
         data = TensorData(fit.X_t, target)
         train, valid = data, None
-        if self.early_stopping and not partial:
+        if self._setting("early_stopping") and not partial:
             train, valid = self._split(data, y, seed)
             if w_t is not None and not bool(valid.take(slice(None))[1][-1].any()):
                 raise ValueError(  # SGDClassifier's wording
                     "The sample weights for validation set are all zero, consider using a "
                     "different random state."
                 )
-        steps_per_epoch = steps_in_epoch(len(train), self.batch_size, self.gradient_accumulation_steps)
+        steps_per_epoch = steps_in_epoch(len(train), self._setting("batch_size"), self.gradient_accumulation_steps)
 
         if continuing:
             net = self.net_
@@ -752,7 +784,7 @@ class BaseNN(LeanParams, BaseEstimator):
         n_threads = self.n_threads
         if n_threads is None and threads is not None:
             n_threads = threads.set(auto_threads(
-                min(self.batch_size, len(train)) * row_cost(module, X.shape[1], device)))
+                min(self._setting("batch_size"), len(train)) * row_cost(module, X.shape[1], device)))
         schedule_start = fit.start_epoch if partial or resume else 0
         callbacks, pruner = self._callbacks(
             fit.schedule, module, steps_per_epoch, schedule_start, generator, fit.epochs,
@@ -772,7 +804,7 @@ class BaseNN(LeanParams, BaseEstimator):
         else:
             opt_kwargs = fit.opt_kwargs
             groups = getattr(module, "optimizer_groups", None)
-            groups = groups(self.lr) if groups is not None else None
+            groups = groups(self._setting("lr")) if groups is not None else None
             if groups:  # per-layer rates (Transformer's layer_lr_decay)
                 opt_kwargs = {**opt_kwargs, "param_groups": groups}
             net = make_net(self, module, fit.opt_cls, opt_kwargs, device=device, **setup)
@@ -939,8 +971,8 @@ class BaseNN(LeanParams, BaseEstimator):
                 "lr_schedule",
                 ScheduleCallback(
                     schedule,
-                    lr=self.lr,
-                    max_epochs=self.max_epochs,
+                    lr=self._setting("lr"),
+                    max_epochs=self._setting("max_epochs"),
                     steps_per_epoch=steps_per_epoch,
                     start_epoch=start_epoch,
                 ),
@@ -952,7 +984,7 @@ class BaseNN(LeanParams, BaseEstimator):
         if self.pruning is not None:
             pruner = self.pruning._make_callback(
                 module,
-                max_epochs=self.max_epochs,
+                max_epochs=self._setting("max_epochs"),
                 steps_per_epoch=steps_per_epoch,
                 start_epoch=start_epoch,
                 generator=generator,
@@ -960,7 +992,7 @@ class BaseNN(LeanParams, BaseEstimator):
             callbacks.append(("pruning", pruner))
         if self.quantization is not None and self.quantization.method == "qat_int8":
             callbacks.append(("quantization", self.quantization._make_callback(
-                module, max_epochs=self.max_epochs, start_epoch=start_epoch)))
+                module, max_epochs=self._setting("max_epochs"), start_epoch=start_epoch)))
         callbacks += copy.deepcopy(self.callbacks or [])
         callbacks += _fit_callbacks(self, epochs)
         return callbacks, pruner
@@ -1072,7 +1104,8 @@ class BaseNN(LeanParams, BaseEstimator):
 
     def _train(self, net, train, epochs, loss_curve):
         """Run up to ``epochs`` epochs; stop on a plateau like sklearn's MLP."""
-        monitor = "valid_loss" if self.early_stopping and net.train_split.valid is not None else "train_loss"
+        monitor = ("valid_loss" if self._setting("early_stopping") and net.train_split.valid is not None
+                   else "train_loss")
         best, best_state, stale, n_run = math.inf, None, 0, 0
         net.notify("on_train_begin", X=train, y=None)
         try:
@@ -1127,7 +1160,7 @@ class BaseNN(LeanParams, BaseEstimator):
             X_t, encode = as_float_tensor(X), None
         module.eval()
         dense_only = "quantization_summary_" in vars(self)  # int8 kernels take dense rows
-        batch = max(int(self.batch_size), 64 if text else predict_rows(module, X.shape[1], device))
+        batch = max(int(self._setting("batch_size")), 64 if text else predict_rows(module, X.shape[1], device))
         out = []
         n_threads = self.n_threads or auto_threads(min(len(X_t), batch) * row_cost(module, X.shape[1], device))
         with torch.inference_mode(), torch_threads(n_threads):

@@ -90,7 +90,7 @@ def fuse_key(estimator):
         type(estimator).__name__,
         repr(module),
         fused_family(str(estimator.optimizer).lower()),
-        int(estimator.batch_size),
+        int(estimator._setting("batch_size")),
         int(estimator.gradient_accumulation_steps),
         str(estimator.device),
         str(getattr(estimator, "precision", "float32")),
@@ -150,7 +150,7 @@ def fit_fused(jobs, *, max_members=None, n_threads=None, fallbacks=None, epochs=
                 raise ValueError(f"fit_fused cannot stack this estimator: {reason}.")
             est._validate_params()
             if epochs is None:
-                fit = est._start_fit(X, y, continuing=False, epochs=est.max_epochs,
+                fit = est._start_fit(X, y, continuing=False, epochs=est._setting("max_epochs"),
                                      sample_weight=sample_weight)
             else:  # BaseNN._fit_epochs
                 continuing = hasattr(est, "net_") and getattr(est, "_resume_rng_", None) is not None
@@ -216,14 +216,14 @@ def chunk_size(member):
     cores busy, and a larger group only delays the first results.
     """
     est = member.estimator
-    per_member = member_bytes(member.net.module_, min(est.batch_size, member.n_train), member.fit.X.shape[1])
+    per_member = member_bytes(member.net.module_, min(est._setting("batch_size"), member.n_train), member.fit.X.shape[1])
     return int(max(1, min(_MAX_MEMBERS, _GROUP_BYTES // max(per_member, 1))))
 
 
 def _fit_chunk(members, n_threads):
     first = members[0]
     plan = Plan([m.net.module_ for m in members])
-    work = len(members) * min(first.estimator.batch_size, first.n_train) * row_cost(
+    work = len(members) * min(first.estimator._setting("batch_size"), first.n_train) * row_cost(
         first.net.module_, first.fit.X.shape[1], first.fit.device)
     threads = n_threads or first.estimator.n_threads or auto_threads(work)
     start = time.perf_counter()

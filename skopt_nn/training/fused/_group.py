@@ -42,9 +42,9 @@ class Member:
         self.recipe = [cb for _, cb in fit.net.callbacks_ if hasattr(cb, "fused_begin")]
         self.criterion = fit.net.criterion_
         self.n_train = len(fit.train)
-        self.n_micro = max(1, -(-self.n_train // estimator.batch_size))
-        self.n_steps = steps_in_epoch(self.n_train, estimator.batch_size, estimator.gradient_accumulation_steps)
-        monitor = "valid_loss" if estimator.early_stopping and fit.valid is not None else "train_loss"
+        self.n_micro = max(1, -(-self.n_train // estimator._setting("batch_size")))
+        self.n_steps = steps_in_epoch(self.n_train, estimator._setting("batch_size"), estimator.gradient_accumulation_steps)
+        monitor = "valid_loss" if estimator._setting("early_stopping") and fit.valid is not None else "train_loss"
         self.plateau = Plateau(tol=estimator.tol, n_iter_no_change=estimator.n_iter_no_change, monitor=monitor)
         self.best_state, self.n_run, self.error, self.k, self.stop = None, 0, None, None, False
 
@@ -87,7 +87,7 @@ def train_group(plan, members):
     has_valid = any(m.fit.valid is not None for m in members)
     valid = Rows([m.fit.valid if m.fit.valid is not None else m.fit.train for m in members],
                  weighted) if has_valid else None
-    bs, accumulation = int(first.batch_size), int(first.gradient_accumulation_steps)
+    bs, accumulation = int(first._setting("batch_size")), int(first.gradient_accumulation_steps)
     generator = torch.Generator().manual_seed(members[0].fit.seed)  # dropout draws
     autocast = autocast_for(first.precision, members[0].fit.device)
     limits = [m.estimator.max_grad_norm for m in members]
