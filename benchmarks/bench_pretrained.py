@@ -22,12 +22,14 @@ fewer of the three):
   "auto" training parameters stand for the fine-tuning recipe (full, LoRA
   r=8, head only); full fine-tuning and LoRA must beat the frozen
   embeddings + LogisticRegression by >= 2 points.
+- ``setfit``: SetFit's recipe written out by hand (contrastive pairs
+  fine-tune the body, then LogisticRegression on its embeddings).
 - ``finetune``: ``NNClassifier(Transformer(path))`` fine-tuned with the
   recipe written below (AdamW, warm-up then linear decay), CLS pooling
   against mean pooling, full fine-tuning and LoRA, float32 and bfloat16
   (wall time beside the CPU flags).
 
-Run: ``python benchmarks/bench_pretrained.py [--parts frozen defaults finetune] [--folds 1] [--epochs 4]``
+Run: ``python benchmarks/bench_pretrained.py [--parts frozen defaults setfit finetune] [--folds 1] [--epochs 4]``
 """
 
 import argparse
@@ -184,6 +186,68 @@ def finetune(path, X, y, splits, epochs):
     return rows
 
 
+def setfit(path, X, y, splits, num_iterations=3, max_length=64, lr=2e-5, batch_size=16, seed=0):
+    """SetFit's recipe written out with transformers alone (no setfit package is needed).
+
+    Contrastive pairs fine-tune the body: per training text and iteration,
+    one pair with a text of its class (target 1) and one of another class
+    (target 0), ``num_iterations=3`` giving 2,400 pairs a fold; one epoch of
+    the cosine-similarity loss on mean-pooled embeddings (AdamW 2e-5, 10 %
+    linear warm-up, linear decay, batches of 16 pairs), then a
+    LogisticRegression on the tuned body's embeddings.
+    """
+    import torch
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+    def embed(model, texts):
+        enc = tok(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        states = model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return (states * mask).sum(1) / mask.sum(1)
+
+    scores, start = [], time.perf_counter()
+    for train, test in splits:
+        torch.manual_seed(seed)
+        rng = np.random.RandomState(seed)
+        model = transformers.AutoModel.from_pretrained(path, local_files_only=True)
+        Xtr, ytr = X[train], y[train]
+        pairs = []
+        for _ in range(num_iterations):
+            for i in range(len(Xtr)):
+                same = np.flatnonzero(ytr == ytr[i])
+                other = np.flatnonzero(ytr != ytr[i])
+                pairs.append((i, int(rng.choice(same)), 1.0))
+                pairs.append((i, int(rng.choice(other)), 0.0))
+        order = rng.permutation(len(pairs))
+        n_steps = -(-len(pairs) // batch_size)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        warm = max(1, int(0.1 * n_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: (t + 1) / warm if t < warm else max(0.0, (n_steps - t) / max(1, n_steps - warm)))
+        model.train()
+        for step in range(n_steps):
+            chunk = [pairs[k] for k in order[step * batch_size:(step + 1) * batch_size]]
+            a = embed(model, Xtr[[p[0] for p in chunk]])
+            b = embed(model, Xtr[[p[1] for p in chunk]])
+            target = torch.tensor([p[2] for p in chunk])
+            loss = torch.nn.functional.mse_loss(torch.nn.functional.cosine_similarity(a, b), target)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        with torch.inference_mode():
+            E_train = np.concatenate([embed(model, Xtr[k:k + 64]).numpy() for k in range(0, len(Xtr), 64)])
+            E_test = np.concatenate([embed(model, X[test][k:k + 64]).numpy()
+                                     for k in range(0, len(test), 64)])
+        head = LogisticRegression(max_iter=2000).fit(E_train, ytr)
+        scores.append(head.score(E_test, y[test]))
+    name = f"SetFit-style (by hand, {2 * num_iterations * len(splits[0][0])} pairs a fold) + logreg"
+    return {name: (float(np.mean(scores)), [round(s, 3) for s in scores], time.perf_counter() - start)}
+
+
 def defaults(path, X, y, splits):
     """The estimator's own defaults: nothing chosen but the network ("auto": the fine-tuning recipe)."""
     from skopt_nn import LoRA, NNClassifier, Transformer
@@ -200,8 +264,8 @@ def defaults(path, X, y, splits):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", nargs="+", default=["frozen", "defaults", "finetune"],
-                        choices=["frozen", "defaults", "finetune"])
+    parser.add_argument("--parts", nargs="+", default=["frozen", "defaults", "setfit", "finetune"],
+                        choices=["frozen", "defaults", "setfit", "finetune"])
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args(argv)
@@ -216,6 +280,8 @@ def main(argv=None):
         rows.update(frozen(path, X, y, splits))
     if "defaults" in args.parts:
         rows.update(defaults(path, X, y, splits))
+    if "setfit" in args.parts:
+        rows.update(setfit(path, X, y, splits))
     if "finetune" in args.parts:
         rows.update(finetune(path, X, y, splits, args.epochs))
     for name, (mean, per_fold, seconds) in rows.items():
