@@ -46,10 +46,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
-from skorch.callbacks import Callback
 from torch import nn
 
 from ._ensemble import Ensemble, fit_members
+from ._callbacks import DivergenceGuard, ValidScore
 from ._errors import DivergenceError
 from .data import TensorData, as_float_tensor, as_text_column
 from ..specs.modules import accepts_sparse, count_params, resolve_module
@@ -61,80 +61,15 @@ from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
 from ..specs.transformer import accepts_text, holds_text_network, text_encoder
 from ._net import _Holdout, _lean, _Net, _register_optimizer_setters, finished_net, make_net
 from ._pickling import NetRecord, net_record, without_history
-from ._loop import PRECISIONS, last_batch_value, steps_in_epoch
+from ._loop import PRECISIONS, steps_in_epoch
 from ._progress import _fit_callbacks
+from ._stopping import Plateau, outputs_diverged
 from ._runtime import (
     GLOBAL_RNG, auto_threads, cpu_low_precision, manual_seed, predict_rows, resolve_device, row_cost, seeded,
     torch_threads,
 )
 
 __all__ = ["DivergenceError", "BaseNN"]
-
-
-class _DivergenceGuard(Callback):
-    """Stop at the first batch whose training loss is not finite."""
-
-    def on_batch_end(self, net, batch=None, training=None, **kwargs):
-        if not training:
-            return
-        # skorch has just recorded loss.item(); reading it back avoids a
-        # second device synchronisation per batch on a GPU.
-        loss = last_batch_value(net.history, "train_loss")
-        if not math.isfinite(loss):
-            epoch = len(net.history)
-            lr = net.optimizer_.param_groups[0]["lr"]
-            raise DivergenceError(
-                f"Training diverged in epoch {epoch}: the training loss became "
-                f"{loss} (lr={lr:g}). Try a lower lr, a warm-up "
-                "(LRSchedule(..., warmup_epochs=1)), or scaled inputs (StandardScaler)."
-            )
-
-
-class _ValidScore(Callback):
-    """Accuracy (subset accuracy if multilabel) or R² on the validation rows, weighted.
-
-    Computed from the predictions skorch already makes for the validation
-    loss, so it costs no extra forward pass; recorded as ``valid_score``.
-    The rows' sample weights count as in sklearn's ``accuracy_score`` and
-    ``r2_score`` with ``sample_weight``.
-    """
-
-    def __init__(self, task, weighted=False):
-        self.task = task
-        self.weighted = weighted
-
-    def on_epoch_begin(self, net, **kwargs):
-        self.parts_ = []
-
-    def on_batch_end(self, net, batch=None, training=None, y_pred=None, **kwargs):
-        if training or y_pred is None:
-            return
-        # y, (y, weight), (y, teacher_out) or (y, teacher_out, weight)
-        target = batch[1]
-        y = target[0] if isinstance(target, (tuple, list)) else target
-        w = target[-1].detach() if self.weighted else None
-        self.parts_.append((y_pred.detach(), y.detach(), w))
-
-    def on_epoch_end(self, net, **kwargs):
-        if not self.parts_:
-            return
-        pred = torch.cat([p for p, _, _ in self.parts_]).float()
-        y = torch.cat([t for _, t, _ in self.parts_])
-        w = torch.cat([torch.ones(len(p), device=p.device) if w is None else w for p, _, w in self.parts_])
-        w = w.float()
-        self.parts_ = []
-        if self.task == "classification":
-            score = (w * (pred.argmax(1) == y)).sum() / w.sum().clamp_min(1e-12)
-        elif self.task == "multilabel":  # subset accuracy, as sklearn's score
-            exact = ((pred > 0) == (y > 0.5)).all(dim=1)
-            score = (w * exact).sum() / w.sum().clamp_min(1e-12)
-        else:  # R² is the same in standardised and original units
-            y = y.float().reshape(pred.shape)
-            w = w.reshape(-1, *([1] * (y.dim() - 1)))
-            mean = (w * y).sum(0) / w.sum().clamp_min(1e-12)
-            total = (w * (y - mean) ** 2).sum(0).clamp_min(1e-12)
-            score = (1 - (w * (y - pred) ** 2).sum(0) / total).mean()
-        net.history.record("valid_score", float(score))
 
 
 _MIN_ROWS = 8
@@ -841,8 +776,8 @@ class BaseNN(LeanParams, BaseEstimator):
                     start_epoch=start_epoch,
                 ),
             ),
-            ("divergence", _DivergenceGuard()),
-            ("valid_score", _ValidScore(self._fit_task(), weighted)),
+            ("divergence", DivergenceGuard()),
+            ("valid_score", ValidScore(self._fit_task(), weighted)),
         ]
         pruner = None
         if self.pruning is not None:
@@ -960,17 +895,14 @@ class BaseNN(LeanParams, BaseEstimator):
         finally:
             module.train(was_training)
         if not bool(torch.isfinite(out).all()):
-            raise DivergenceError(
-                f"Training diverged in epoch {len(net.history)}: the trained network's outputs "
-                "are no longer finite. Try a lower lr, a warm-up (LRSchedule(..., warmup_epochs=1)), "
-                "or scaled inputs (StandardScaler)."
-            )
+            raise outputs_diverged(len(net.history))
 
     def _train(self, net, train, epochs, loss_curve):
         """Run up to ``epochs`` epochs; stop on a plateau like sklearn's MLP."""
         monitor = ("valid_loss" if self._setting("early_stopping") and net.train_split.valid is not None
                    else "train_loss")
-        best, best_state, stale, n_run = math.inf, None, 0, 0
+        plateau = Plateau(tol=self.tol, n_iter_no_change=self.n_iter_no_change, monitor=monitor)
+        best_state, n_run = None, 0
         net.notify("on_train_begin", X=train, y=None)
         try:
             for _ in range(epochs):
@@ -981,23 +913,16 @@ class BaseNN(LeanParams, BaseEstimator):
                 n_run += 1
                 row = net.history[-1]
                 loss_curve.append(float(row["train_loss"]))
-                if getattr(net, "recipe_busy_", False):
-                    # The recipe (e.g. pruning in progress) is still changing
-                    # the network: do not stop or keep weights from before.
-                    best, best_state, stale = math.inf, None, 0
+                # While the recipe (e.g. pruning in progress) is still changing
+                # the network, nothing stops it and no weights from before are kept.
+                busy = getattr(net, "recipe_busy_", False)
+                improved, stop = plateau.update(row[monitor], epoch=len(net.history), busy=busy)
+                if busy:
+                    best_state = None
                     continue
-                value = float(row[monitor])
-                if not math.isfinite(value):
-                    raise DivergenceError(
-                        f"Training diverged in epoch {len(net.history)}: {monitor} is {value}. "
-                        "Try a lower lr or scaled inputs (StandardScaler)."
-                    )
-                stale = stale + 1 if value > best - self.tol else 0
-                if value < best:
-                    best = value
-                    if monitor == "valid_loss":
-                        best_state = copy.deepcopy(net.module_.state_dict())
-                if self.n_iter_no_change is not None and stale >= self.n_iter_no_change:
+                if improved and monitor == "valid_loss":
+                    best_state = copy.deepcopy(net.module_.state_dict())
+                if stop:
                     break
             if best_state is not None:
                 # Before on_train_end, which may change the module's parameters

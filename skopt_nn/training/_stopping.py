@@ -1,9 +1,8 @@
-"""The stopping rule and the divergence reports of the fused trainer.
+"""The stopping rule and the divergence reports of every fit.
 
-The fused trainer (``fused``) keeps a :class:`Plateau` per member and raises
-the errors built here, written to stop, keep the best weights and fail
-where the plain epoch loop (``_base``) does; moving the plain loop onto
-them too, so that one copy of the rule remains, is still to do.
+The plain epoch loop (``_base``) keeps one :class:`Plateau`, the fused
+trainer (``fused``) one per member; both raise the errors built here, so a
+fit stops, keeps its best weights and fails the same way fused or not.
 """
 
 import math
