@@ -36,7 +36,6 @@ import copy
 import math
 import numbers
 import os
-import types
 import warnings
 
 import numpy as np
@@ -51,6 +50,7 @@ from torch import nn
 from ._ensemble import Ensemble, fit_members
 from ._callbacks import DivergenceGuard, ValidScore
 from ._errors import DivergenceError
+from ._fit_state import FitState
 from .data import TensorData, as_float_tensor, as_text_column
 from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
@@ -505,7 +505,7 @@ class BaseNN(LeanParams, BaseEstimator):
         start_epoch = self.n_iter_ if continuing else 0
         if partial:
             seed = (seed + start_epoch) % np.iinfo(np.int32).max
-        return types.SimpleNamespace(
+        return FitState(
             X=X, y=y, X_t=X_t, y_t=y_t, w_t=w_t, n_outputs=n_outputs, weighted=weighted,
             sample_weight=sample_weight, device=device, schedule=schedule, opt_cls=opt_cls,
             opt_kwargs=opt_kwargs, seed=seed, start_epoch=start_epoch, continuing=continuing,
@@ -633,12 +633,10 @@ class BaseNN(LeanParams, BaseEstimator):
                 target_scaler=getattr(self, "_y_scaler_", None),
                 classes=getattr(self, "classes_", None),
             )
-        fit.__dict__.update(
-            net=net, train=device_data[0], valid=device_data[1], generator=generator,
-            teacher=teacher, pruner=pruner, n_threads=n_threads, callbacks=callbacks,
-            steps_per_epoch=steps_per_epoch,
-            loss_curve=list(self.loss_curve_) if continuing else [],
-        )
+        fit.net, fit.train, fit.valid, fit.generator = net, device_data[0], device_data[1], generator
+        fit.teacher, fit.pruner, fit.n_threads, fit.callbacks = teacher, pruner, n_threads, callbacks
+        fit.steps_per_epoch = steps_per_epoch
+        fit.loss_curve = list(self.loss_curve_) if continuing else []
         return fit
 
     def _build_module(self, n_features_in, n_outputs):
