@@ -62,7 +62,7 @@ def _fitted_nn(model, what):
                 f"holding one or a fitted search; got {type(model).__name__}."
             )
         model = found[-1]
-    if "net_" not in vars(model):
+    if not hasattr(model, "net_"):
         raise ValueError(f"{what} needs a fitted model; this {type(model).__name__} is not fitted.")
     return model
 

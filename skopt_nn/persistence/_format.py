@@ -157,7 +157,7 @@ class _Writer:
         state = {k: v for k, v in vars(emb).items()
                  if k.endswith("_") and not k.startswith("__") and k != "encoder_"}
         node = self.obj(emb, where, state=state)
-        if "encoder_" in vars(emb):
+        if hasattr(emb, "encoder_"):
             config, weights = emb._encoder_state()
             stem = f"enc{len(self.tensors)}."
             for key, tensor in weights.items():
@@ -217,12 +217,12 @@ class _Writer:
             and k not in ("net_", "teacher_", "_float_module_")
         }
         node = self.obj(est, where, params=params, state=state)
-        net = vars(est).get("net_")
+        net = getattr(est, "net_", None)
         if net is not None:
             module = net.module_
             stem = f"net{len(self.tensors)}."
             keys = []
-            method = vars(est).get("quantization_summary_", {}).get("method")
+            method = (getattr(est, "quantization_summary_", None) or {}).get("method")
             if method in GRAPH_METHODS:
                 raise TypeError(
                     f"save cannot store {where}: a {method} network is a graph traced at fit "
@@ -413,7 +413,7 @@ class _Reader:
                 module = est._build_module(est.n_features_in_, est.n_outputs_)
         except AttributeError as exc:
             raise self.corrupt(f"the fitted {owner} lacks {exc}") from None
-        quantized = "quantization_summary_" in vars(est)
+        quantized = est._is_quantized
         if quantized:
             if not isinstance(est.quantization, Quantization):
                 raise self.corrupt(f"the quantized {owner} has no Quantization spec")
@@ -467,7 +467,7 @@ class _Reader:
                 module.load_state_dict(weights, strict=True)
             except RuntimeError as exc:
                 raise self.corrupt(f"the weights do not fit the network ({exc})") from None
-        if not quantized and "n_params_" in vars(est) and count_params(module) != est.n_params_:
+        if not quantized and hasattr(est, "n_params_") and count_params(module) != est.n_params_:
             raise self.corrupt(
                 f"the rebuilt network has {count_params(module)} parameters, not {est.n_params_}"
             )

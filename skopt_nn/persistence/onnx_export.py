@@ -251,7 +251,7 @@ def export_onnx(model, path, *, opset_version=None):
     from onnx import numpy_helper
 
     estimator, scalers = _split(model)
-    if "quantization_summary_" in vars(estimator):
+    if getattr(estimator, "_is_quantized", False):
         # The graph is float32 with the quantized weights, rounded as the
         # model holds them: ONNX Runtime's own int8 kernels would round them
         # again with scales of their own (see "Quantization" in the guide).

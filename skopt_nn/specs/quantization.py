@@ -29,6 +29,7 @@ from skorch.callbacks import Callback
 from torch import nn
 
 from ._spec import LeanParams
+from .transformer import accepts_text
 
 __all__ = ["Quantization", "QUANTIZATION_METHODS", "GRAPH_METHODS", "quiet_ao"]
 
@@ -177,6 +178,50 @@ class Quantization(LeanParams, BaseEstimator):
             _ao()
         return self
 
+    # -- hooks the training loop calls (skopt_nn.training never names a method) -------
+    def _check_fit(self, *, module, pruning, n_ensemble):
+        """Raise before training when this quantization cannot act on the fit described."""
+        self._validated()  # bad options fail before training, not after
+        if self.method in GRAPH_METHODS and accepts_text(module):
+            raise ValueError(
+                f"Quantization({self.method!r}) cannot quantize a pretrained Transformer: "
+                "torch.fx does not trace Hugging Face models as a whole. Use "
+                "Quantization('dynamic_int8'), which quantizes its linear layers."
+            )
+        if self.method == "qat_int8":
+            clash = [name for name, on in (("pruning", pruning is not None),
+                                           ("n_ensemble > 1", n_ensemble != 1)) if on]
+            if clash:
+                raise ValueError(
+                    f"Quantization('qat_int8') cannot be combined with {' or '.join(clash)}: "
+                    "it trains a traced graph of fake-quantized layers, which pruning and "
+                    "ensembles do not act on. Quantize after training instead, with "
+                    "'dynamic_int8' or 'static_int8'."
+                )
+
+    def _prepare_training(self, module, X_t):
+        """The freshly built float ``module`` as it trains: with fake quantization for ``qat_int8``."""
+        if self.method != "qat_int8":
+            return module
+        if not isinstance(X_t, torch.Tensor) or X_t.is_sparse:  # SparseRows
+            raise ValueError(
+                "Quantization('qat_int8') trains its fake-quantized layers on dense rows; "
+                "this X is sparse. Densify it, or quantize after training with "
+                "'dynamic_int8' or 'static_int8'."
+            )
+        return self._prepare(module, X_t[:1])
+
+    def _training_callbacks(self, module, *, max_epochs, start_epoch):
+        """The skorch callbacks this quantization needs while training (``qat_int8``'s switch)."""
+        if self.method != "qat_int8":
+            return []
+        return [("quantization", self._make_callback(module, max_epochs=max_epochs, start_epoch=start_epoch))]
+
+    @property
+    def _calibrates(self):
+        """Whether ``_apply`` needs training rows (``static_int8`` calibrates on them)."""
+        return self.method == "static_int8"
+
     # -- protocol used by the estimators (see skopt_nn.training._base) ----------------
     def _apply(self, module, rows=None):
         """The quantized copy of a trained float ``module`` and a summary of what was done.
@@ -313,6 +358,24 @@ class Quantization(LeanParams, BaseEstimator):
                 f"torch.fx could not trace or convert it ({type(exc).__name__}: {exc}). Use "
                 "'dynamic_int8', which quantizes the Linear layers of any network."
             ) from exc
+
+
+def continue_refusal(summary, owner):
+    """The error for training on from a model quantized as ``summary`` says, without its float weights.
+
+    None when training can go on from the rounded weights (dynamic int8,
+    float16, bfloat16); a traced int8 graph has no float form to go on from.
+    """
+    method = summary.get("method")
+    if method not in GRAPH_METHODS:
+        return None
+    return ValueError(
+        f"This {owner} holds a {method} network without its float weights, so training "
+        "cannot continue from it (its fused int8 layers have no float form): they are "
+        "kept only when the fit that quantized it had warm_start=True or was a "
+        "partial_fit. Set warm_start=True before fitting to continue training it, or fit "
+        "it again."
+    )
 
 
 class _QATSwitch(Callback):

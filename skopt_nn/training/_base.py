@@ -54,7 +54,7 @@ from ._fit_state import FitState
 from .data import TensorData, as_float_tensor, as_text_column
 from ..specs.modules import accepts_sparse, count_params, resolve_module
 from ..specs.optim import resolve_optimizer
-from ..specs.quantization import GRAPH_METHODS, float_copy, quiet_ao
+from ..specs.quantization import continue_refusal, float_copy, quiet_ao
 from ..specs.modules import MLP
 from ..specs._spec import LeanParams
 from ..specs.schedules import LRSchedule, ScheduleCallback, resolve_schedule
@@ -267,6 +267,16 @@ class BaseNN(LeanParams, BaseEstimator):
 
     # -- fitted views onto the skorch net (one copy of the weights in a pickle)
     @property
+    def _is_quantized(self):
+        """Whether the fitted network is a quantized copy (``quantization_summary_`` published)."""
+        return getattr(self, "quantization_summary_", None) is not None
+
+    @property
+    def _float_module(self):
+        """The float network a quantized fit keeps to train on (warm start, partial fit), or None."""
+        return getattr(self, "_float_module_", None)
+
+    @property
     def module_(self):
         """The trained ``torch.nn.Module``."""
         try:
@@ -422,24 +432,8 @@ class BaseNN(LeanParams, BaseEstimator):
                     f"{name.title()} spec; got {value!r} instead."
                 )
         if self.quantization is not None:
-            self.quantization._validated()  # bad options fail before training, not after
-            method = self.quantization.method
-            if method in GRAPH_METHODS and accepts_text(self.module):
-                raise ValueError(
-                    f"Quantization({method!r}) cannot quantize a pretrained Transformer: "
-                    "torch.fx does not trace Hugging Face models as a whole. Use "
-                    "Quantization('dynamic_int8'), which quantizes its linear layers."
-                )
-            if method == "qat_int8":
-                clash = [name for name, on in (("pruning", self.pruning is not None),
-                                               ("n_ensemble > 1", self.n_ensemble != 1)) if on]
-                if clash:
-                    raise ValueError(
-                        f"Quantization('qat_int8') cannot be combined with {' or '.join(clash)}: "
-                        "it trains a traced graph of fake-quantized layers, which pruning and "
-                        "ensembles do not act on. Quantize after training instead, with "
-                        "'dynamic_int8' or 'static_int8'."
-                    )
+            self.quantization._check_fit(module=self.module, pruning=self.pruning,
+                                         n_ensemble=self.n_ensemble)
 
     # The three phases of one fit. The fused trainer (``_fused``) runs the
     # first two and the last for each member and trains the members together
@@ -471,16 +465,10 @@ class BaseNN(LeanParams, BaseEstimator):
             self.optimizer, weight_decay=self.weight_decay, momentum=self.momentum, owner=owner
         )
         self._check_recipe(owner)
-        if (continuing and "_float_module_" not in vars(self)
-                and vars(self).get("quantization_summary_", {}).get("method") in GRAPH_METHODS):
-            method = self.quantization_summary_["method"]
-            raise ValueError(
-                f"This {owner} holds a {method} network without its float weights, so training "
-                "cannot continue from it (its fused int8 layers have no float form): they are "
-                "kept only when the fit that quantized it had warm_start=True or was a "
-                "partial_fit. Set warm_start=True before fitting to continue training it, or fit "
-                "it again."
-            )
+        if continuing and self._float_module is None and self._is_quantized:
+            refusal = continue_refusal(self.quantization_summary_, owner)
+            if refusal is not None:
+                raise refusal
         weighted = sample_weight is not None
         sample_weight = _check_sample_weight(
             sample_weight, X, dtype=np.float64, ensure_non_negative=True
@@ -556,11 +544,11 @@ class BaseNN(LeanParams, BaseEstimator):
             net = self.net_
             module = net.module_
             fresh_optimizer = False
-            if "_float_module_" in vars(self):  # quantized: training goes on in float
-                module = self._float_module_
+            if self._float_module is not None:  # quantized: training goes on in float
+                module = self._float_module
                 net.module = net.module_ = module
                 net.device = device
-            elif "quantization_summary_" in vars(self):
+            elif self._is_quantized:
                 # No float weights were kept (a plain fit, a loaded model):
                 # training goes on from the rounded ones, with a new optimizer.
                 module = float_copy(module)
@@ -571,14 +559,8 @@ class BaseNN(LeanParams, BaseEstimator):
             with GLOBAL_RNG:  # reseeded: the initial weights are this fit's own
                 manual_seed(seed, device)
                 module = self._build_module(X.shape[1], fit.n_outputs)
-            if self.quantization is not None and self.quantization.method == "qat_int8":
-                if not isinstance(fit.X_t, torch.Tensor) or fit.X_t.is_sparse:  # SparseRows
-                    raise ValueError(
-                        "Quantization('qat_int8') trains its fake-quantized layers on dense rows; "
-                        "this X is sparse. Densify it, or quantize after training with "
-                        "'dynamic_int8' or 'static_int8'."
-                    )
-                module = self.quantization._prepare(module, fit.X_t[:1])
+            if self.quantization is not None:
+                module = self.quantization._prepare_training(module, fit.X_t)
 
         n_threads = self.n_threads
         if n_threads is None and threads is not None:
@@ -683,7 +665,7 @@ class BaseNN(LeanParams, BaseEstimator):
         self.n_trainable_params_ = count_params(module, trainable=True)
         if self.quantization is not None:
             rows = None
-            if self.quantization.method == "static_int8":
+            if self.quantization._calibrates:
                 rows = as_float_tensor(check_array(X, accept_sparse=False, dtype=np.float32))
             self._quantize(net, rows, keep_float=False)
         return self
@@ -787,9 +769,9 @@ class BaseNN(LeanParams, BaseEstimator):
                 generator=generator,
             )
             callbacks.append(("pruning", pruner))
-        if self.quantization is not None and self.quantization.method == "qat_int8":
-            callbacks.append(("quantization", self.quantization._make_callback(
-                module, max_epochs=self._setting("max_epochs"), start_epoch=start_epoch)))
+        if self.quantization is not None:
+            callbacks += self.quantization._training_callbacks(
+                module, max_epochs=self._setting("max_epochs"), start_epoch=start_epoch)
         callbacks += copy.deepcopy(self.callbacks or [])
         callbacks += _fit_callbacks(self, epochs)
         return callbacks, pruner
@@ -946,7 +928,7 @@ class BaseNN(LeanParams, BaseEstimator):
         else:
             X_t, encode = as_float_tensor(X), None
         module.eval()
-        dense_only = "quantization_summary_" in vars(self)  # int8 kernels take dense rows
+        dense_only = self._is_quantized  # int8 kernels take dense rows
         batch = max(int(self._setting("batch_size")), 64 if text else predict_rows(module, X.shape[1], device))
         out = []
         n_threads = self.n_threads or auto_threads(min(len(X_t), batch) * row_cost(module, X.shape[1], device))

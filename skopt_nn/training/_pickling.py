@@ -101,7 +101,7 @@ def _quantized(tensor):
     return None
 
 
-def _dynamic_int8_linear(in_features, out_features, weight, bias, training):
+def _int8_linear(in_features, out_features, weight, bias, training):
     from torch.ao.nn.quantized.dynamic import Linear
 
     layer = Linear(in_features, out_features, bias_=bias is not None)
@@ -109,7 +109,7 @@ def _dynamic_int8_linear(in_features, out_features, weight, bias, training):
     return layer.train(training)
 
 
-def _plain_dynamic_int8_linear(obj):
+def _plain_int8_linear(obj):
     """Whether ``obj`` is a dynamic int8 ``Linear`` that its weights, bias and sizes rebuild."""
     if obj.__class__.__name__ != "Linear" or obj.__class__.__module__ != "torch.ao.nn.quantized.dynamic.modules.linear":
         return False
@@ -129,12 +129,12 @@ def _plain_dynamic_int8_linear(obj):
 
 class _CompactPickler(pickle.Pickler):
     def reducer_override(self, obj):
-        if isinstance(obj, nn.Module) and _plain_dynamic_int8_linear(obj):
+        if isinstance(obj, nn.Module) and _plain_int8_linear(obj):
             # torch pickles the layer as nested modules around a packed
             # TorchScript object (about 500 bytes of names); its sizes,
             # int8 weight and bias say the same.
             weight, bias = obj._weight_bias()
-            return _dynamic_int8_linear, (obj.in_features, obj.out_features, weight, bias, obj.training)
+            return _int8_linear, (obj.in_features, obj.out_features, weight, bias, obj.training)
         if isinstance(obj, torch.Tensor):
             if obj.is_quantized:
                 return _quantized(obj) or NotImplemented
