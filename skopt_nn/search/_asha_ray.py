@@ -20,6 +20,8 @@ only here, and only when ``backend="ray"``.
 import builtins
 import logging
 
+from ._rungs import _ASHAState, _Fold, _advance_fused, _warn_fallbacks
+
 __all__ = ["run_ray", "import_ray"]
 
 
@@ -54,7 +56,7 @@ class _Trainer:
     def _fold(self, key, estimator):
         if estimator is not None:  # a new candidate's fold
             train, test = self.shared["splits"][key[1]]
-            self.folds[key] = self.shared["fold"](estimator, train, test, self.shared["fit_params"])
+            self.folds[key] = _Fold(estimator, train, test, self.shared["fit_params"])
         return self.folds[key]
 
     def advance(self, jobs):
@@ -73,8 +75,7 @@ class _Trainer:
         s = self.shared
         folds = [(key[0], rung, self._fold(key, estimator)) for key, estimator, rung in jobs]
         fallbacks = []
-        results = s["advance_fused"](folds, s["X"], s["y"], s["rungs"], s["scorer"], s["max_members"],
-                                 fallbacks)
+        results = _advance_fused(folds, s["X"], s["y"], s["rungs"], s["scorer"], s["max_members"], fallbacks)
         out = []
         for (key, _, rung), (fold, score, error) in zip(jobs, results):
             self._keep(key, fold, rung, error)
@@ -213,13 +214,8 @@ def _place(picks, owner, loads, ready, n_splits, rungs, reached):
     return jobs, where
 
 
-def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, parts, fit_params=None):
-    """Run the search's rungs on Ray actors; return the records ``_publish`` reads.
-
-    ``parts`` holds ``asha``'s rung machinery (``state``, ``fold``,
-    ``advance_fused``, ``warn_fallbacks``), passed in so that this module
-    does not import ``asha``, which imports it.
-    """
+def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, fit_params=None):
+    """Run the search's rungs on Ray actors; return the records ``_publish`` reads."""
     ray = import_ray()
     verbose = bool(search.verbose)
     # Ray swaps builtins.print for its own; skorch then reads every fit as
@@ -237,7 +233,6 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, parts, fi
         data = {
             "X": X, "y": y, "splits": splits, "scorer": scorer, "rungs": list(rungs),
             "fit_params": fit_params or {}, "max_members": search.fuse_max_members,
-            "fold": parts["fold"], "advance_fused": parts["advance_fused"],
         }
         # This process trains too only on a local Ray it started (its CPU is
         # then one of Ray's); on a cluster the work stays on the cluster.
@@ -245,7 +240,7 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, parts, fi
         pool = _Pool(ray, ray.put(data), local, n_workers)
 
         n_splits = len(splits)
-        state = parts["state"](len(candidates), rungs, search.reduction_factor)
+        state = _ASHAState(len(candidates), rungs, search.reduction_factor)
         owner, reached, fallbacks = {}, {}, []
         while True:
             # The joblib backend's waves for as many workers: the same
@@ -283,7 +278,7 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, parts, fi
                         for w in {owner[key] for key in keys}:
                             pool.forget(w, keys)
                 progress.update(rung, state.best_score())
-        parts["warn_fallbacks"](fallbacks)
+        _warn_fallbacks(fallbacks)
         return state.records
     finally:
         if pool is not None:
