@@ -50,18 +50,16 @@ def _log_axis(ax, which):
 
 def _fitted_nn(model, what):
     """The fitted skopt_nn estimator inside ``model`` (a search, a Pipeline or itself)."""
-    from .training._base import BaseNN
+    from .training._find import shallowest_networks
 
     model = getattr(model, "best_estimator_", model)
-    if not isinstance(model, BaseNN):
-        steps = getattr(model, "steps", None)
-        found = [step for _, step in steps or [] if isinstance(step, BaseNN)]
-        if not found:
-            raise TypeError(
-                f"{what} needs a fitted NNClassifier or NNRegressor, a Pipeline "
-                f"holding one or a fitted search; got {type(model).__name__}."
-            )
-        model = found[-1]
+    found = shallowest_networks(model)
+    if not found:
+        raise TypeError(
+            f"{what} needs a fitted NNClassifier or NNRegressor, a Pipeline "
+            f"holding one or a fitted search; got {type(model).__name__}."
+        )
+    model = found[-1][1]
     if not hasattr(model, "net_"):
         raise ValueError(f"{what} needs a fitted model; this {type(model).__name__} is not fitted.")
     return model

@@ -19,6 +19,7 @@ from skopt.space import Dimension, check_dimension
 from skopt.utils import eval_callbacks, point_asdict
 
 from ..training._base import BaseNN
+from ..training._find import shallowest_networks
 from ._checkpoint import SearchCheckpoint, fingerprint, replaying
 from ._failed_steps import _tolerate_failed_steps
 from ._fused import FusedGridSearchCV, FusedRandomizedSearchCV
@@ -46,14 +47,8 @@ def _find_target(estimator):
     """
     if isinstance(estimator, BaseNN):
         return "", estimator
-    found = [
-        (name, value)
-        for name, value in estimator.get_params(deep=True).items()
-        if isinstance(value, BaseNN)
-    ]
-    if found:
-        depth = min(name.count("__") for name, _ in found)
-        shallowest = [(n, v) for n, v in found if n.count("__") == depth]
+    shallowest = shallowest_networks(estimator)
+    if shallowest:
         if len(shallowest) > 1:
             names = sorted(n for n, _ in shallowest)
             raise ValueError(

@@ -31,7 +31,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.metaestimators import _safe_split
 from sklearn.utils.validation import _check_method_params, _num_samples, indexable
 
-from ..training._base import BaseNN
+from ..training._find import final_network
 from ..training.fused import fit_fused, fusable
 from ..training._runtime import worker_share
 from ._checkpoint import _Replay, replaying
@@ -99,15 +99,6 @@ def _result(outcome, estimator, X, y, *, scorer, train, test, parameters, score_
     return result
 
 
-def _network_step(estimator):
-    """``(step name or None, network)`` of an estimator, or ``(None, None)`` if it has none."""
-    if isinstance(estimator, BaseNN):
-        return None, estimator
-    if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], BaseNN):
-        return estimator.steps[-1][0], estimator.steps[-1][1]
-    return None, None
-
-
 class _FusedMixin:
     """The fused fitting of candidates, shared by the grid and the random search."""
 
@@ -161,7 +152,7 @@ class _FusedMixin:
         X, y, fit_params, n_jobs = self._fused_context
         splits = self.cv
         records = [[None] * len(splits) for _ in candidate_params]
-        step, _ = _network_step(self.estimator)
+        step, _ = final_network(self.estimator)
         weight_key = "sample_weight" if step is None else f"{step}__sample_weight"
         other = sorted(k for k in fit_params if k != weight_key)
         reasons = {}
@@ -169,7 +160,7 @@ class _FusedMixin:
         prepared = {}
         for c, params in enumerate(candidate_params):
             estimator = clone(self.estimator).set_params(**clone(params, safe=False))
-            step, net = _network_step(estimator)
+            step, net = final_network(estimator)
             reason = "the estimator is not a skopt_nn network or a Pipeline ending in one"
             if net is not None:
                 reason = fusable(net)

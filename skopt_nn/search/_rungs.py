@@ -16,7 +16,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.metadata_routing import _routing_enabled, process_routing
 from sklearn.utils.validation import _check_method_params
 
-from ..training._base import BaseNN
+from ..training._find import final_network
 from ..training.fused import fit_fused, fusable
 from ..training._runtime import torch_threads
 from .scoring import CostScorer
@@ -24,10 +24,9 @@ from .scoring import CostScorer
 
 def _split_target(estimator):
     """``(step_name or None, network)``: the network the rungs train."""
-    if isinstance(estimator, BaseNN):
-        return None, estimator
-    if isinstance(estimator, Pipeline) and isinstance(estimator.steps[-1][1], BaseNN):
-        return estimator.steps[-1][0], estimator.steps[-1][1]
+    step, network = final_network(estimator)
+    if network is not None:
+        return step, network
     raise ValueError(
         "method='asha' trains a skopt_nn estimator epoch by epoch: the estimator must be "
         f"an NNClassifier/NNRegressor or a Pipeline ending in one; got {type(estimator).__name__}."

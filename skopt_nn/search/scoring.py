@@ -40,7 +40,7 @@ from sklearn.metrics import get_scorer as _sklearn_get_scorer
 from sklearn.metrics import get_scorer_names as _sklearn_scorer_names
 
 from ..specs.quantization import nonzero_params, weight_nbytes
-from ..training._base import BaseNN
+from ..training._find import shallowest_networks
 
 __all__ = ["get_scorer", "get_scorer_names", "resolve_scoring", "find_network", "COST_SCORERS"]
 
@@ -54,13 +54,8 @@ def find_network(estimator):
     the shallowest skopt_nn estimator wins, so a distillation teacher inside
     the student is never taken. Returns ``None`` when there is none.
     """
-    if isinstance(estimator, BaseNN):
-        return estimator
-    if not hasattr(estimator, "get_params"):
-        return None
-    found = [(name.count("__"), value) for name, value in estimator.get_params(deep=True).items()
-             if isinstance(value, BaseNN)]
-    return min(found, key=lambda pair: pair[0])[1] if found else None
+    found = shallowest_networks(estimator)
+    return found[0][1] if found else None
 
 
 def _network_module(estimator, name):
