@@ -123,6 +123,7 @@ def test_pipeline_steps_before_the_net_are_fitted_once_per_candidate_and_fold(sm
     assert CountingScaler.fits == 9 * 3
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_search_as_one(small):
     X, y = small
     space = {"lr": Real(1e-3, 1e-1, log=True)}
@@ -152,6 +153,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_backend_promotes_like_joblib_and_decodes_params(small, local_ray, capsys):
     X, y = small
     sizes = [(8,), (16, 8)]
@@ -202,6 +204,7 @@ def test_ray_backend_trains_fused_groups_on_its_actors(small, local_ray):
                                local.cv_results_["mean_test_score"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ray_backend_takes_multi_metric_scoring_like_joblib(small, local_ray):
     X, y = small
     space = {"lr": Real(1e-3, 1e-1, log=True), "module__hidden_layer_sizes": Categorical([(8,), (32,)])}
@@ -299,6 +302,7 @@ def test_sample_weight_is_routed_by_metadata_routing(small):
                                   old_style.cv_results_["mean_test_score"])
 
 
+@pytest.mark.slow
 def test_ray_backend_routes_sample_weight(small, local_ray):
     X, y = small
     w = _weights(y)

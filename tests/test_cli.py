@@ -80,6 +80,7 @@ def test_demo_runs_to_the_end_and_writes_its_files(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_tune_writes_a_model_that_predict_uses(wine_run, tmp_path):
     out, result = wine_run
     for name in ["model.joblib", "cv_results.csv", "search_results.png", "convergence.png",
@@ -181,6 +182,7 @@ def test_bad_space_file_is_one_clear_line(capsys, tmp_path, name, text, expected
     assert expected in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_an_error_in_a_subprocess_shows_no_traceback(tmp_path):
     result = _run("tune", "--data", tmp_path / "absent.csv", "--out", tmp_path)
     assert result.returncode == 2
@@ -294,6 +296,7 @@ def test_predict_names_the_columns_a_csv_lacks(wine_run, tmp_path, capsys):
     assert status == 2 and "lacks column(s) ['alcohol']" in err
 
 
+@pytest.mark.slow
 def test_tune_runs_its_fits_on_a_dask_scheduler(tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
@@ -307,6 +310,7 @@ def test_tune_runs_its_fits_on_a_dask_scheduler(tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "cv_results.csv")) == 2
 
 
+@pytest.mark.slow
 def test_tune_runs_asha_on_ray_and_refuses_ray_for_other_searches(tmp_path, capsys):
     ray = pytest.importorskip("ray")
     try:

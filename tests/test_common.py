@@ -75,6 +75,7 @@ def _undecided(estimator, check):
     return estimator.quantization is not None and name.startswith("check_sample_weight_equivalence")
 
 
+@pytest.mark.slow
 @parametrize_with_checks(
     ESTIMATORS,
     expected_failed_checks=_expected_failures,

@@ -89,6 +89,7 @@ def test_fit_learns_nothing_from_the_labels(checkpoint):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_pickled_embedder_needs_no_checkpoint(checkpoint, tmp_path):
     X, y = review_texts(40, seed=6)
     own = str(tmp_path / "ckpt")

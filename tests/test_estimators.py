@@ -101,6 +101,7 @@ def test_nested_schedule_options_are_searchable(iris):
     assert lrs[1] == pytest.approx(lrs[0] * search.best_params_["lr_schedule__gamma"])
 
 
+@pytest.mark.slow
 def test_joblib_roundtrip_in_fresh_process(tmp_path, iris):
     X, y = iris
     clf = NNClassifier(MLP((16,)), **FAST).fit(X, y)

@@ -44,6 +44,7 @@ def test_examples_are_found():
     assert len(EXAMPLES) >= 7
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(finished, path):
     if path.name in REQUIRES:

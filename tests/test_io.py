@@ -446,6 +446,7 @@ def one_blas_thread():
         yield
 
 
+@pytest.mark.slow
 def test_interrupted_bayes_search_resumes_without_refitting(tmp_path, one_blas_thread):
     X, y = load_diabetes(return_X_y=True)
     X, y = X[:120], y[:120]

@@ -57,6 +57,7 @@ def no_reparametrization(module):
 
 
 # -- the acceptance figures ----------------------------------------------------
+@pytest.mark.slow
 def test_gradual_global_pruning_to_90_percent_keeps_dense_accuracy(digits_split, dense_digits):
     X_train, X_test, y_train, y_test = digits_split
     pruned = digits_net(Pruning("global_l1", amount=0.9, schedule="gradual")).fit(X_train, y_train)

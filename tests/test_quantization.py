@@ -81,6 +81,7 @@ def test_16_bit_storage_halves_the_weights_and_predicts_close(digits_split, floa
     np.testing.assert_allclose(model.predict_proba(X_test), dense.predict_proba(X_test), atol=0.05)
 
 
+@pytest.mark.slow
 def test_static_int8_quantizes_a_cnn_whole_and_keeps_its_accuracy(digits_split):
     X_train, X_test, y_train, y_test = digits_split
     params = dict(module=CNN(input_shape=(1, 8, 8)), lr=3e-3, max_epochs=6, batch_size=32, random_state=0)
@@ -181,6 +182,7 @@ def test_asha_promotes_quantized_candidates_and_continues_them_in_float(digits_s
 # -- round trips -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_joblib_round_trip_in_a_fresh_process(tmp_path, digits_split, float_and_int8):
     _, X_test, _, _ = digits_split
     _, quantized = float_and_int8

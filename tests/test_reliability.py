@@ -117,6 +117,7 @@ def test_every_search_engine_records_divergence_as_a_failed_point(raw_diabetes, 
     assert search.best_params_["lr"] == 1e-3
 
 
+@pytest.mark.slow
 def test_bayes_search_through_a_diverging_region_completes(raw_diabetes, one_blas_thread):
     X, y = raw_diabetes
     search = make_search(
@@ -344,6 +345,7 @@ def _split_scores(search):
     return np.array([search.cv_results_[f"split{k}_test_score"] for k in range(2)])
 
 
+@pytest.mark.slow
 def test_cv_results_are_identical_for_one_two_jobs_and_dask(iris, dask_client):
     X, y = iris
     serial = _split_scores(_recipe_search(1).fit(X, y))

@@ -317,6 +317,7 @@ def test_default_space_refuses_a_non_skopt_nn_estimator():
         default_space(LogisticRegression())
 
 
+@pytest.mark.slow
 def test_search_runs_on_a_dask_local_cluster(data):
     distributed = pytest.importorskip("dask.distributed")
     X, y = data
@@ -339,6 +340,7 @@ def test_search_runs_on_a_dask_local_cluster(data):
     )
 
 
+@pytest.mark.slow
 def test_search_runs_on_ray_joblib_backend(data):
     ray = pytest.importorskip("ray")
     from ray.util.joblib import register_ray

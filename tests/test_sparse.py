@@ -170,6 +170,7 @@ print(memory("VmHWM:") - before)
 """
 
 
+@pytest.mark.slow
 def test_a_20_gb_dense_matrix_fits_sparse_in_bounded_memory(tmp_path):
     # 100 000 x 50 000 at density 2e-4: 8 MB as CSR, 20 GB dense (float32).
     import os

@@ -49,6 +49,7 @@ def test_run_directory_is_named_after_the_changed_parameters(iris, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_grid_search_writes_one_run_per_fit(iris, tmp_path):
     X, y = iris
     est = NNClassifier(MLP((8,)), max_epochs=2, random_state=0, tensorboard_dir=tmp_path)

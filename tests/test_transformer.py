@@ -174,6 +174,7 @@ def test_fused_search_falls_back_to_plain_fits(checkpoint, reviews):
     assert len(search.cv_results_["params"]) == 2
 
 
+@pytest.mark.slow
 def test_fitted_model_works_without_its_checkpoint(checkpoint, reviews, tmp_path):
     (X, y), (X_test, _) = reviews
     own = str(tmp_path / "ckpt")
@@ -257,6 +258,7 @@ def test_bad_options_give_clear_errors(checkpoint, reviews, tmp_path):
         clf.predict(np.arange(3))
 
 
+@pytest.mark.slow
 def test_import_stays_light():
     code = (
         "import sys, skopt_nn\n"
