@@ -10,6 +10,7 @@ import math
 import torch
 from skorch.callbacks import Callback
 
+from ..specs._task import task_of
 from ._loop import last_batch_value
 from ._stopping import loss_diverged
 
@@ -57,20 +58,10 @@ class ValidScore(Callback):
     def on_epoch_end(self, net, **kwargs):
         if not self.parts_:
             return
-        pred = torch.cat([p for p, _, _ in self.parts_]).float()
+        pred = torch.cat([p for p, _, _ in self.parts_])
         y = torch.cat([t for _, t, _ in self.parts_])
         w = torch.cat([torch.ones(len(p), device=p.device) if w is None else w for p, _, w in self.parts_])
-        w = w.float()
         self.parts_ = []
-        if self.task == "classification":
-            score = (w * (pred.argmax(1) == y)).sum() / w.sum().clamp_min(1e-12)
-        elif self.task == "multilabel":  # subset accuracy, as sklearn's score
-            exact = ((pred > 0) == (y > 0.5)).all(dim=1)
-            score = (w * exact).sum() / w.sum().clamp_min(1e-12)
-        else:  # R² is the same in standardised and original units
-            y = y.float().reshape(pred.shape)
-            w = w.reshape(-1, *([1] * (y.dim() - 1)))
-            mean = (w * y).sum(0) / w.sum().clamp_min(1e-12)
-            total = (w * (y - mean) ** 2).sum(0).clamp_min(1e-12)
-            score = (1 - (w * (y - pred) ** 2).sum(0) / total).mean()
+        # the task's score, as the fused trainer computes it for its members
+        score = task_of(self.task).score(pred, y, w)
         net.history.record("valid_score", float(score))
