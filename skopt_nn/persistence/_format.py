@@ -23,7 +23,7 @@ from ..embedding import TextEmbedder
 from ..estimators import NNClassifier, NNRegressor
 from ..specs.modules import CNN, MLP, TorchModule, count_params
 from ..specs.pruning import Pruning
-from ..specs.quantization import GRAPH_METHODS, LowPrecision, Quantization, load_state_tensors, quiet_ao, state_tensors
+from ..specs.quantization import LowPrecision, Quantization, load_state_tensors, quiet_ao, saved_tensors
 from ..specs.schedules import LRSchedule
 from ..specs.transformer import LoRA, PretrainedTextNet, Transformer, holds_text_network
 
@@ -222,18 +222,7 @@ class _Writer:
             module = net.module_
             stem = f"net{len(self.tensors)}."
             keys = []
-            method = (getattr(est, "quantization_summary_", None) or {}).get("method")
-            if method in GRAPH_METHODS:
-                raise TypeError(
-                    f"save cannot store {where}: a {method} network is a graph traced at fit "
-                    "time, which the file format cannot rebuild without running code. Use joblib, "
-                    "or Quantization('dynamic_int8')."
-                )
-            int8_layers = []
-            if method == "dynamic_int8":
-                state, int8_layers = state_tensors(module)
-            else:
-                state = module.state_dict()
+            state, int8_layers = saved_tensors(module, getattr(est, "quantization_summary_", None), where)
             for key, tensor in state.items():
                 # Copies: safetensors refuses tensors that share memory.
                 self.tensors[stem + key] = tensor.detach().cpu().contiguous().clone()

@@ -511,6 +511,27 @@ def float_copy(module):
 
 
 # -- tensors for skopt_nn.save (plain tensors, nothing pickled) ----------------------
+def saved_tensors(module, summary, where):
+    """``(tensors, int8 layers)``: what ``save`` writes for a network quantized as ``summary`` says.
+
+    A float or 16-bit network (``summary`` None, ``float16``, ``bfloat16``)
+    is its ``state_dict``; a dynamic int8 one its plain tensors
+    (``state_tensors``), which ``load_state_tensors`` reads back. A traced
+    int8 graph cannot be rebuilt without running code: TypeError, naming
+    ``where``.
+    """
+    method = (summary or {}).get("method")
+    if method in GRAPH_METHODS:
+        raise TypeError(
+            f"save cannot store {where}: a {method} network is a graph traced at fit "
+            "time, which the file format cannot rebuild without running code. Use joblib, "
+            "or Quantization('dynamic_int8')."
+        )
+    if method == "dynamic_int8":
+        return state_tensors(module)
+    return module.state_dict(), []
+
+
 def state_tensors(module):
     """Plain tensors describing a dynamic int8 network: int8 weights, scales, the rest as is."""
     Linear = _dynamic_linear()
