@@ -128,7 +128,7 @@ class FitPhases:
         None and chooses for the whole group.
         """
         X, y, device, seed, partial, resume = fit.X, fit.y, fit.device, fit.seed, fit.partial, fit.resume
-        continuing, w_t, owner = fit.continuing, fit.w_t, fit.owner
+        continuing, w_t = fit.continuing, fit.w_t
         generator = torch.Generator().manual_seed(seed)
         if resume and continuing:  # pick up the random streams where the last call left them
             generator.set_state(self._resume_rng_[0])
