@@ -439,9 +439,7 @@ class FitPhases:
 
     def _train(self, net, train, epochs, loss_curve):
         """Run up to ``epochs`` epochs; stop on a plateau like sklearn's MLP."""
-        monitor = ("valid_loss" if self._setting("early_stopping") and net.train_split.valid is not None
-                   else "train_loss")
-        plateau = Plateau(tol=self.tol, n_iter_no_change=self.n_iter_no_change, monitor=monitor)
+        plateau = Plateau.of(self, validating=net.train_split.valid is not None)
         best_state, n_run = None, 0
         net.notify("on_train_begin", X=train, y=None)
         try:
@@ -456,11 +454,11 @@ class FitPhases:
                 # While the recipe (e.g. pruning in progress) is still changing
                 # the network, nothing stops it and no weights from before are kept.
                 busy = getattr(net, "recipe_busy_", False)
-                improved, stop = plateau.update(row[monitor], epoch=len(net.history), busy=busy)
+                improved, stop = plateau.update(row[plateau.monitor], epoch=len(net.history), busy=busy)
                 if busy:
                     best_state = None
                     continue
-                if improved and monitor == "valid_loss":
+                if improved and plateau.monitor == "valid_loss":
                     best_state = copy.deepcopy(net.module_.state_dict())
                 if stop:
                     break

@@ -59,6 +59,12 @@ class Plateau:
         self.tol, self.n_iter_no_change, self.monitor = tol, n_iter_no_change, monitor
         self.best, self.stale = math.inf, 0
 
+    @classmethod
+    def of(cls, estimator, *, validating):
+        """The estimator's rule: the held-out loss with early stopping and rows held out, else the training loss."""
+        monitor = "valid_loss" if estimator._setting("early_stopping") and validating else "train_loss"
+        return cls(tol=estimator.tol, n_iter_no_change=estimator.n_iter_no_change, monitor=monitor)
+
     def update(self, value, *, epoch, busy=False):
         if busy:
             self.best, self.stale = math.inf, 0

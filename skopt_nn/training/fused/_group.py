@@ -44,8 +44,7 @@ class Member:
         self.n_train = len(fit.train)
         self.n_micro = max(1, -(-self.n_train // estimator._setting("batch_size")))
         self.n_steps = steps_in_epoch(self.n_train, estimator._setting("batch_size"), estimator.gradient_accumulation_steps)
-        monitor = "valid_loss" if estimator._setting("early_stopping") and fit.valid is not None else "train_loss"
-        self.plateau = Plateau(tol=estimator.tol, n_iter_no_change=estimator.n_iter_no_change, monitor=monitor)
+        self.plateau = Plateau.of(estimator, validating=fit.valid is not None)
         self.best_state, self.n_run, self.error, self.k, self.stop = None, 0, None, None, False
 
     @property
@@ -103,7 +102,7 @@ def train_group(plan, members):
             stack.set_masks(k, cb.fused_begin(m.net, lambda name, m=m: stack.weight(m.k, (name, "weight"))))
 
     def drop(done):
-        nonlocal active, limit, criterion
+        nonlocal active, limit
         for m in done:
             if m.error is None:
                 write_back(plan, m.net.module_, stack.member_state(m.k))
