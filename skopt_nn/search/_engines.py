@@ -25,6 +25,7 @@ from ._failed_steps import _tolerate_failed_steps
 from ._fused import FusedGridSearchCV, FusedRandomizedSearchCV
 from ._optuna import OptunaSearchCV
 from ._refit import GridSearchCV, HalvingRandomSearchCV, RandomizedSearchCV, RefitFallback
+from .pareto import check_objectives, default_refit
 from .scoring import resolve_scoring
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
@@ -32,6 +33,7 @@ __all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchC
 
 _METHODS = ("asha", "bayes", "grid", "halving", "optuna", "random")
 _FUSED_METHODS = ("asha", "grid", "random")
+_MULTI_OBJECTIVE_METHODS = ("asha", "grid", "random")
 
 
 # -- finding the skopt_nn estimator inside a Pipeline or meta-estimator -------
@@ -430,7 +432,7 @@ class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
 
 
 def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_points=None, fuse=False,
-                **kwargs):
+                objectives=None, **kwargs):
     """Build a configured search over ``estimator`` from one search space.
 
     Parameters
@@ -471,6 +473,17 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
         :class:`~skopt_nn.search.ASHASearchCV` in waves; ``fuse_max_members``
         caps a group). The result is the same kind of search object; fits
         that cannot fuse run as ordinary fits, with one warning.
+    objectives : list of str, default=None
+        Scoring entries to trade against each other, all greater-is-better
+        as sklearn's scores are (``["accuracy", "neg_model_bytes"]``; costs
+        enter negated): a multi-objective search. ``scoring`` defaults to the
+        objectives themselves, or must hold them; ``refit`` defaults to
+        ``within(score, tol=0.01, minimize=cost)`` when a cost is among them
+        (the cheapest model within one point of the best), else to the first
+        objective; ``pareto_front_`` holds the trade-off found. For
+        ``"asha"`` the promotions rank candidates by non-dominated sorting
+        (ties by crowding distance) instead of by one score; ``"grid"`` and
+        ``"random"`` score every candidate on every objective anyway.
     **kwargs
         Passed to the search class, e.g. ``n_iter``, ``cv``, ``scoring``,
         ``n_jobs``, ``random_state``; they override the defaults here.
@@ -537,12 +550,20 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
     if "checkpoint" in kwargs and method != "bayes":
         raise ValueError(f"checkpoint only applies to method='bayes'; got method={method!r}.")
     kwargs.setdefault("error_score", np.nan)
+    if objectives is not None:
+        if method not in _MULTI_OBJECTIVE_METHODS:
+            raise ValueError(
+                f"objectives applies to method in {list(_MULTI_OBJECTIVE_METHODS)}; got method={method!r}."
+            )
+        objectives, kwargs["scoring"] = check_objectives(objectives, kwargs.get("scoring"), "make_search")
+        if kwargs.get("refit", True) is True:
+            kwargs["refit"] = default_refit(objectives, kwargs["scoring"])
     if "scoring" in kwargs:  # the cost scorers by name, beside sklearn's
         kwargs["scoring"] = resolve_scoring(kwargs["scoring"])
     if method == "asha":
         from .asha import ASHASearchCV
 
-        return ASHASearchCV(estimator, space, fuse=fuse, **kwargs)
+        return ASHASearchCV(estimator, space, fuse=fuse, objectives=objectives, **kwargs)
     if method == "bayes":
         return RobustBayesSearchCV(estimator, space.skopt(), **kwargs)
     if method == "grid":

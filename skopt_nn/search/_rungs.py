@@ -19,6 +19,7 @@ from sklearn.utils.validation import _check_method_params
 from ..training._find import final_network
 from ..training.fused import fit_fused, fusable
 from ..training._runtime import torch_threads
+from .pareto import pareto_order
 from .scoring import CostScorer
 
 
@@ -217,13 +218,22 @@ def _advance(fold, X, y, epochs, scorer, threads):
 
 
 class _ASHAState:
-    """The promotion bookkeeping of asynchronous successive halving."""
+    """The promotion bookkeeping of asynchronous successive halving.
 
-    def __init__(self, n_candidates, rungs, eta):
+    With ``objectives`` (scoring entries of a multi-metric search), a rung's
+    best ``1 / eta`` are taken in :func:`~skopt_nn.search.pareto.pareto_order`
+    of the candidates' mean scores on those entries (non-dominated sorting,
+    then crowding distance) instead of by the one promotion metric.
+    """
+
+    def __init__(self, n_candidates, rungs, eta, objectives=None):
         self.n, self.rungs, self.eta = n_candidates, rungs, eta
+        self.objectives = list(objectives) if objectives else None
         self.next_new = 0
-        # per rung: {candidate: mean score} of those that finished it
+        # per rung: {candidate: mean score} of those that finished it; with objectives also
+        # {candidate: mean score on each objective}
         self.done = [dict() for _ in rungs]
+        self.vectors = [dict() for _ in rungs]
         self.promoted = [set() for _ in rungs]
         self.records = [{"scores": [], "error": None, "epochs": 0} for _ in range(n_candidates)]
 
@@ -237,11 +247,22 @@ class _ASHAState:
             picks.append(job)
         return picks
 
+    def ranked(self, rung):
+        """The candidates that finished ``rung`` with finite scores, best first."""
+        done = self.done[rung]
+        finite = [c for c in done if math.isfinite(done[c])]
+        if self.objectives is None:
+            return sorted(finite, key=lambda c: -done[c])
+        vectors = self.vectors[rung]
+        finite = [c for c in finite if np.all(np.isfinite(vectors[c]))]
+        if not finite:
+            return []
+        order = pareto_order(np.array([vectors[c] for c in finite]))
+        return [finite[i] for i in order]
+
     def _promotion(self):
         for r in range(len(self.rungs) - 2, -1, -1):
-            done = self.done[r]
-            ranked = sorted((c for c in done if math.isfinite(done[c])), key=lambda c: -done[c])
-            top = ranked[: len(done) // self.eta]
+            top = self.ranked(r)[: len(self.done[r]) // self.eta]
             for c in top:
                 if c not in self.promoted[r]:
                     self.promoted[r].add(c)
@@ -263,6 +284,9 @@ class _ASHAState:
         rec["scores"].append((rung, list(fold_scores)))
         rec["epochs"] = self.rungs[rung]
         self.done[rung][cand] = float(np.mean(fold_scores))
+        if self.objectives is not None:
+            self.vectors[rung][cand] = np.array(
+                [np.mean([s.entries[name] for s in fold_scores]) for name in self.objectives])
 
     def best_score(self):
         for done in reversed(self.done):

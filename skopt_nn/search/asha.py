@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, indexable
 from ..training._base import DivergenceError
 from ._asha_progress import RungProgress
 from ._refit import refit_in_rank_order
-from .pareto import ParetoFrontMixin
+from .pareto import ParetoFrontMixin, check_objectives, default_refit
 from .scoring import resolve_scoring
 from ._rungs import (
     Scores, _ASHAState, _Fold, _Promoting, _advance, _advance_fused, _split_target, _warn_fallbacks,
@@ -94,6 +94,18 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
     fuse_max_members : int or None, default=None
         Most members in one stacked group with ``fuse=True``; None chooses
         from memory.
+    objectives : list of str, default=None
+        Scoring entries to trade, all greater-is-better (``["accuracy",
+        "neg_model_bytes"]``): multi-objective ASHA. A rung's best ``1 / eta``
+        are then its first candidates in
+        :func:`~skopt_nn.search.pareto.pareto_order` of their mean scores on
+        the objectives (non-dominated sorting, ties by crowding distance), so
+        that the promotions follow the whole trade-off rather than one score.
+        ``scoring`` ``None`` scores the objectives themselves; otherwise it
+        must hold them. ``refit=True`` then refits
+        ``within(score, tol=0.01, minimize=cost)`` when a cost is among the
+        objectives (see :func:`~skopt_nn.search.pareto.default_refit`), else
+        the best on the first objective.
     ray_address : str, default=None
         Ray cluster to join when ``backend="ray"`` and Ray is not running;
         ``None`` starts a local Ray.
@@ -157,6 +169,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         verbose=0,
         fuse=False,
         fuse_max_members=None,
+        objectives=None,
     ):
         self.estimator = estimator
         self.param_distributions = param_distributions
@@ -174,17 +187,27 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         self.verbose = verbose
         self.fuse = fuse
         self.fuse_max_members = fuse_max_members
+        self.objectives = objectives
 
     # -- setup shared by both backends
     def _scorer(self):
         """The fold scorer: sklearn's for one metric, ``_Promoting`` for several."""
         net = _split_target(self.estimator)[1]
-        scoring = resolve_scoring(self.scoring)
+        self._refit_rule = self.refit
+        self._objectives = None
+        if self.objectives is None:
+            scoring = resolve_scoring(self.scoring)
+        else:
+            self._objectives, scoring = check_objectives(self.objectives, self.scoring, type(self).__name__)
+            if self.refit is True:
+                self._refit_rule = default_refit(self._objectives, scoring)
+        if not isinstance(scoring, Mapping) and self._objectives is not None:
+            scoring = {name: name for name in scoring}  # a list of names, read as sklearn reads it
         if not isinstance(scoring, Mapping):
             self._metric = "score"
             return check_scoring(net, scoring=scoring)
         names = list(scoring)
-        refit = self.refit
+        refit = self._refit_rule
         if isinstance(refit, str):
             if refit not in names:
                 raise ValueError(
@@ -288,7 +311,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         finally:
             progress.close()
         self._publish(candidates, records, rungs, len(splits))
-        if self.refit:
+        if self._refit_rule:
             self._refit(X, y, fit_params)
         return self
 
@@ -302,7 +325,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
             return
         except DivergenceError as exc:
             error = exc
-        if callable(self.refit):  # the user's own choice of the best: no order to fall back on
+        if callable(self._refit_rule):  # the user's own choice of the best: no order to fall back on
             raise error
         results, metric = self.cv_results_, self._metric
         ranked = np.argsort(results[f"rank_test_{metric}"], kind="stable")
@@ -336,7 +359,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         n_workers = effective_n_jobs(self.n_jobs)
         # One torch thread per worker when fits run side by side.
         threads = 1 if n_workers > 1 else None
-        state = _ASHAState(len(candidates), rungs, self.reduction_factor)
+        state = _ASHAState(len(candidates), rungs, self.reduction_factor, self._objectives)
         folds = {}
         fallbacks = []
         with Parallel(n_jobs=1 if self.fuse else self.n_jobs) as parallel:
@@ -464,14 +487,14 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
             )
         self.cv_results_ = results
         self.best_index_ = int(order[0])
-        if callable(self.refit):
-            index = self.refit(results)
+        if callable(self._refit_rule):
+            index = self._refit_rule(results)
             if not isinstance(index, numbers.Integral) or not 0 <= index < n:
                 raise IndexError("best_index_ index out of range" if isinstance(index, numbers.Integral)
                                  else "best_index_ returned is not an integer")
             self.best_index_ = int(index)
         self.best_params_ = candidates[self.best_index_]
-        if not callable(self.refit):  # as sklearn: a callable refit leaves best_score_ unset
+        if not callable(self._refit_rule):  # as sklearn: a callable refit leaves best_score_ unset
             self.best_score_ = float(mean[self.best_index_])
         self.total_epochs_ = int(total)
         self.n_candidates_ = n

@@ -10,14 +10,21 @@ negated, see :mod:`skopt_nn.search.scoring`), so one rule serves them all:
   over all its scoring entries);
 - :func:`within` is a ``refit=`` callable, for the searches of
   :func:`~skopt_nn.make_search` and sklearn's own: the cheapest candidate
-  whose score is within a tolerance of the best, under hard limits.
+  whose score is within a tolerance of the best, under hard limits;
+- :func:`non_dominated_sort` and :func:`crowding_distance` order candidates
+  on several objectives at once, the rule by which a multi-objective search
+  (``make_search(..., objectives=[...])``) promotes them.
 """
 
+from collections.abc import Mapping
 import numbers
 
 import numpy as np
+from sklearn.utils._param_validation import InvalidParameterError
 
-__all__ = ["pareto_front", "within", "Within"]
+from .scoring import COST_SCORERS, CostScorer, resolve_scoring
+
+__all__ = ["pareto_front", "within", "Within", "non_dominated_sort", "crowding_distance", "pareto_order"]
 
 
 def _metric_names(cv_results):
@@ -45,6 +52,112 @@ def _non_dominated(points):
         better = np.any(points > points[i], axis=1)
         keep[i] = not np.any(at_least & better)
     return keep
+
+
+def _points(points):
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2:
+        raise ValueError(f"points must be a 2-D array (candidates x objectives); got shape {points.shape}.")
+    return points
+
+
+def non_dominated_sort(points):
+    """The Pareto layer of each candidate: 0 for the front, 1 for the front once it is removed, ...
+
+    Parameters
+    ----------
+    points : array-like of shape (n_candidates, n_objectives)
+        Scores, every objective greater-is-better (sklearn's convention;
+        costs enter negated, as ``neg_model_bytes``).
+
+    Returns
+    -------
+    layers : ndarray of int of shape (n_candidates,)
+        A candidate in layer ``k`` is dominated only by candidates of layers
+        below ``k``. A row with a NaN (a failed candidate) gets layer ``-1``.
+
+    Examples
+    --------
+    >>> from skopt_nn.search.pareto import non_dominated_sort
+    >>> non_dominated_sort([[0.9, -2], [0.95, -9], [0.8, -9], [0.95, -9]]).tolist()
+    [0, 0, 1, 0]
+    """
+    points = _points(points)
+    layers = np.full(len(points), -1, dtype=int)
+    left = np.flatnonzero(np.all(np.isfinite(points), axis=1))
+    layer = 0
+    while len(left):
+        front = _non_dominated(points[left])
+        layers[left[front]] = layer
+        left = left[~front]
+        layer += 1
+    return layers
+
+
+def crowding_distance(points):
+    """NSGA-II's crowding distance of each candidate within one layer.
+
+    The sum over objectives of the gap between a candidate's two neighbours
+    on that objective, in units of the objective's range; the extremes of
+    every objective get ``inf``, so a layer's ends are kept first.
+
+    Parameters
+    ----------
+    points : array-like of shape (n_candidates, n_objectives)
+
+    Returns
+    -------
+    distance : ndarray of shape (n_candidates,)
+    """
+    points = _points(points)
+    n, m = points.shape
+    distance = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for k in range(m):
+        order = np.argsort(points[:, k], kind="stable")
+        values = points[order, k]
+        span = values[-1] - values[0]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (values[2:] - values[:-2]) / span
+    return distance
+
+
+def pareto_order(points):
+    """Candidates best first: by Pareto layer, then by crowding distance, then by index.
+
+    The order in which a multi-objective search promotes (NSGA-II's rule):
+    the whole front before anything it dominates, and within a layer the
+    candidates that stand alone before those in a crowd, so that what goes
+    on spreads over the trade-off instead of bunching at one end. Rows with
+    a NaN come last.
+
+    Parameters
+    ----------
+    points : array-like of shape (n_candidates, n_objectives)
+        Scores, every objective greater-is-better.
+
+    Returns
+    -------
+    order : ndarray of int
+        Indices into ``points``, best first.
+
+    Examples
+    --------
+    >>> from skopt_nn.search.pareto import pareto_order
+    >>> pareto_order([[0.8, -9], [0.9, -2], [0.95, -9], [0.93, -5]]).tolist()
+    [1, 2, 3, 0]
+    """
+    points = _points(points)
+    layers = non_dominated_sort(points)
+    crowd = np.zeros(len(points))
+    for layer in np.unique(layers[layers >= 0]):
+        rows = np.flatnonzero(layers == layer)
+        crowd[rows] = crowding_distance(points[rows])
+    index = np.arange(len(points))
+    # lexsort sorts by its last key first: the layer (failures last), then the crowd, then the index
+    return np.lexsort((index, -crowd, np.where(layers < 0, np.iinfo(int).max, layers)))
 
 
 def pareto_front(cv_results, objectives):
@@ -260,3 +373,74 @@ def within(metric, tol=0.01, *, minimize=None, constraints=None):
     policy = Within(metric, tol=tol, minimize=minimize, constraints=constraints)
     policy._check()
     return policy
+
+
+# -- multi-objective searches: objectives=[...]
+
+
+def check_objectives(objectives, scoring, owner):
+    """``(objectives, scoring)`` checked for a multi-objective search.
+
+    ``objectives`` must be a list of at least two unique scoring names;
+    ``scoring`` ``None`` becomes the objectives themselves (cost names
+    resolved), otherwise it must be a list or dict holding every objective.
+    """
+    if (isinstance(objectives, str) or not isinstance(objectives, (list, tuple)) or len(objectives) < 2
+            or not all(isinstance(o, str) for o in objectives) or len(set(objectives)) != len(objectives)):
+        raise InvalidParameterError(
+            f"The 'objectives' parameter of {owner} must be a list of at least two unique scoring names "
+            f"(str) or None. Got {objectives!r} instead."
+        )
+    objectives = list(objectives)
+    scoring = resolve_scoring(objectives if scoring is None else scoring)
+    if not isinstance(scoring, (Mapping, list, tuple)):
+        raise ValueError(
+            "objectives trades several scoring entries: scoring must be None (the objectives "
+            f"themselves) or a list or dict holding every objective; got scoring={scoring!r}."
+        )
+    names = list(scoring)
+    missing = [o for o in objectives if o not in names]
+    if missing:
+        raise ValueError(f"objectives must name scoring entries of the search, one of {names}; got {missing[0]!r}.")
+    return objectives, scoring
+
+
+def default_refit(objectives, scoring):
+    """The model a multi-objective search refits when ``refit`` is left at ``True``.
+
+    With a cost among the objectives (a cost scorer such as
+    ``neg_model_bytes``, by name or as :func:`~skopt_nn.get_scorer` made
+    it) and a score, the tolerance policy
+    ``within(score, tol=0.01, minimize=cost)``: the cheapest model within
+    one point of the best. Otherwise the best on the first objective, which
+    is on the front.
+
+    Parameters
+    ----------
+    objectives : list of str
+        The search's objectives, checked.
+    scoring : list or dict
+        The search's scoring, holding the objectives.
+
+    Returns
+    -------
+    refit : Within or str
+        What ``refit=`` becomes.
+
+    Examples
+    --------
+    >>> from skopt_nn.search.pareto import default_refit
+    >>> default_refit(["accuracy", "neg_model_bytes"], ["accuracy", "neg_model_bytes"])
+    within('accuracy', tol=0.01, minimize='neg_model_bytes')
+    >>> default_refit(["f1_macro", "accuracy"], ["f1_macro", "accuracy"])
+    'f1_macro'
+    """
+    def is_cost(name):
+        scorer = scoring[name] if isinstance(scoring, Mapping) else name
+        return isinstance(scorer, CostScorer) or (isinstance(scorer, str) and scorer in COST_SCORERS)
+
+    costs = [o for o in objectives if is_cost(o)]
+    scores = [o for o in objectives if not is_cost(o)]
+    if costs and scores:
+        return within(scores[0], tol=0.01, minimize=costs[0])
+    return objectives[0]

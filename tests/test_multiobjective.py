@@ -1,0 +1,243 @@
+"""Multi-objective searches: non-dominated sorting, crowding, promotions and ``objectives=``."""
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skopt_nn import MLP, NNClassifier, make_search, within
+from skopt_nn.search import ASHASearchCV
+from skopt_nn.search._rungs import Scores, _ASHAState
+from skopt_nn.search.pareto import crowding_distance, non_dominated_sort, pareto_order
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:500], y[:500]
+
+
+def _dominates(p, q):
+    return bool(np.all(p >= q) and np.any(p > q))
+
+
+def _brute_layers(points):
+    """Layer k: not dominated by anything outside layers < k (peeling fronts one at a time)."""
+    left = {i for i, p in enumerate(points) if np.all(np.isfinite(p))}
+    layers = np.full(len(points), -1)
+    k = 0
+    while left:
+        front = {i for i in left if not any(_dominates(points[j], points[i]) for j in left if j != i)}
+        for i in front:
+            layers[i] = k
+        left -= front
+        k += 1
+    return layers
+
+
+def _brute_crowding(points):
+    n, m = points.shape
+    if n <= 2:
+        return np.full(n, np.inf)
+    d = np.zeros(n)
+    for k in range(m):
+        values = points[:, k]
+        low, high = values.min(), values.max()
+        order = sorted(range(n), key=lambda i: (values[i], i))
+        d[order[0]] = d[order[-1]] = np.inf
+        for pos in range(1, n - 1):
+            if high > low:
+                d[order[pos]] += (values[order[pos + 1]] - values[order[pos - 1]]) / (high - low)
+    return d
+
+
+def _brute_order(points):
+    layers = _brute_layers(points)
+    crowd = np.zeros(len(points))
+    for k in set(layers) - {-1}:
+        rows = [i for i in range(len(points)) if layers[i] == k]
+        crowd[rows] = _brute_crowding(points[rows])
+    return sorted(range(len(points)), key=lambda i: (layers[i] if layers[i] >= 0 else 10**9, -crowd[i], i))
+
+
+def _random_points(seed, n=25, m=3):
+    rng = np.random.default_rng(seed)
+    # few distinct values, so that ties and duplicate rows occur
+    points = rng.integers(0, 5, size=(n, m)).astype(float)
+    points[rng.integers(n), rng.integers(m)] = np.nan  # a failed candidate
+    return points
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_non_dominated_sort_matches_brute_force(seed):
+    points = _random_points(seed, m=2 + seed % 2)
+    layers = non_dominated_sort(points)
+    np.testing.assert_array_equal(layers, _brute_layers(points))
+    # what a layer means: a candidate is dominated by one of the layer below, by none of its own or above
+    for i, p in enumerate(points):
+        if layers[i] > 0:
+            assert any(_dominates(points[j], p) for j in np.flatnonzero(layers == layers[i] - 1))
+        if layers[i] >= 0:
+            assert not any(_dominates(points[j], p) for j in np.flatnonzero(layers >= layers[i]))
+
+
+def test_crowding_distance_by_hand():
+    # a front of four: accuracy up, bytes (negated) down
+    points = np.array([[0.90, -1.0], [0.92, -2.0], [0.96, -6.0], [0.97, -9.0]])
+    d = crowding_distance(points)
+    assert np.isinf(d[0]) and np.isinf(d[3])
+    # (0.96 - 0.90) / 0.07 + (-1 - -6) / 8 and (0.97 - 0.92) / 0.07 + (-2 - -9) / 8
+    np.testing.assert_allclose(d[1:3], [0.06 / 0.07 + 5 / 8, 0.05 / 0.07 + 7 / 8])
+    assert np.all(np.isinf(crowding_distance(points[:2])))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pareto_order_matches_brute_force(seed):
+    points = _random_points(seed, n=20, m=2 + seed % 2)
+    assert pareto_order(points).tolist() == _brute_order(points)
+
+
+def test_pareto_order_refuses_a_table_that_is_not_two_dimensional():
+    with pytest.raises(ValueError, match="2-D array"):
+        pareto_order([0.9, 0.8])
+
+
+def _report(state, cand, rung, accuracy, size, folds=2):
+    # equal fold scores: the candidate's mean is exactly its point
+    state.report(cand, rung, [Scores(accuracy, {"accuracy": accuracy, "bytes": -size})] * folds, None)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_promotions_follow_the_pareto_order_of_a_hand_made_rung(seed):
+    rng = np.random.default_rng(seed)
+    n, eta = 18, 3
+    state = _ASHAState(n, [1, 3, 9], eta, objectives=["accuracy", "bytes"])
+    points = np.column_stack([rng.integers(60, 100, n) / 100, -rng.choice([1e3, 4e3, 16e3, 64e3], n)])
+    assert state.next_jobs(n) == [(c, 0) for c in range(n)]
+    for c in range(n):
+        _report(state, c, 0, points[c, 0], -points[c, 1])
+    promoted = [cand for cand, rung in state.next_jobs(n)]
+    assert promoted == _brute_order(points)[: n // eta]
+    # one objective alone promotes by that score, as single-objective ASHA does
+    single = _ASHAState(n, [1, 3, 9], eta)
+    single.next_jobs(n)
+    for c in range(n):
+        single.report(c, 0, [points[c, 0]] * 2, None)
+    assert sorted(c for c, _ in single.next_jobs(n)) == sorted(
+        sorted(range(n), key=lambda c: -points[c, 0])[: n // eta])
+
+
+def test_a_promotion_is_taken_when_its_rung_grows_and_never_twice():
+    state = _ASHAState(6, [1, 3], 2, objectives=["accuracy", "bytes"])
+    state.next_jobs(6)
+    _report(state, 0, 0, 0.90, 1e3)
+    _report(state, 1, 0, 0.80, 4e3)  # dominated by 0
+    assert state.next_jobs(6) == [(0, 1)]  # 2 done: the best half
+    _report(state, 2, 0, 0.95, 8e3)
+    _report(state, 3, 0, 0.97, 64e3)
+    # 4 done: the front is 0, 2, 3; two may go on, 0 already has: the extremes first (3 before 2)
+    assert state.next_jobs(6) == [(3, 1)]
+    state.report(4, 0, [np.nan, np.nan], "ValueError: diverged")
+    assert state.next_jobs(6) == []  # 5 done, still two
+
+
+def _pipe(max_epochs=4):
+    return make_pipeline(StandardScaler(), NNClassifier(MLP((32,)), max_epochs=max_epochs, random_state=0))
+
+
+SPACE = {"module__hidden_layer_sizes": [(4,), (8,), (16,), (32,), (64,), (128,)], "lr": [1e-2, 3e-3]}
+
+
+def test_multi_objective_asha_promotes_the_front_of_each_rung(digits):
+    X, y = digits
+    search = make_search(_pipe(), SPACE, method="asha", fuse=True, n_iter=12, min_epochs=1,
+                         reduction_factor=2, cv=2, random_state=0,
+                         objectives=["accuracy", "neg_model_bytes"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(X, y)
+    results = search.cv_results_
+    # fused, rung 0 is complete before any promotion: rung 1 takes its best half in Pareto order
+    first = np.array([[h[0][1] for h in results["score_history"]], results["mean_test_neg_model_bytes"]]).T
+    expected = _brute_order(first)[: len(first) // 2]
+    assert sorted(np.flatnonzero(results["rung"] >= 1).tolist()) == sorted(expected)
+    # a cost among the objectives: the cheapest model within one point of the best
+    assert repr(search.refit) == "within('accuracy', tol=0.01, minimize='neg_model_bytes')"
+    assert search.best_index_ == within("accuracy", tol=0.01, minimize="neg_model_bytes")(results)
+    assert search.best_index_ in search.pareto_front_["index"]
+    assert search.predict(X[:5]).shape == (5,)
+
+
+def test_promotion_by_objectives_differs_from_promotion_by_accuracy(digits):
+    # the same candidates, promoted by accuracy alone: the small models the front keeps are dropped
+    X, y = digits
+    kw = dict(method="asha", fuse=True, n_iter=12, min_epochs=1, reduction_factor=2, cv=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        multi = make_search(_pipe(), SPACE, objectives=["accuracy", "neg_model_bytes"], **kw).fit(X, y)
+        single = make_search(_pipe(), SPACE, scoring=["accuracy", "neg_model_bytes"], refit="accuracy",
+                             **kw).fit(X, y)
+    smallest = int(np.argmax(multi.cv_results_["mean_test_neg_model_bytes"]))
+    assert multi.cv_results_["rung"][smallest] >= 1  # the front's end at the small side goes on
+    top_multi = set(np.flatnonzero(multi.cv_results_["rung"] == 2))
+    top_single = set(np.flatnonzero(single.cv_results_["rung"] == 2))
+    assert top_multi != top_single
+
+
+@pytest.mark.parametrize("method, kw", [("grid", {}), ("random", {"n_iter": 4, "random_state": 0}),
+                                        ("grid", {"fuse": True})])
+def test_exhaustive_engines_take_objectives_as_scoring_and_refit(digits, method, kw):
+    X, y = digits
+    space = {"module__hidden_layer_sizes": [(4,), (32,)], "lr": [1e-2, 3e-3]}
+    search = make_search(_pipe(3), space, method=method, cv=2,
+                         objectives=["accuracy", "neg_model_bytes"], **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search.fit(X, y)
+    results = search.cv_results_
+    assert {"mean_test_accuracy", "mean_test_neg_model_bytes"} <= set(results)
+    assert search.best_index_ == within("accuracy", tol=0.01, minimize="neg_model_bytes")(results)
+    front = search.pareto_front_
+    points = np.column_stack([results["mean_test_accuracy"], results["mean_test_neg_model_bytes"]])
+    assert sorted(front["index"].tolist()) == sorted(np.flatnonzero(_brute_layers(points) == 0).tolist())
+
+
+def test_objectives_without_a_cost_refit_the_first_objective():
+    search = make_search(_pipe(), {"lr": [1e-2, 1e-3]}, method="grid",
+                         objectives=["f1_macro", "accuracy"])
+    assert search.refit == "f1_macro" and search.scoring == ["f1_macro", "accuracy"]
+    # a refit the user chose is kept
+    search = make_search(_pipe(), {"lr": [1e-2, 1e-3]}, method="grid", refit="neg_model_bytes",
+                         objectives=["accuracy", "neg_model_bytes"])
+    assert search.refit == "neg_model_bytes"
+
+
+@pytest.mark.parametrize("objectives", ["accuracy", ["accuracy"], ["accuracy", "accuracy"], ["accuracy", 3],
+                                        {"accuracy": 1, "neg_model_bytes": 1}])
+def test_bad_objectives_get_sklearns_parameter_error(objectives):
+    with pytest.raises(ValueError, match="The 'objectives' parameter of make_search must be a list"):
+        make_search(_pipe(), {"lr": [1e-2, 1e-3]}, method="grid", objectives=objectives)
+    search = ASHASearchCV(_pipe(), {"lr": [1e-2, 1e-3]}, objectives=objectives, n_iter=2, cv=2)
+    with pytest.raises(ValueError, match="The 'objectives' parameter of ASHASearchCV must be a list"):
+        search.fit(*load_digits(return_X_y=True))
+
+
+def test_objectives_must_be_scoring_entries_of_an_engine_that_trades_them():
+    objectives = ["accuracy", "neg_model_bytes"]
+    with pytest.raises(ValueError, match="one of \\['accuracy', 'f1_macro'\\]; got 'neg_model_bytes'"):
+        make_search(_pipe(), {"lr": [1e-2]}, method="grid", scoring=["accuracy", "f1_macro"],
+                    objectives=objectives)
+    with pytest.raises(ValueError, match="scoring must be None .* or a list or dict"):
+        make_search(_pipe(), {"lr": [1e-2]}, method="grid", scoring="accuracy", objectives=objectives)
+    with pytest.raises(ValueError, match="objectives applies to method in"):
+        make_search(_pipe(), {"lr": [1e-2]}, method="halving", objectives=objectives)
+
+
+def test_an_asha_search_with_objectives_clones_and_keeps_them():
+    from sklearn.base import clone
+
+    search = ASHASearchCV(_pipe(), {"lr": [1e-2, 1e-3]}, objectives=["accuracy", "neg_model_bytes"])
+    assert clone(search).get_params()["objectives"] == ["accuracy", "neg_model_bytes"]
