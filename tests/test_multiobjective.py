@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from skopt_nn import MLP, NNClassifier, make_search, within
+from skopt_nn import MLP, Categorical, NNClassifier, make_search, within
 from skopt_nn.search import ASHASearchCV
 from skopt_nn.search._rungs import Scores, _ASHAState
 from skopt_nn.search.pareto import crowding_distance, non_dominated_sort, pareto_order
@@ -241,3 +241,84 @@ def test_an_asha_search_with_objectives_clones_and_keeps_them():
 
     search = ASHASearchCV(_pipe(), {"lr": [1e-2, 1e-3]}, objectives=["accuracy", "neg_model_bytes"])
     assert clone(search).get_params()["objectives"] == ["accuracy", "neg_model_bytes"]
+
+
+# -- the model-based engines --------------------------------------------------
+
+MODEL_SPACE = {"module__hidden_layer_sizes": Categorical([(4,), (8,), (16,), (64,)]), "lr": [1e-2, 3e-3]}
+
+
+def _points(results, objectives):
+    return np.column_stack([results[f"mean_test_{o}"] for o in objectives])
+
+
+def test_optuna_with_objectives_runs_a_multi_objective_study(digits):
+    import optuna
+
+    X, y = digits
+    objectives = ["accuracy", "neg_model_bytes"]
+    for sampler in (None, optuna.samplers.NSGAIISampler(population_size=4, seed=0)):
+        search = make_search(_pipe(3), MODEL_SPACE, method="optuna", objectives=objectives, cv=2, n_iter=6,
+                             random_state=0, sampler=sampler)
+        search.fit(X, y)
+        study = search.study_
+        assert len(study.directions) == 2
+        results = search.cv_results_
+        # each trial told its mean test score on each objective, in order
+        for trial in study.trials:
+            row = trial.user_attrs["cv_results_index"]
+            np.testing.assert_allclose(trial.values, _points(results, objectives)[row])
+        # the study's front is pareto_front_, both the brute-force front
+        brute = np.flatnonzero(_brute_layers(_points(results, objectives)) == 0)
+        assert sorted(t.user_attrs["cv_results_index"] for t in study.best_trials) == sorted(brute.tolist())
+        assert sorted(search.pareto_front_["index"].tolist()) == sorted(brute.tolist())
+        assert search.best_index_ == within("accuracy", tol=0.01, minimize="neg_model_bytes")(results)
+
+
+def test_bayes_with_objectives_tells_the_optimizer_parego_scalarisations(digits):
+    from skopt_nn.search._engines import chebyshev
+
+    X, y = digits
+    objectives = ["accuracy", "neg_model_bytes"]
+    search = make_search(_pipe(3), MODEL_SPACE, method="bayes", objectives=objectives, cv=2, n_iter=7,
+                         random_state=0, optimizer_kwargs={"n_initial_points": 3})
+    search.fit(X, y)
+    results = search.cv_results_
+    assert len(search.objective_weights_) == 7
+    assert not np.allclose(search.objective_weights_[0], search.objective_weights_[1])  # redrawn each step
+    for weights in search.objective_weights_:
+        assert np.all(weights >= 0) and weights.sum() == pytest.approx(1)
+    # after the last step every point holds the scalarisation under the last weights (minimised)
+    np.testing.assert_allclose(search.optimizers_[0].yi,
+                               -chebyshev(_points(results, objectives), search.objective_weights_[-1]))
+    assert search.best_index_ == within("accuracy", tol=0.01, minimize="neg_model_bytes")(results)
+    assert search.best_index_ in search.pareto_front_["index"]
+
+
+def test_chebyshev_scalarisation_by_hand():
+    from skopt_nn.search._engines import chebyshev
+
+    points = np.array([[0.90, -2.0], [0.95, -10.0], [0.80, -10.0], [np.nan, -1.0]])
+    # scaled shortfalls: accuracy (0.95 - a) / 0.15, bytes (b - -2) / -8 ... as 1 - scaled
+    w = np.array([0.25, 0.75])
+    expected = []
+    for a, b in points[:3]:
+        short = w * np.array([(0.95 - a) / 0.15, (-2.0 - b) / 8.0])
+        expected.append(-(short.max() + 0.05 * short.sum()))
+    scores = chebyshev(points, w)
+    np.testing.assert_allclose(scores[:3], expected)
+    assert np.isnan(scores[3])
+    # a point best on every objective scores 0, the highest possible
+    assert chebyshev(np.array([[1.0, 1.0], [0.0, 0.0]]), w)[0] == 0
+
+
+def test_model_based_engines_need_scoring_holding_the_objectives(digits):
+    from skopt_nn.search import OptunaSearchCV, RobustBayesSearchCV
+
+    X, y = digits
+    objectives = ["accuracy", "neg_model_bytes"]
+    for search in (OptunaSearchCV(_pipe(2), MODEL_SPACE, objectives=objectives, cv=2, n_trials=2),
+                   RobustBayesSearchCV(_pipe(2), {"lr": (1e-3, 1e-1, "log-uniform")}, objectives=objectives,
+                                       cv=2, n_iter=2)):
+        with pytest.raises(ValueError, match="scoring must hold them"):
+            search.fit(X, y)

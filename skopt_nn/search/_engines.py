@@ -12,10 +12,12 @@ import numbers
 from collections.abc import Mapping
 
 import numpy as np
+from sklearn.model_selection._search import BaseSearchCV
 from sklearn.utils import check_random_state
 from skopt import BayesSearchCV
 from skopt.space import Categorical as _SkoptCategorical
 from skopt.space import Dimension, check_dimension
+from skopt.callbacks import check_callback
 from skopt.utils import eval_callbacks, point_asdict
 
 from ..training._base import BaseNN
@@ -25,7 +27,7 @@ from ._failed_steps import _tolerate_failed_steps
 from ._fused import FusedGridSearchCV, FusedRandomizedSearchCV
 from ._optuna import OptunaSearchCV
 from ._refit import GridSearchCV, HalvingRandomSearchCV, RandomizedSearchCV, RefitFallback
-from .pareto import check_objectives, default_refit
+from .pareto import check_objectives, check_search_objectives, default_refit
 from .scoring import resolve_scoring
 from .spaces import Categorical, Integer, KeyedCategorical, Real, SearchSpace, _is_plain
 
@@ -33,7 +35,7 @@ __all__ = ["make_search", "default_space", "RobustBayesSearchCV", "OptunaSearchC
 
 _METHODS = ("asha", "bayes", "grid", "halving", "optuna", "random")
 _FUSED_METHODS = ("asha", "grid", "random")
-_MULTI_OBJECTIVE_METHODS = ("asha", "grid", "random")
+_MULTI_OBJECTIVE_METHODS = ("asha", "bayes", "grid", "optuna", "random")
 
 
 # -- finding the skopt_nn estimator inside a Pipeline or meta-estimator -------
@@ -252,7 +254,27 @@ def _decode(dims, point):
     return params, native
 
 
-class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
+class _BayesSearchCV(BayesSearchCV):
+    """``BayesSearchCV`` that takes a callable ``refit`` when it has objectives.
+
+    skopt refuses a callable refit because the optimizer would have no score
+    to minimise; with ``objectives`` it has one (their scalarisation).
+    """
+
+    def fit(self, X, y=None, *, groups=None, callback=None, **fit_params):
+        if getattr(self, "objectives", None) is None or not callable(self.refit):
+            return super().fit(X, y, groups=groups, callback=callback, **fit_params)
+        self._callbacks = check_callback(callback)
+        self.optimizer_kwargs_ = dict(self.optimizer_kwargs or {})
+        return BaseSearchCV.fit(self, X, y, groups=groups, **fit_params)
+
+    def _check_refit_for_multimetric(self, scores):
+        if getattr(self, "objectives", None) is not None and callable(self.refit):
+            return BaseSearchCV._check_refit_for_multimetric(self, scores)
+        return super()._check_refit_for_multimetric(scores)
+
+
+class RobustBayesSearchCV(RefitFallback, _BayesSearchCV):
     """scikit-optimize's ``BayesSearchCV`` for any choices and failing fits.
 
     Same parameters and attributes as :class:`skopt.BayesSearchCV`. Two
@@ -280,6 +302,17 @@ class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
       every point. The file is refused if the space, the number of CV
       splits or the scoring changed. Resume with the same estimator and
       data: the file cannot tell.
+
+    - **Several objectives.** With ``objectives`` (scoring entries, all
+      maximised; ``scoring`` must hold them, as :func:`make_search` sets
+      it) the search is ParEGO's (Knowles 2006): before each step a weight
+      vector is drawn on the simplex, every point so far is told the
+      augmented Chebyshev scalarisation of its objectives (each scaled to
+      [0, 1] over the points measured, weight ``0.05`` on the weighted
+      sum), and the surrogate is refitted on them, so that successive
+      steps aim at different parts of the front (``objective_weights_``
+      lists the weights, one vector a step). ``pareto_front_`` holds the
+      front found.
 
     ``optimizers_`` and ``optimizer_results_`` hold the optimizer's view:
     keys for keyed categories, penalties for failed points.
@@ -328,6 +361,7 @@ class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
         error_score="raise",
         return_train_score=False,
         checkpoint=None,
+        objectives=None,
     ):
         super().__init__(
             estimator, search_spaces, optimizer_kwargs=optimizer_kwargs, n_iter=n_iter,
@@ -337,6 +371,7 @@ class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
             return_train_score=return_train_score,
         )
         self.checkpoint = checkpoint
+        self.objectives = objectives
 
     def _check_search_space(self, search_space):
         _subspaces(search_space)
@@ -364,7 +399,17 @@ class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
             self._check_refit_for_multimetric(names)
         return f"mean_test_{self.refit}"
 
+    def _scores(self, results, weights):
+        """Every candidate's score to maximise: the metric's, or the objectives' scalarisation."""
+        if self.objectives is None:
+            return np.asarray(results[self._score_key(results)], dtype=float)
+        return chebyshev(np.column_stack([results[f"mean_test_{name}"] for name in self.objectives]), weights)
+
     def _run_search(self, evaluate_candidates):
+        weights_rng = check_random_state(self.random_state)
+        self.objective_weights_ = []
+        if self.objectives is not None:
+            check_search_objectives(self)
         self.optimizer_kwargs_["random_state"] = check_random_state(self.random_state)
         callbacks = getattr(self, "_callbacks", None) or []
         subspaces = _subspaces(self.search_spaces)
@@ -397,7 +442,11 @@ class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
                     outs = self._split_results[-n_points * self.n_splits_ :]
                     checkpoint.record(index, [native for _, native in decoded], outs, self.n_splits_)
                 done = []
-                scores = np.asarray(results[self._score_key(results)], dtype=float)
+                weights = None
+                if self.objectives is not None:
+                    weights = weights_rng.dirichlet(np.ones(len(self.objectives)))
+                    self.objective_weights_.append(weights)
+                scores = self._scores(results, weights)
                 finite = scores[np.isfinite(scores)]
                 # The optimizer minimises; a failure costs as much as the
                 # worst score seen, or 0 until any score is seen.
@@ -410,6 +459,11 @@ class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
                     else:
                         failed.append(start + offset)
                         told.append(penalty)
+                if self.objectives is not None:  # this step's weights rescore every earlier point
+                    earlier = scores[len(scores) - n_points - start: len(scores) - n_points]
+                    for position, score in enumerate(earlier):
+                        if np.isfinite(score):
+                            optimizer.yi[position] = -float(score)
                 # Earlier stand-ins follow the worst score as it moves; the
                 # surrogate is refitted on them by the tell below.
                 for position in failed:
@@ -426,6 +480,34 @@ class RobustBayesSearchCV(RefitFallback, BayesSearchCV):
                 f"All the {scores.size} candidates of the Bayesian search failed; "
                 "set error_score='raise' to see why."
             )
+
+
+def chebyshev(points, weights, rho=0.05):
+    """ParEGO's augmented Chebyshev scalarisation of maximised objectives, greater-is-better.
+
+    Each objective is scaled to [0, 1] over the finite rows (1: the best
+    measured), its shortfall ``1 - scaled`` weighted; the score is minus the
+    largest weighted shortfall minus ``rho`` times their sum. Rows with a NaN
+    score NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skopt_nn.search._engines import chebyshev
+    >>> points = np.array([[0.9, -2e3], [0.95, -9e3], [0.8, -9e3]])
+    >>> chebyshev(points, np.array([0.5, 0.5])).round(3).tolist()
+    [-0.175, -0.525, -0.55]
+    """
+    points = np.asarray(points, dtype=float)
+    finite = np.all(np.isfinite(points), axis=1)
+    scores = np.full(len(points), np.nan)
+    if not finite.any():
+        return scores
+    low, high = points[finite].min(axis=0), points[finite].max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    shortfall = weights * (high - points[finite]) / span
+    scores[finite] = -(shortfall.max(axis=1) + rho * shortfall.sum(axis=1))
+    return scores
 
 
 # -- make_search --------------------------------------------------------------
@@ -565,7 +647,7 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
 
         return ASHASearchCV(estimator, space, fuse=fuse, objectives=objectives, **kwargs)
     if method == "bayes":
-        return RobustBayesSearchCV(estimator, space.skopt(), **kwargs)
+        return RobustBayesSearchCV(estimator, space.skopt(), objectives=objectives, **kwargs)
     if method == "grid":
         n = 3 if grid_points is None else grid_points
         return (FusedGridSearchCV if fuse else GridSearchCV)(estimator, space.grid(n), **kwargs)
@@ -577,7 +659,7 @@ def make_search(estimator, space=None, method="bayes", *, prefix=None, grid_poin
             if "n_trials" in kwargs:
                 raise TypeError("Pass n_trials or n_iter for method='optuna', not both.")
             kwargs["n_trials"] = kwargs.pop("n_iter")
-        return OptunaSearchCV(estimator, space, **kwargs)
+        return OptunaSearchCV(estimator, space, objectives=objectives, **kwargs)
 
     if "resource" not in kwargs:
         epochs_name = _epochs_param(estimator)

@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from ._refit import RefitFallback
+from .pareto import check_search_objectives
 from .spaces import Categorical, SearchSpace, _choice_keys, as_dimension
 
 __all__ = ["OptunaSearchCV"]
@@ -113,6 +114,15 @@ class OptunaSearchCV(RefitFallback, BaseSearchCV):
         loaded and continued.
     timeout : float, default=None
         Stop starting new trials after this many seconds.
+    objectives : list of str, default=None
+        Scoring entries to trade (all maximised): a multi-objective study
+        (``directions``), each trial told its mean test score on every
+        objective. ``scoring`` must hold them (:func:`~skopt_nn.make_search`
+        sets it, and ``refit``, for you). The default sampler is then
+        Optuna's multi-objective TPE; pass ``NSGAIISampler``, ``GPSampler``
+        or another multi-objective sampler (one with ``constraints_func`` too)
+        as ``sampler``. The study's own front is ``study_.best_trials``;
+        ``pareto_front_`` is the same front read from ``cv_results_``.
 
     Attributes
     ----------
@@ -158,6 +168,7 @@ scorer_, n_splits_, refit_time_, multimetric_
         "storage": "no_validation",
         "study_name": [str, None],
         "timeout": [Interval(numbers.Real, 0, None, closed="neither"), None],
+        "objectives": "no_validation",  # checked with scoring, in sklearn's wording, by check_objectives
     }
 
     def __init__(
@@ -179,6 +190,7 @@ scorer_, n_splits_, refit_time_, multimetric_
         storage=None,
         study_name=None,
         timeout=None,
+        objectives=None,
     ):
         super().__init__(
             estimator=estimator,
@@ -198,6 +210,7 @@ scorer_, n_splits_, refit_time_, multimetric_
         self.storage = storage
         self.study_name = study_name
         self.timeout = timeout
+        self.objectives = objectives
 
     def decode(self, params):
         """Real values for a study trial's ``params`` (keys of keyed choices decoded).
@@ -223,10 +236,17 @@ scorer_, n_splits_, refit_time_, multimetric_
             if seed is not None and not isinstance(seed, numbers.Integral):
                 seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
             sampler = optuna.samplers.TPESampler(seed=seed)
+        directions = ["maximize"] * (len(self.objectives) if self.objectives is not None else 1)
         return optuna.create_study(
             storage=self.storage, sampler=sampler, study_name=self.study_name,
-            direction="maximize", load_if_exists=self.study_name is not None,
+            directions=directions, load_if_exists=self.study_name is not None,
         )
+
+    def _objective_values(self, results):
+        """What a trial tells the study: its mean test score, or one per objective."""
+        if self.objectives is None:
+            return float(results[self._objective_key(results)][-1])
+        return [float(results[f"mean_test_{name}"][-1]) for name in self.objectives]
 
     def _objective_key(self, results):
         if "mean_test_score" in results:
@@ -240,6 +260,9 @@ scorer_, n_splits_, refit_time_, multimetric_
 
     def _run_search(self, evaluate_candidates):
         import optuna
+
+        if self.objectives is not None:
+            check_search_objectives(self)
 
         distributions, decoders = _render(self.param_distributions)
         verbosity = optuna.logging.get_verbosity()
@@ -269,14 +292,15 @@ scorer_, n_splits_, refit_time_, multimetric_
             failures = [str(w.message) for w in caught if issubclass(w.category, FitFailedWarning)]
             for w in caught:  # shown to the user as if not caught
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            score = float(results[self._objective_key(results)][-1])
+            values = self._objective_values(results)
+            score = float(np.sum(values))  # finite when every value is
             scores.append(score)
             trial.set_user_attr("cv_results_index", len(results["params"]) - 1)
             if not np.isfinite(score):
                 reason = failures[-1] if failures else f"the mean test score is {score}"
                 trial.set_user_attr("fail_reason", reason[-2000:])
                 trial.set_user_attr("diverged", "DivergenceError" in reason)
-            return score  # a NaN marks the trial failed
+            return values  # a NaN marks the trial failed
 
         study.optimize(objective, n_trials=self.n_trials, timeout=self.timeout)
         if scores and not np.isfinite(scores).any():

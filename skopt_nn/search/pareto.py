@@ -405,6 +405,21 @@ def check_objectives(objectives, scoring, owner):
     return objectives, scoring
 
 
+def check_search_objectives(search):
+    """Check the ``objectives`` of an sklearn search class, whose ``scoring`` must hold them.
+
+    sklearn's machinery has scored the candidates by ``search.scoring`` by
+    then, so ``None`` cannot become the objectives here, as
+    :func:`~skopt_nn.make_search` makes it.
+    """
+    if search.scoring is None:
+        raise ValueError(
+            "objectives trades several scoring entries: scoring must hold them (pass "
+            "scoring=objectives, or build the search with make_search, which does)."
+        )
+    check_objectives(search.objectives, search.scoring, type(search).__name__)
+
+
 def default_refit(objectives, scoring):
     """The model a multi-objective search refits when ``refit`` is left at ``True``.
 
