@@ -326,10 +326,12 @@ def test_asha_takes_multi_metric_scoring_and_promotes_by_the_refit_metric(digits
     assert search.score(X, y) == pytest.approx(search.best_estimator_.score(X, y))
 
 
-def test_asha_cost_bytes_are_those_a_finished_fit_saves(digits):
-    # between rungs a candidate keeps its optimizer state to continue; its bytes are measured without it
+@pytest.mark.parametrize("recipe", [{}, {"quantization": Quantization("dynamic_int8")}], ids=["float", "int8"])
+def test_asha_cost_bytes_are_those_a_finished_fit_saves(digits, recipe):
+    # between rungs a candidate keeps its optimizer state (and an int8 model its float network) to
+    # continue; its bytes are measured without them
     X, y = digits
-    pipe = _pipe()
+    pipe = _pipe(**recipe)
     space = {"module__hidden_layer_sizes": [(64,)], "lr": [1e-2]}
     asha = make_search(pipe, space, method="asha", n_iter=1, min_epochs=4, cv=2, random_state=0,
                        scoring={"accuracy": "accuracy", "bytes": "neg_model_bytes"}, refit="accuracy").fit(X, y)

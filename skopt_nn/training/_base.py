@@ -56,7 +56,7 @@ from ..specs.modules import MLP
 from ..specs._spec import LeanParams
 from ..specs.schedules import LRSchedule
 from ..specs.transformer import accepts_text, text_encoder
-from ._net import _lean, _Net, finished_net
+from ._net import _lean, _Net, finished_net, forget_float_weights
 from ._phases import FitPhases
 from ._pickling import NetRecord, net_record, without_history
 from ._loop import PRECISIONS
@@ -469,6 +469,8 @@ class BaseNN(LeanParams, FitPhases, BaseEstimator):
         finished.__dict__.pop("_resume_rng_", None)
         finished.__dict__.pop("_float_module_", None)
         finished.net_.optimizer_.state.clear()
+        if finished._is_quantized:
+            forget_float_weights(finished.net_)
         return finished
 
     def _encode_teacher(self, teacher_out):

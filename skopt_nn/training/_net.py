@@ -125,10 +125,19 @@ def finished_net(estimator, module, *, float_module=None):
                    device="cpu", callbacks=[], criterion=estimator._criterion())
     if float_module is not None:
         net.module = net.module_ = module
-        for group in net.optimizer_.param_groups:
-            group["params"] = []
+        forget_float_weights(net)
     _lean(net)
     return net
+
+
+def forget_float_weights(net):
+    """Leave a quantized net's optimizer holding no parameters, as a finished ``fit`` does.
+
+    Its parameter groups still point at the float network the int8 copy was
+    made from, which every pickle would otherwise carry beside it.
+    """
+    for group in net.optimizer_.param_groups:
+        group["params"] = []
 
 
 def _lean(net):

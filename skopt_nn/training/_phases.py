@@ -31,7 +31,7 @@ from ..specs.optim import resolve_optimizer
 from ..specs.quantization import continue_refusal, float_copy
 from ..specs.schedules import ScheduleCallback, resolve_schedule
 from ..specs.transformer import holds_text_network, text_encoder
-from ._net import _Holdout, _lean, _register_optimizer_setters, make_net
+from ._net import _Holdout, _lean, _register_optimizer_setters, forget_float_weights, make_net
 from ._loop import steps_in_epoch
 from ._progress import _fit_callbacks
 from ._stopping import Plateau, outputs_diverged
@@ -301,9 +301,8 @@ class FitPhases:
         self.quantization_summary_ = summary
         if keep_float:
             self._float_module_ = float_module
-        else:  # the optimizer would otherwise carry the float weights into pickles
-            for group in net.optimizer_.param_groups:
-                group["params"] = []
+        else:
+            forget_float_weights(net)
 
     def _callbacks(self, schedule, module, steps_per_epoch, start_epoch, generator, epochs,
                    weighted=False):
