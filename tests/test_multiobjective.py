@@ -322,3 +322,72 @@ def test_model_based_engines_need_scoring_holding_the_objectives(digits):
                                        cv=2, n_iter=2)):
         with pytest.raises(ValueError, match="scoring must hold them"):
             search.fit(X, y)
+
+
+# -- a rung before the pruning scores the model the candidate would finish as ------------------------
+
+def _pruned_net(**kw):
+    from skopt_nn import Pruning
+
+    return NNClassifier(MLP((32,)), max_epochs=5, random_state=0, early_stopping=False,
+                        pruning=Pruning("ln_structured", amount=0.5), **kw)
+
+
+def test_a_candidate_before_its_pruning_is_scored_pruned_and_trains_on_unchanged(digits):
+    X, y = digits
+    X = StandardScaler().fit_transform(X)
+    net = _pruned_net()
+    net._fit_epochs(X, y, 1)  # one-shot pruning at 0.6 * 5 = epoch 3: not yet
+    assert net.n_params_ == 64 * 32 + 32 + 32 * 10 + 10
+    finished = net._as_finished()
+    # pruned to its final amount and shrunk: 16 of the 32 hidden units
+    assert finished.n_params_ == 64 * 16 + 16 + 16 * 10 + 10
+    assert finished.sparsity_ == pytest.approx(0.5, abs=0.05)
+    assert finished.predict(X[:7]).shape == (7,)
+    # the candidate itself is untouched: continued to the end it is the straight fit
+    net._fit_epochs(X, y, 4)
+    assert "_finish_now_" not in vars(net)
+    straight = _pruned_net().fit(X, y)
+    np.testing.assert_allclose(net.predict_proba(X), straight.predict_proba(X), atol=1e-6)
+
+
+def test_a_quantized_candidate_before_its_pruning_is_scored_pruned_then_quantized(digits):
+    from skopt_nn import Quantization
+
+    X, y = digits
+    X = StandardScaler().fit_transform(X)
+    net = _pruned_net(quantization=Quantization("dynamic_int8"))
+    net._fit_epochs(X, y, 1)
+    finished = net._as_finished()
+    assert finished._is_quantized and "_float_module_" not in vars(finished)
+    assert finished.n_params_ == 64 * 16 + 16 + 16 * 10 + 10
+    assert finished.predict(X[:7]).shape == (7,)
+
+
+def test_asha_scores_a_candidate_stopped_before_its_pruning_as_pruned(digits):
+    from skopt_nn import Pruning
+
+    X, y = digits
+    pipe = _pipe(6)
+    space = {"pruning": [Pruning("ln_structured", amount=0.75)], "lr": [1e-2, 3e-3]}
+    kw = dict(cv=2, objectives=["accuracy", "neg_model_bytes"])
+    asha = make_search(pipe, space, method="asha", n_iter=2, min_epochs=2, reduction_factor=2,
+                       random_state=0, **kw)
+    grid = make_search(pipe, space, method="grid", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        asha.fit(X, y)
+        grid.fit(X, y)
+    results = asha.cv_results_
+    stopped = int(np.argmin(results["epochs"]))
+    assert results["epochs"][stopped] == 2  # 2 of 6 epochs: its pruning (at epoch 3.6) has not run
+    # its saved size is that of the pruned network it would finish as (a shorter history aside),
+    # not of the dense one, a quarter of whose hidden units the pruning keeps
+    index = [p == results["params"][stopped] for p in grid.cv_results_["params"]].index(True)
+    np.testing.assert_allclose(results["mean_test_neg_model_bytes"][stopped],
+                               grid.cv_results_["mean_test_neg_model_bytes"][index], rtol=0.15)
+    dense = make_search(pipe, {"lr": [1e-2]}, method="grid", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense.fit(X, y)
+    assert -results["mean_test_neg_model_bytes"][stopped] < 0.75 * -dense.cv_results_["mean_test_neg_model_bytes"][0]

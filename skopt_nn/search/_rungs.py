@@ -152,17 +152,23 @@ def _score_fold(scorer, fold, X, y):
     A multi-metric scorer (which may hold cost scorers) sees the fold's
     fitted preprocessing and network as one Pipeline on the raw rows, the
     model a plain search would score; a single scorer sees the network on
-    the transformed rows, as before.
+    the transformed rows, as before. A network whose pruning schedule ends
+    after this rung is scored as it would finish now (pruned to its final
+    amount, see ``BaseNN._as_finished``), so the rung sees what the pruning
+    costs and saves.
     """
+    net = fold.net
+    if "_finish_now_" in vars(net):  # pruning still to come: the model it would finish as now
+        net = net._as_finished()
     if isinstance(scorer, (_Promoting, CostScorer)):
-        estimator = fold.net
+        estimator = net
         if fold.prep is not None:
-            estimator = Pipeline([*fold.prep.steps, (fold.estimator.steps[-1][0], fold.net)])
+            estimator = Pipeline([*fold.prep.steps, (fold.estimator.steps[-1][0], net)])
         elif fold.net is not fold.estimator and hasattr(fold.estimator, "steps"):
-            estimator = Pipeline([(fold.estimator.steps[-1][0], fold.net)])
+            estimator = Pipeline([(fold.estimator.steps[-1][0], net)])
         return scorer(estimator, _take(X, fold.test), _take(y, fold.test))
     _, _, Xv, yv = fold.data
-    return float(scorer(fold.net, Xv, yv))
+    return float(scorer(net, Xv, yv))
 
 
 def _advance_fused(jobs, X, y, rungs, scorer, max_members, fallbacks):

@@ -286,6 +286,27 @@ class Pruning(LeanParams, BaseEstimator):
             generator=generator,
         )
 
+    def _prune_now(self, module):
+        """``module``, in place, as the schedule would leave it at its end, without more training.
+
+        Every step still due is applied at once (the final ``amount``; units
+        or weights already pruned stay pruned) and ``ln_structured`` shrinks
+        the layers. For a candidate scored between the rungs of a
+        multi-fidelity search before its schedule is complete: the model it
+        would be if its budget ended there. Returns ``(module, info)`` as
+        :meth:`_finalize` does.
+        """
+        # a generator of its own: random_unstructured must not draw from the fit's streams
+        callback = self._make_callback(module, max_epochs=1, steps_per_epoch=1,
+                                       generator=torch.Generator().manual_seed(0)).initialize()
+        holder = _Holder(module)
+        callback.on_train_begin(holder)
+        try:
+            callback._advance(math.inf)
+        finally:
+            callback.on_train_end(holder)
+        return self._finalize(module, callback)
+
     def _finalize(self, module, callback):
         method = PRUNING_METHODS.get(callback.method)
         removed = set()
@@ -303,6 +324,15 @@ class Pruning(LeanParams, BaseEstimator):
         info = _summary(module, callback, removed)
         callback.release()
         return module, info
+
+
+class _Holder:
+    """What the pruning callback reads of a skorch net, around a bare module (``_prune_now``)."""
+
+    def __init__(self, module):
+        self.module_ = module
+        self.history = [None]  # continuing: what is already pruned stays pruned
+        self.recipe_busy_ = False
 
 
 # -- the callback ------------------------------------------------------------

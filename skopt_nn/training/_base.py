@@ -460,15 +460,29 @@ class BaseNN(LeanParams, FitPhases, BaseEstimator):
         A fit that is to continue (a multi-fidelity search's candidate between
         rungs) keeps its optimizer state, its random state and a quantized
         model's float network; a finished fit keeps them only with
-        ``warm_start``. Cost scorers measure the finished form.
+        ``warm_start``. A candidate whose pruning schedule has not reached its
+        end yet is pruned to its final amount (shrunk, and quantized if the
+        recipe quantizes), the network it would be if its training ended now.
+        Multi-fidelity searches score this form, cost scorers measure it.
         """
         resuming = "_resume_rng_" in self.__dict__
         if not resuming or self.warm_start:
             return self
-        finished = copy.deepcopy(self)
+        pending = self.__dict__.pop("_finish_now_", None)
+        try:
+            finished = copy.deepcopy(self)
+        finally:
+            if pending is not None:
+                self._finish_now_ = pending
         finished.__dict__.pop("_resume_rng_", None)
         finished.__dict__.pop("_float_module_", None)
         finished.net_.optimizer_.state.clear()
+        if pending is not None:
+            module, finished.n_params_, info = copy.deepcopy(pending)
+            finished.net_.module = finished.net_.module_ = module
+            finished.sparsity_, finished.pruning_summary_ = info["sparsity"], info["layers"]
+            if not finished._is_quantized:  # the optimizer holds the unpruned float weights
+                finished.net_.initialize_optimizer()
         if finished._is_quantized:
             forget_float_weights(finished.net_)
         return finished

@@ -256,6 +256,8 @@ class FitPhases:
         self._check_finite(net, fit.train)
         resume_rng = (fit.generator.get_state(), torch.get_rng_state()) if fit.resume else None
 
+        # a candidate between rungs whose pruning is still to come: kept as it would finish now
+        pending = fit.resume and pruner is not None and not pruner.complete_
         if pruner is not None:
             module, info = self.pruning._finalize(net.module_, pruner)
             if module is not net.module_:
@@ -272,11 +274,29 @@ class FitPhases:
         keep = self.warm_start or fit.partial or fit.resume
         self._publish(net, n_iter=fit.start_epoch + n_run, loss_curve=fit.loss_curve,
                       n_threads=fit.n_threads, teacher=fit.teacher, keep_optimizer=keep)
+        float_module = net.module_
         self._quantize(net, fit.train.X, keep_float=keep)
+        self.__dict__.pop("_finish_now_", None)
+        if pending:
+            self._finish_now_ = self._finished_now(float_module, fit.train.X)
         if resume_rng is None:
             self.__dict__.pop("_resume_rng_", None)
         else:
             self._resume_rng_ = resume_rng
+
+    def _finished_now(self, float_module, rows):
+        """``(module, n_params, pruning info)``: the network this fit leaves if it ends now.
+
+        A copy of the float network with the pruning schedule brought to its
+        end at once (``Pruning._prune_now``: the final amount, shrunk), then
+        quantized as the fit would quantize it. ``_as_finished`` puts it in
+        place for a multi-fidelity search's scorers.
+        """
+        module, info = self.pruning._prune_now(copy.deepcopy(float_module))
+        n_params = count_params(module)
+        if self.quantization is not None:
+            module, _ = self.quantization._apply(module, _calibration_rows(self.quantization, rows))
+        return module, n_params, info
 
     def _quantize(self, net, rows, *, keep_float):
         """Replace the published float network by its quantized copy (with ``quantization``).
@@ -291,10 +311,7 @@ class FitPhases:
         if self.quantization is None:
             return
         float_module = net.module_
-        if rows is not None:
-            rows = rows[: self.quantization.calibration_rows]
-            rows = rows.to_dense() if getattr(rows, "is_sparse", False) else rows
-        module, summary = self.quantization._apply(float_module, rows)
+        module, summary = self.quantization._apply(float_module, _calibration_rows(self.quantization, rows))
         if summary["method"].endswith("int8"):
             net.device = "cpu"  # int8 kernels run on the CPU
         net.module = net.module_ = module
@@ -468,3 +485,11 @@ class FitPhases:
         finally:
             net.notify("on_train_end", X=train, y=None)
         return n_run
+
+
+def _calibration_rows(quantization, rows):
+    """The training rows a quantization calibrates on, dense (None stays None)."""
+    if rows is None:
+        return None
+    rows = rows[: quantization.calibration_rows]
+    return rows.to_dense() if getattr(rows, "is_sparse", False) else rows
