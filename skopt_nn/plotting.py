@@ -17,6 +17,7 @@ __all__ = [
     "plot_search_results",
     "plot_convergence",
     "plot_rungs",
+    "plot_pareto_front",
 ]
 
 
@@ -291,9 +292,9 @@ def _score_key(search, score):
             valid = sorted(k[len("mean_test_"):] for k in results if k.startswith("mean_test_"))
             raise ValueError(f"score must be one of {valid}; got {score!r}.")
         return key
-    if "mean_test_score" in results:
-        return "mean_test_score"
-    return f"mean_test_{search.refit}"
+    from .search.pareto import ranking_metric
+
+    return f"mean_test_{ranking_metric(search, results)}"
 
 
 def _strip_prefix(search):
@@ -556,4 +557,88 @@ def plot_rungs(search, *, ax=None, label_best=True):
     ax.set_title(f"ASHA: {search.n_candidates_} candidates, {search.total_epochs_} epochs in all")
     if label_best and best is not None:
         ax.legend(loc="lower right")
+    return ax
+
+
+def _cost_axis(name, values):
+    """``(values to draw, label)``: a cost entered negated (``neg_...``) is drawn as the cost itself."""
+    if name.startswith("neg_"):
+        return -values, name[len("neg_"):].replace("_", " ")
+    return values, name.replace("_", " ")
+
+
+def plot_pareto_front(search, objectives=None, *, ax=None):
+    """Plot every candidate on two objectives, the Pareto front through them, the refit pick marked.
+
+    Parameters
+    ----------
+    search : fitted search
+        Any search of :func:`~skopt_nn.make_search` (or sklearn's) with the
+        two objectives among its scoring entries.
+    objectives : list of two str, default=None
+        The scoring entries to draw: the first on the vertical axis, the
+        second on the horizontal one. A cost entered negated
+        (``"neg_model_bytes"``) is drawn as the cost itself, on a log axis
+        when it spans more than a decade. ``None``: the search's
+        ``objectives``, or its two scoring entries.
+    ax : matplotlib Axes, default=None
+        Where to draw; a new figure when None.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Raises
+    ------
+    ValueError
+        When ``objectives`` does not name two scoring entries of the search.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn.datasets import load_iris
+    >>> from skopt_nn import MLP, NNClassifier, make_search
+    >>> from skopt_nn.plotting import plot_pareto_front
+    >>> X, y = load_iris(return_X_y=True)
+    >>> search = make_search(NNClassifier(MLP((8,)), max_epochs=3, random_state=0),
+    ...                      {"module__hidden_layer_sizes": [(4,), (16,)]}, method="grid", cv=2,
+    ...                      objectives=["accuracy", "neg_model_bytes"]).fit(X, y)
+    >>> plot_pareto_front(search).get_xlabel()
+    'model bytes'
+    """
+    from .search.pareto import _metric_names, pareto_front
+
+    results = getattr(search, "cv_results_", None)
+    if results is None:
+        raise TypeError(f"plot_pareto_front needs a fitted search; got {type(search).__name__}.")
+    names = _metric_names(results)
+    if objectives is None:
+        objectives = getattr(search, "objectives", None) or names
+    objectives = [objectives] if isinstance(objectives, str) else list(objectives)
+    if len(objectives) != 2 or any(o not in names for o in objectives):
+        raise ValueError(
+            f"plot_pareto_front draws two objectives: pass objectives=[...] naming two of {names}; "
+            f"got {objectives!r}."
+        )
+    ax = _axes(ax)
+    y_name, x_name = objectives
+    y = np.asarray(results[f"mean_test_{y_name}"], dtype=float)
+    x, x_label = _cost_axis(x_name, np.asarray(results[f"mean_test_{x_name}"], dtype=float))
+    ok = np.isfinite(x) & np.isfinite(y)
+    ax.scatter(x[ok], y[ok], s=18, color="0.6", label="candidates", zorder=2)
+    front = pareto_front(results, [y_name, x_name])["index"]
+    order = front[np.argsort(x[front], kind="stable")]
+    ax.step(x[order], y[order], where="post", color="C0", lw=1.5, zorder=3)
+    ax.scatter(x[order], y[order], s=36, color="C0", label=f"Pareto front ({len(front)})", zorder=4)
+    best = getattr(search, "best_index_", None)
+    if best is not None and ok[best]:
+        ax.scatter([x[best]], [y[best]], s=160, marker="*", color="C3", label="refit pick", zorder=5)
+    finite = x[ok]
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() >= 10:
+        _log_axis(ax, "x")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(f"mean test {y_name.replace('_', ' ')}")
+    ax.set_title(f"Pareto front: {len(front)} of {int(ok.sum())} candidates")
+    ax.legend(loc="lower right")
     return ax

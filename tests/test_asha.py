@@ -220,6 +220,20 @@ def test_ray_backend_takes_multi_metric_scoring_like_joblib(small, local_ray):
     assert on_ray.best_index_ == local.best_index_
 
 
+@pytest.mark.slow
+def test_ray_backend_promotes_by_objectives_like_joblib(small, local_ray):
+    X, y = small
+    space = {"lr": Categorical([1e-2, 3e-2]), "module__hidden_layer_sizes": Categorical([(4,), (8,), (32,)])}
+    kw = dict(method="asha", n_iter=6, cv=2, random_state=0, reduction_factor=2,
+              objectives=["accuracy", "neg_model_bytes"])
+    on_ray = make_search(_pipe(), space, backend="ray", **kw).fit(X, y)
+    local = make_search(_pipe(), space, **kw).fit(X, y)
+    np.testing.assert_array_equal(on_ray.cv_results_["rung"], local.cv_results_["rung"])
+    np.testing.assert_allclose(on_ray.cv_results_["mean_test_accuracy"], local.cv_results_["mean_test_accuracy"],
+                               atol=1e-6)
+    assert on_ray.best_index_ == local.best_index_
+
+
 def test_search_space_renders_as_ray_tune_distributions():
     pytest.importorskip("ray")
     from ray.tune.search.sample import Categorical as RayCategorical

@@ -346,3 +346,36 @@ def test_tune_with_asha_keeps_the_requested_epochs_and_says_what_it_saved(tmp_pa
     assert len(results) == 6 and results["epochs"].max() == 9
     assert joblib.load(tmp_path / "model.joblib")[-1].max_epochs == 9
     assert (tmp_path / "rungs.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("search", ["asha", "random"])
+def test_tune_trades_objectives_and_draws_the_front(tmp_path, capsys, search):
+    import joblib
+
+    from skopt_nn import within
+
+    status = main(["tune", "--data", "iris", "--search", search, "--n-iter", "6", "--cv", "2", "--max-epochs", "3",
+                   "--objectives", "accuracy,neg_model_bytes", "--within", "0.05", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "refit pick (within('accuracy', tol=0.05, minimize='neg_model_bytes')): accuracy" in out
+    assert "Pareto front:" in out
+    results = pd.read_csv(tmp_path / "cv_results.csv")
+    assert {"mean_test_accuracy", "mean_test_neg_model_bytes"} <= set(results)
+    assert (tmp_path / "pareto_front.png").stat().st_size > 0
+    # the saved model is the cheapest candidate within 0.05 of the best accuracy
+    pick = within("accuracy", tol=0.05, minimize="neg_model_bytes")(
+        {"params": [{}] * len(results), **{k: results[k].to_numpy() for k in results if k.startswith("mean_test_")}})
+    model = joblib.load(tmp_path / "model.joblib")
+    assert model[-1].get_params()["lr"] == pytest.approx(results["param_nn__lr"][pick])
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--within", "0.01"], "--within applies with --objectives"),
+    (["--objectives", "accuracy,f1_macro", "--within", "0.01"], "--within needs a score and a cost"),
+    (["--objectives", "accuracy"], "The 'objectives' parameter of make_search must be a list"),
+])
+def test_tune_objectives_mistakes_are_one_line(capsys, tmp_path, argv, expected):
+    status, err = _error_line(capsys, ["tune", "--data", "iris", "--out", str(tmp_path), *argv])
+    assert status == 2
+    assert expected in err and len(err.splitlines()) == 1

@@ -192,6 +192,12 @@ def build_parser():
     tune.add_argument("--scheduler", metavar="ADDRESS",
                       help="Dask scheduler address, e.g. tcp://host:8786, or Ray cluster address, "
                            "e.g. ray://host:10001 (default: a local cluster)")
+    tune.add_argument("--objectives", metavar="A,B",
+                      help="scoring entries to trade, comma-separated, e.g. accuracy,neg_model_bytes: a "
+                           "multi-objective search whose Pareto front the report draws")
+    tune.add_argument("--within", type=float, metavar="TOL",
+                      help="with a cost among --objectives: refit the cheapest model within TOL of the best "
+                           "score (default: 0.01)")
     tune.add_argument("--random-state", type=int, metavar="SEED", default=0, help="seed (default: 0)")
     tune.add_argument("--out", metavar="DIR", default=_DEFAULT_OUT, help=f"output directory (default: ./{_DEFAULT_OUT})")
     tune.set_defaults(func=_tune.run)

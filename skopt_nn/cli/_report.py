@@ -125,6 +125,7 @@ def write_plots(out_dir, *, search=None, model=None, n_rows=None):
         return [], "plots skipped: matplotlib is not installed (pip install matplotlib)"
     from .. import plotting
     from ..plotting import _fitted_nn
+    from ..search.pareto import _metric_names
     from ..specs.schedules import resolve_schedule
 
     if model is None and search is not None:
@@ -157,6 +158,9 @@ def write_plots(out_dir, *, search=None, model=None, n_rows=None):
         save("convergence.png", lambda: plotting.plot_convergence(search))
         if "score_history" in search.cv_results_:
             save("rungs.png", lambda: plotting.plot_rungs(search))
+        objectives = getattr(search, "objectives", None) or _metric_names(search.cv_results_)
+        if len(objectives) == 2:
+            save("pareto_front.png", lambda: plotting.plot_pareto_front(search, objectives))
     return drawn, None
 
 

@@ -156,6 +156,7 @@ def run(args):
         if args.search not in ("grid", "random", "asha"):
             raise CLIError(f"--fuse applies to --search grid, random or asha; got --search {args.search}.")
         kwargs["fuse"] = True
+    objectives = _objectives(args, kwargs)
     try:
         search = make_search(pipe, space, args.search, **kwargs)
     except (ValueError, TypeError) as exc:
@@ -177,9 +178,17 @@ def run(args):
         search.fit(data.X, data.y)
     elapsed = time.perf_counter() - start
 
-    scores = np.asarray(search.cv_results_["mean_test_score"], dtype=float)
-    metric = "accuracy" if data.task == "classification" else "R^2"
-    _say(f"\nbest cv {metric}: {search.best_score_:.4f}  ({len(scores)} candidates, {elapsed:.1f} s)")
+    results = search.cv_results_
+    scores = np.asarray(results[f"mean_test_{objectives[0]}" if objectives else "mean_test_score"], dtype=float)
+    best_cv = scores[search.best_index_]
+    if objectives:
+        metric = objectives[0]
+        picked = ", ".join(f"{name} {results[f'mean_test_{name}'][search.best_index_]:.4g}" for name in objectives)
+        _say(f"\nrefit pick ({search.refit!r}): {picked}  ({len(scores)} candidates, {elapsed:.1f} s)")
+        _say(f"Pareto front: {len(search.pareto_front_['index'])} of {len(scores)} candidates")
+    else:
+        metric = "accuracy" if data.task == "classification" else "R^2"
+        _say(f"\nbest cv {metric}: {best_cv:.4f}  ({len(scores)} candidates, {elapsed:.1f} s)")
     _say(f"best parameters: {_params_text(search.best_params_)}")
     if args.search == "asha":
         full = len(scores) * args.max_epochs * args.cv
@@ -194,7 +203,7 @@ def run(args):
     written.append(write_cv_results(search, os.path.join(out, "cv_results.csv")))
     images, plot_note = write_plots(out, search=search, n_rows=len(data.X))
     written += images
-    rows = [{"model": f"{cls.__name__} (best of {len(scores)})", "cv": f"{search.best_score_:.4f}",
+    rows = [{"model": f"{cls.__name__} (best of {len(scores)})", "cv": f"{best_cv:.4f}",
              "params": f"{best[-1].n_params_:,}", "time": f"{elapsed:.1f} s"}]
     columns = [("model", "model"), ("cv", f"cv {metric}"), ("params", "parameters"), ("time", "search time")]
     written.append(
@@ -211,6 +220,33 @@ def run(args):
     _print_files(written, notes=(save_note, plot_note))
     _say(f"\npredict with: skopt-nn predict {written[0]} DATA.csv")
     return 0
+
+
+def _objectives(args, kwargs):
+    """``--objectives`` and ``--within`` as ``make_search``'s ``objectives`` and ``refit``; the objectives."""
+    from ..search.pareto import Within, default_refit
+
+    if not args.objectives:
+        if args.within is not None:
+            raise CLIError("--within applies with --objectives (e.g. --objectives accuracy,neg_model_bytes).")
+        return None
+    objectives = [name.strip() for name in args.objectives.split(",") if name.strip()]
+    kwargs["objectives"] = objectives
+    if args.within is not None:
+        if args.within < 0:
+            raise CLIError(f"--within must be at least 0; got {args.within}.")
+        try:
+            refit = default_refit(objectives, objectives)
+        except (KeyError, TypeError):
+            refit = None
+        if not isinstance(refit, Within):
+            raise CLIError(
+                f"--within needs a score and a cost among --objectives (e.g. accuracy,neg_model_bytes); "
+                f"got {args.objectives}."
+            )
+        refit.tol = args.within
+        kwargs["refit"] = refit
+    return objectives
 
 
 def search_space_names(search):

@@ -15,16 +15,14 @@ from joblib import effective_n_jobs
 
 from ..training._progress import _tqdm
 from ._failed_steps import _tolerate_failed_steps
+from .pareto import ranking_metric
 
 __all__ = ["search_progress"]
 
 
 def _best_score(results, search):
     """Best mean test score so far, for the bar's label (NaN when unknown)."""
-    key = "mean_test_score"
-    if key not in results and isinstance(getattr(search, "refit", None), str):
-        key = f"mean_test_{search.refit}"
-    scores = np.asarray(results.get(key, []), dtype=float)
+    scores = np.asarray(results.get(f"mean_test_{ranking_metric(search, results)}", []), dtype=float)
     if not np.isfinite(scores).any():
         return math.nan
     return float(np.nanmax(scores))
@@ -193,9 +191,7 @@ def _evaluate_group(evaluate_candidates, part, cv, more_results, n_requested):
 
 def _check_not_all_failed(results, search, n_requested):
     """Raise as sklearn does when a whole request failed, though it ran in groups."""
-    key = "mean_test_score"
-    if key not in results and isinstance(getattr(search, "refit", None), str):
-        key = f"mean_test_{search.refit}"
+    key = f"mean_test_{ranking_metric(search, results)}"
     scores = np.asarray(results.get(key, [np.nan]), dtype=float)[-n_requested:]
     error_score = getattr(search, "error_score", np.nan)
     if isinstance(error_score, float) and math.isnan(error_score) and np.isnan(scores).all():

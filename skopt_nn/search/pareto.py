@@ -235,6 +235,21 @@ class ParetoFrontMixin:
         return pareto_front(results, _metric_names(results))
 
 
+def ranking_metric(search, cv_results):
+    """The scoring entry a search's results are best read by: ``"score"``, the refit metric,
+    the metric a refit policy holds to a tolerance (``within``), else the first objective or entry."""
+    names = _metric_names(cv_results)
+    if "score" in names or not names:
+        return "score"
+    refit = getattr(search, "refit", None)
+    if isinstance(refit, str) and refit in names:
+        return refit
+    for name in (getattr(refit, "metric", None), *(getattr(search, "objectives", None) or ())):
+        if name in names:
+            return name
+    return names[0]
+
+
 def _n_splits(cv_results, name):
     return sum(1 for key in cv_results if key.startswith("split") and key.endswith(f"_test_{name}"))
 
