@@ -391,3 +391,23 @@ def test_asha_scores_a_candidate_stopped_before_its_pruning_as_pruned(digits):
         warnings.simplefilter("ignore")
         dense.fit(X, y)
     assert -results["mean_test_neg_model_bytes"][stopped] < 0.75 * -dense.cv_results_["mean_test_neg_model_bytes"][0]
+
+
+def test_optuna_records_the_refits_constraints_for_its_sampler(digits):
+    import optuna
+
+    X, y = digits
+    limit = 9000
+    refit = within("accuracy", tol=0.01, minimize="neg_model_bytes", constraints={"neg_model_bytes": limit})
+    search = make_search(_pipe(3), MODEL_SPACE, method="optuna", objectives=["accuracy", "neg_model_bytes"],
+                         refit=refit, cv=2, n_iter=6, random_state=0)
+    search.fit(X, y)
+    sampler = search.study_.sampler
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._constraints_func is search.constraints_func
+    results = search.cv_results_
+    for trial in search.study_.trials:
+        size = -results["mean_test_neg_model_bytes"][trial.user_attrs["cv_results_index"]]
+        assert search.constraints_func(trial) == pytest.approx([size - limit])
+    # the refit keeps to the limit
+    assert -results["mean_test_neg_model_bytes"][search.best_index_] <= limit

@@ -120,9 +120,12 @@ class OptunaSearchCV(RefitFallback, BaseSearchCV):
         objective. ``scoring`` must hold them (:func:`~skopt_nn.make_search`
         sets it, and ``refit``, for you). The default sampler is then
         Optuna's multi-objective TPE; pass ``NSGAIISampler``, ``GPSampler``
-        or another multi-objective sampler (one with ``constraints_func`` too)
-        as ``sampler``. The study's own front is ``study_.best_trials``;
-        ``pareto_front_`` is the same front read from ``cv_results_``.
+        or another multi-objective sampler as ``sampler``. The study's own
+        front is ``study_.best_trials``; ``pareto_front_`` is the same front
+        read from ``cv_results_``. With ``refit=within(...,
+        constraints={...})`` (one objective or several) each trial records
+        how far it is beyond each limit, for a sampler's ``constraints_func``
+        (:meth:`constraints_func`, which the default sampler then uses).
 
     Attributes
     ----------
@@ -235,12 +238,26 @@ scorer_, n_splits_, refit_time_, multimetric_
             seed = self.random_state
             if seed is not None and not isinstance(seed, numbers.Integral):
                 seed = int(check_random_state(seed).randint(np.iinfo(np.int32).max))
-            sampler = optuna.samplers.TPESampler(seed=seed)
+            constrained = bool(getattr(self.refit, "constraints", None))
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, constraints_func=self.constraints_func if constrained else None)
         directions = ["maximize"] * (len(self.objectives) if self.objectives is not None else 1)
         return optuna.create_study(
             storage=self.storage, sampler=sampler, study_name=self.study_name,
             directions=directions, load_if_exists=self.study_name is not None,
         )
+
+    @staticmethod
+    def constraints_func(trial):
+        """Optuna's ``constraints_func``: a trial's excess over the refit's constraints (``<= 0``: met).
+
+        The search records them on each trial when ``refit`` is
+        ``within(..., constraints={...})``; pass this to a sampler of your
+        own (``NSGAIISampler(constraints_func=OptunaSearchCV.constraints_func)``)
+        to have it steer clear of infeasible regions, as the default sampler
+        then does.
+        """
+        return trial.user_attrs.get("constraints", [])
 
     def _objective_values(self, results):
         """What a trial tells the study: its mean test score, or one per objective."""
@@ -296,6 +313,8 @@ scorer_, n_splits_, refit_time_, multimetric_
             score = float(np.sum(values))  # finite when every value is
             scores.append(score)
             trial.set_user_attr("cv_results_index", len(results["params"]) - 1)
+            if getattr(self.refit, "constraints", None):
+                trial.set_user_attr("constraints", self.refit.violations(results, len(results["params"]) - 1))
             if not np.isfinite(score):
                 reason = failures[-1] if failures else f"the mean test score is {score}"
                 trial.set_user_attr("fail_reason", reason[-2000:])

@@ -307,6 +307,20 @@ class Within:
             ok &= (-mean <= limit) if name.startswith("neg_") else (mean >= limit)
         return ok
 
+    def violations(self, cv_results, index):
+        """How far candidate ``index`` is beyond each constraint, in the constraint's units.
+
+        One value per entry of ``constraints``: ``<= 0`` where the candidate
+        meets it (as Optuna's ``constraints_func`` reads them); ``inf`` where
+        its score is not finite.
+        """
+        out = []
+        for name, limit in (self.constraints or {}).items():
+            mean = float(_mean(cv_results, name, "within")[index])
+            excess = (-mean - limit) if name.startswith("neg_") else (limit - mean)
+            out.append(excess if np.isfinite(excess) else np.inf)
+        return out
+
     def __call__(self, cv_results):
         self._check()
         score = _mean(cv_results, self.metric, "within")
