@@ -560,10 +560,18 @@ def plot_rungs(search, *, ax=None, label_best=True):
     return ax
 
 
-def _cost_axis(name, values):
-    """``(values to draw, label)``: a cost entered negated (``neg_...``) is drawn as the cost itself."""
-    if name.startswith("neg_"):
-        return -values, name[len("neg_"):].replace("_", " ")
+def _cost_axis(search, name, values):
+    """``(values to draw, label)``: a cost entered negated (``neg_...``) is drawn as the cost itself.
+
+    The scorer's own name decides, so an entry named ``"bytes"`` that holds
+    ``neg_model_bytes`` is drawn in bytes too.
+    """
+    scoring = getattr(search, "scoring", None)
+    scorer = scoring.get(name, name) if isinstance(scoring, dict) else name
+    scorer = getattr(scorer, "name", scorer)  # a cost scorer made by get_scorer
+    if isinstance(scorer, str) and scorer.startswith("neg_"):
+        label = scorer[len("neg_"):] if name == scorer else f"{name} ({scorer[len('neg_'):]})"
+        return -values, label.replace("_", " ")
     return values, name.replace("_", " ")
 
 
@@ -578,9 +586,10 @@ def plot_pareto_front(search, objectives=None, *, ax=None):
     objectives : list of two str, default=None
         The scoring entries to draw: the first on the vertical axis, the
         second on the horizontal one. A cost entered negated
-        (``"neg_model_bytes"``) is drawn as the cost itself, on a log axis
-        when it spans more than a decade. ``None``: the search's
-        ``objectives``, or its two scoring entries.
+        (``"neg_model_bytes"``, or an entry holding that scorer) is drawn
+        as the cost itself, on a log axis when it spans a decade or more.
+        ``None``: the search's ``objectives``, or its scoring entries;
+        either must be two.
     ax : matplotlib Axes, default=None
         Where to draw; a new figure when None.
 
@@ -624,7 +633,7 @@ def plot_pareto_front(search, objectives=None, *, ax=None):
     ax = _axes(ax)
     y_name, x_name = objectives
     y = np.asarray(results[f"mean_test_{y_name}"], dtype=float)
-    x, x_label = _cost_axis(x_name, np.asarray(results[f"mean_test_{x_name}"], dtype=float))
+    x, x_label = _cost_axis(search, x_name, np.asarray(results[f"mean_test_{x_name}"], dtype=float))
     ok = np.isfinite(x) & np.isfinite(y)
     ax.scatter(x[ok], y[ok], s=18, color="0.6", label="candidates", zorder=2)
     front = pareto_front(results, [y_name, x_name])["index"]

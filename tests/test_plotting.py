@@ -203,3 +203,30 @@ def test_missing_matplotlib_names_the_extra(pruned, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"pip install matplotlib"):
         plotting.plot_learning_curve(pruned)
+
+
+@pytest.mark.parametrize("scoring", [None, {"acc": "accuracy", "bytes": "neg_model_bytes"}])
+def test_pareto_front_draws_the_front_in_bytes_and_marks_the_pick(iris, tmp_path, scoring):
+    from skopt_nn import pareto_front, within
+
+    X, y = iris
+    space = {"module__hidden_layer_sizes": [(2,), (8,), (32,)], "lr": [1e-2, 3e-2]}
+    kw = ({"objectives": ["accuracy", "neg_model_bytes"]} if scoring is None
+          else {"scoring": scoring, "refit": within("acc", tol=0.02, minimize="bytes")})
+    search = make_search(NNClassifier(MLP((8,)), max_epochs=4, random_state=0), space, method="grid", cv=2,
+                         **kw).fit(X, y)
+    names = ["accuracy", "neg_model_bytes"] if scoring is None else ["acc", "bytes"]
+    ax = plotting.plot_pareto_front(search, names if scoring is not None else None)
+    results = search.cv_results_
+    size = -np.asarray(results[f"mean_test_{names[1]}"])
+    front = pareto_front(results, names)["index"]
+    # the front's markers sit at the front's candidates, in bytes (positive), the pick on a star
+    offsets = [c.get_offsets() for c in ax.collections]
+    assert sorted(map(tuple, offsets[1].tolist())) == sorted(
+        (size[i], results[f"mean_test_{names[0]}"][i]) for i in front)
+    np.testing.assert_allclose(offsets[2], [[size[search.best_index_],
+                                             results[f"mean_test_{names[0]}"][search.best_index_]]])
+    assert "model bytes" in ax.get_xlabel()
+    _assert_png(ax, tmp_path / "front.png")
+    with pytest.raises(ValueError, match="draws two objectives"):
+        plotting.plot_pareto_front(search, ["accuracy"])
