@@ -56,7 +56,6 @@ Run: ``python benchmarks/bench_multiobjective.py [--seeds 0 1 2] [--epochs 27] [
 
 import argparse
 import json
-import platform
 import time
 import warnings
 
@@ -66,6 +65,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from skopt_nn import MLP, Categorical, NNClassifier, Pruning, Quantization, make_search
+
+from _machine import cpu_flags  # benchmarks/ is on sys.path when a benchmark runs as a script
 
 OBJECTIVES = ["accuracy", "neg_model_bytes"]
 
@@ -172,16 +173,6 @@ def run(X, y, seed, epochs, grid, n_iter_asha, search_seeds):
             search, seconds = timed(make_search(pipe, space_, **kw, **common))
             record(name, search, seconds, trials * epochs * 3)
     return figures
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return " ".join(flag for flag in wanted if flag in flags)
 
 
 def main(argv=None):
