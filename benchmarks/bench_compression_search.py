@@ -29,7 +29,6 @@ Run: ``python benchmarks/bench_compression_search.py [--seeds 0 1 2] [--epochs 2
 import argparse
 import io
 import json
-import platform
 import time
 
 import joblib
@@ -41,19 +40,11 @@ from sklearn.preprocessing import StandardScaler
 from skopt_nn import MLP, NNClassifier, Pruning, Quantization, make_search, pareto_front, within
 from skopt_nn.specs.quantization import weight_nbytes
 
+from _machine import cpu_flags  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 DATASETS = {"digits": load_digits, "breast_cancer": load_breast_cancer, "wine": load_wine}
 SCORING = {"accuracy": "accuracy", "bytes": "neg_model_bytes", "weight_bytes": "neg_weight_bytes",
            "latency": "neg_predict_latency"}
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return " ".join(flag for flag in wanted if flag in flags) or "none of " + ", ".join(wanted)
 
 
 def space(widths):

@@ -48,6 +48,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 
+from _machine import cpu_flags  # benchmarks/ is on sys.path when a benchmark runs as a script
+
 MODULES = {
     "numpy": ["numpy", "numpy.linalg", "numpy.fft", "numpy.random", "numpy.ma", "numpy.polynomial"],
     "scipy": ["scipy.stats", "scipy.linalg", "scipy.optimize", "scipy.signal", "scipy.sparse",
@@ -59,16 +61,6 @@ MODULES = {
               "torch.distributions"],
 }
 _NAMES = re.compile(r"\b(numpy|np|scipy|sklearn|scikit-learn|torch|pytorch)\b", re.IGNORECASE)
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next(line for line in f if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return " ".join(flag for flag in wanted if flag in flags)
 
 
 def checkpoint():
