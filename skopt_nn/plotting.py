@@ -649,5 +649,5 @@ def plot_pareto_front(search, objectives=None, *, ax=None):
     ax.set_xlabel(x_label)
     ax.set_ylabel(f"mean test {y_name.replace('_', ' ')}")
     ax.set_title(f"Pareto front: {len(front)} of {int(ok.sum())} candidates")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")  # the front runs corner to corner: let matplotlib find room
     return ax

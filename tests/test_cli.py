@@ -51,7 +51,7 @@ def test_demo_runs_to_the_end_and_writes_its_files(tmp_path):
     out = tmp_path / "demo"
     for name in ["model.joblib", "cv_results.csv", "results.csv", "report.html",
                  "learning_curve.png", "lr_schedule.png", "sparsity.png",
-                 "search_results.png", "convergence.png"]:
+                 "search_results.png", "convergence.png", "pareto_front.png"]:
         assert (out / name).stat().st_size > 0, name
     # The results table compares the teacher, a dense student, the tuned one
     # and the tuned one with int8 weights.
