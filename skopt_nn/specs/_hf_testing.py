@@ -32,7 +32,7 @@ def _tokenizer(vocab_path):
     return transformers.BertTokenizerFast(vocab_file=vocab_path)
 
 
-def tiny_checkpoint(path, *, hidden_size=32, num_layers=2, seed=0):
+def tiny_checkpoint(path, *, hidden_size=32, num_layers=2, num_heads=2, seed=0):
     """Write a randomly initialised tiny BERT and its tokenizer to ``path``; return ``path``."""
     import torch
     import transformers
@@ -43,7 +43,7 @@ def tiny_checkpoint(path, *, hidden_size=32, num_layers=2, seed=0):
         f.write("\n".join(VOCABULARY) + "\n")
     config = transformers.BertConfig(
         vocab_size=len(VOCABULARY), hidden_size=hidden_size, num_hidden_layers=num_layers,
-        num_attention_heads=2, intermediate_size=2 * hidden_size, max_position_embeddings=64,
+        num_attention_heads=num_heads, intermediate_size=2 * hidden_size, max_position_embeddings=64,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

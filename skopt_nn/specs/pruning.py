@@ -12,6 +12,7 @@ operation that removal could not keep exact, the zeros stay and a warning
 says so.
 """
 
+import functools
 import math
 import numbers
 import warnings
@@ -24,6 +25,7 @@ from torch.nn.utils import prune
 
 from ._spec import LeanParams
 from ._registry import Registry
+from ._encoder_units import encoder_units, remove_units
 from ._shrink import alive_units, analyse, shrink
 
 __all__ = ["Pruning", "PRUNING_METHODS", "PRUNING_SCHEDULES"]
@@ -140,6 +142,11 @@ class Pruning(LeanParams, BaseEstimator):
     norm : float, default=1
         Order of the norm that ranks units for ``ln_structured`` (1 for L1,
         2 for L2, ``float("inf")`` for the max).
+    head_amount : float, default=None
+        For a pretrained ``Transformer`` network with ``ln_structured``: the
+        fraction of attention heads pruned in each encoder layer, while
+        ``amount`` is the fraction of its feed-forward neurons. None: the
+        same as ``amount``. Ignored by other networks.
 
     See Also
     --------
@@ -150,6 +157,14 @@ class Pruning(LeanParams, BaseEstimator):
     Unstructured masks make a network sparse, not faster: the zeros are
     still multiplied. Only ``ln_structured`` shrinks the dense layers, which
     is what makes prediction faster and pickles smaller.
+
+    On a pretrained ``Transformer`` network (an encoder laid out as BERT's),
+    ``ln_structured`` prunes whole attention heads and whole feed-forward
+    neurons of every encoder layer, each ranked by the ``norm`` of its
+    weights (its query, key and value rows and its output-projection
+    columns; a neuron's intermediate row and output column), and removes
+    them after training: the projections are sliced, so the encoder is
+    smaller and faster. The classification head and the embeddings stay.
 
     Epoch points are fractions of ``max_epochs``, so the recipe always spends
     exactly the estimator's epoch budget (the resource of successive-halving
@@ -186,6 +201,7 @@ class Pruning(LeanParams, BaseEstimator):
         n_steps=10,
         initial_sparsity=0.0,
         norm=1,
+        head_amount=None,
     ):
         self.method = method
         self.amount = amount
@@ -195,6 +211,7 @@ class Pruning(LeanParams, BaseEstimator):
         self.n_steps = n_steps
         self.initial_sparsity = initial_sparsity
         self.norm = norm
+        self.head_amount = head_amount
 
     def _validated(self):
         """Checked parameters with canonical names; raises at fit, never earlier."""
@@ -226,6 +243,13 @@ class Pruning(LeanParams, BaseEstimator):
                 f"The 'initial_sparsity' parameter of {owner} must be a float in "
                 f"[0, amount={p['amount']!r}]; got {s_i!r}."
             )
+        head = p["head_amount"]
+        if head is not None:
+            if not _is_real(head) or not 0 <= head < 1:
+                raise InvalidParameterError(
+                    f"The 'head_amount' parameter of {owner} must be a float in [0, 1) or None; got {head!r}."
+                )
+            p["head_amount"] = float(head)
         if not _is_real(p["norm"]) or not p["norm"] > 0:
             raise InvalidParameterError(
                 f"The 'norm' parameter of {owner} must be a number > 0 (1, 2 or float('inf')); got {p['norm']!r}."
@@ -253,6 +277,10 @@ class Pruning(LeanParams, BaseEstimator):
     def _make_callback(self, module, *, max_epochs, steps_per_epoch, start_epoch=0, generator=None):
         p = self._validated()
         method = PRUNING_METHODS.get(p["method"])
+        groups = encoder_units(module) if method.structured else None
+        if groups is not None:
+            return self._encoder_callback(groups, p, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch,
+                                          start_epoch=start_epoch, generator=generator)
         layers, graph = analyse(module)
         # The output layer stays dense: its weights are few and every
         # prediction goes through them (and its units are the outputs).
@@ -286,6 +314,27 @@ class Pruning(LeanParams, BaseEstimator):
             generator=generator,
         )
 
+    @staticmethod
+    def _encoder_callback(groups, p, *, max_epochs, **kwargs):
+        """Heads and neurons of a pretrained encoder, each kind at its own amount."""
+        amounts = {"neurons": p["amount"],
+                   "heads": p["amount"] if p["head_amount"] is None else p["head_amount"]}
+        for group in groups:
+            amount = amounts[group.kind]
+            if _n_pruned(amount, group.n) >= group.n:
+                param = "amount" if group.kind == "neurons" or p["head_amount"] is None else "head_amount"
+                raise ValueError(
+                    f"The {param!r} parameter of Pruning is too large for {group.name!r}: "
+                    f"ln_structured with {param}={amount!r} would remove all {group.n} {group.kind}. "
+                    f"Use {param} < {(group.n - 0.5) / group.n:.3g}."
+                )
+        # One schedule, laid out for the larger amount; each kind follows it in proportion.
+        base = max(amounts.values())
+        steps = PRUNING_SCHEDULES.get(p["schedule"])(dict(p, amount=base), max_epochs)
+        ratios = {kind: (amount / base if base > 0 else 0.0) for kind, amount in amounts.items()}
+        return _EncoderPruningCallback(groups=groups, ratios=ratios, method=p["method"], steps=steps,
+                                       norm=p["norm"], **kwargs)
+
     def _prune_now(self, module):
         """``module``, in place, as the schedule would leave it at its end, without more training.
 
@@ -308,6 +357,10 @@ class Pruning(LeanParams, BaseEstimator):
         return self._finalize(module, callback)
 
     def _finalize(self, module, callback):
+        if isinstance(callback, _EncoderPruningCallback):
+            module, info = callback.finish(module)
+            callback.release()
+            return module, info
         method = PRUNING_METHODS.get(callback.method)
         removed = set()
         if method.structured and callback.complete_:
@@ -527,15 +580,7 @@ class _PruningCallback(Callback):
             scores.append(method.score(weight, self.norm, self.generator).flatten().float())
             alive.append(self._alive[name].flatten())
         groups = [(torch.cat(scores), torch.cat(alive))] if method.global_ else list(zip(scores, alive))
-        new_alive = []
-        for score, live in groups:
-            # Entries already pruned count towards the target and never return.
-            n_more = _n_pruned(target, live.numel()) - int((~live).sum())
-            live = live.clone()
-            if n_more > 0:
-                ranked = score.masked_fill(~live, math.inf)
-                live[torch.topk(ranked, n_more, largest=False).indices] = False
-            new_alive.append(live)
+        new_alive = [_prune_lowest(score, live, target) for score, live in groups]
         if method.global_:
             new_alive = torch.split(new_alive[0], [a.numel() for a in alive])
         for name, live in zip(self.targets, new_alive):
@@ -544,6 +589,95 @@ class _PruningCallback(Callback):
     def _write_masks(self):
         for mask, expand, name in self._expand:
             mask.copy_(expand(self._alive[name], mask))
+
+
+def _prune_lowest(score, live, target):
+    """``live`` with its lowest-scored entries cleared until ``target`` of all are gone.
+
+    Entries already pruned count towards the target and never return.
+    """
+    n_more = _n_pruned(target, live.numel()) - int((~live).sum())
+    live = live.clone()
+    if n_more > 0:
+        ranked = score.masked_fill(~live, math.inf)
+        live[torch.topk(ranked, n_more, largest=False).indices] = False
+    return live
+
+
+class _EncoderPruningCallback(_PruningCallback):
+    """The pruning schedule on the attention heads and feed-forward neurons of an encoder.
+
+    The same steps, masks and hooks as :class:`_PruningCallback`; its
+    targets are unit groups (``_encoder_units``): a layer's heads, whose
+    masks cover their query, key and value rows, and a layer's neurons,
+    whose masks cover their intermediate rows. Each kind prunes ``ratio``
+    of the schedule's sparsity. ``finish`` slices the pruned units away.
+    """
+
+    def __init__(self, *, groups, ratios, **kwargs):
+        super().__init__(targets=[g.name for g in groups],
+                         layers=[name for g in groups for name in g.layers()], graph=None, **kwargs)
+        self.groups = groups
+        self.ratios = ratios
+
+    def initialize(self):
+        super().initialize()
+        self._named = {}
+        return self
+
+    def _begin(self, module, continuing):
+        named = self._named = dict(module.named_modules())
+        self.shapes_ = {n: tuple(named[n].weight.shape) for n in self.layers}
+        masks = []
+        for group in self.groups:
+            self._alive[group.name] = group.alive(named) if continuing else torch.ones(group.n, dtype=torch.bool)
+            expand = functools.partial(_expand_rows, group.width)
+            for lname in group.masked:
+                masks.append((lname, "weight", expand, group.name))
+                if named[lname].bias is not None:
+                    masks.append((lname, "bias", expand, group.name))
+        return masks
+
+    def _layer_weight(self, name):
+        layer = self._named[name]
+        if hasattr(layer, "weight_orig"):
+            return layer.weight_orig.detach() * layer.weight_mask
+        return layer.weight.detach()
+
+    def _select(self, target):
+        for group in self.groups:
+            score = group.scores(self._layer_weight, self.norm).cpu()
+            self._alive[group.name] = _prune_lowest(score, self._alive[group.name],
+                                                    target * self.ratios[group.kind])
+
+    def finish(self, module):
+        """``(module, info)``: the pruned units sliced away (once the schedule is complete)."""
+        removed = set()
+        if self.complete_:
+            module, removed = remove_units(module, self.groups, [self._alive[g.name] for g in self.groups])
+        named = dict(module.named_modules())
+        rows, n_total, n_zero = [], 0, 0
+        for group in self.groups:
+            before = sum(math.prod(self.shapes_[n]) for n in group.layers())
+            weights = [named[n].weight.detach() for n in group.layers()]
+            zeros = before - sum(w.numel() for w in weights) + sum(int((w == 0).sum()) for w in weights)
+            n_total, n_zero = n_total + before, n_zero + zeros
+            kept = int(self._alive[group.name].sum())
+            rows.append({
+                "layer": group.name, "type": group.kind, "shape": self.shapes_[group.masked[0]],
+                "final_shape": tuple(named[group.masked[0]].weight.shape),
+                "sparsity": zeros / before if before else 0.0, "pruned": True,
+                "units": group.n, "units_kept": kept, "removed": group.name in removed,
+            })
+        return module, {"sparsity": n_zero / n_total if n_total else 0.0, "layers": rows}
+
+    def release(self):
+        super().release()
+        self._named = {}
+
+
+def _expand_rows(width, alive, mask):
+    return alive.repeat_interleave(width).view(-1, *([1] * (mask.dim() - 1))).expand_as(mask)
 
 
 def _as_is(alive, mask):

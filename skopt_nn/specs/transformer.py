@@ -33,6 +33,7 @@ from sklearn.utils._param_validation import Interval, InvalidParameterError, Str
 from torch import nn
 
 from ._spec import LeanParams
+from ._encoder_units import resize_units, unit_sizes
 from .schedules import LRSchedule
 
 __all__ = ["pool_states", "Transformer", "LoRA", "PretrainedTextNet"]
@@ -506,6 +507,10 @@ class PretrainedTextNet(nn.Module):
         """The transformers model, under peft's wrapper while adapters are attached."""
         return self.model.get_base_model() if self.lora_ else self.model
 
+    def encoder_layers(self):
+        """The encoder's layers, bottom to top (what structured pruning cuts into)."""
+        return _layout(self._base())[1]
+
     def optimizer_groups(self, lr):
         """skorch ``param_groups`` for layer-wise learning-rate decay, or None.
 
@@ -586,6 +591,8 @@ class PretrainedTextNet(nn.Module):
             "freeze": self.freeze,
             "layer_lr_decay": self.layer_lr_decay,
             "pooling": getattr(self, "pooling", "cls"),
+            # heads and neurons left by structured pruning, where fewer than the config's
+            "units": unit_sizes(self, self._base().config),
         }
 
     @classmethod
@@ -599,8 +606,9 @@ class PretrainedTextNet(nn.Module):
                   else transformers.AutoModel)
         with _quiet():
             hf = loader.from_config(config_obj, **_float32())
-        return cls(hf, blueprint["tokenizer"], max_length=blueprint["max_length"],
-                   freeze=blueprint["freeze"], layer_lr_decay=blueprint["layer_lr_decay"], pooling=pooling)
+        net = cls(hf, blueprint["tokenizer"], max_length=blueprint["max_length"],
+                  freeze=blueprint["freeze"], layer_lr_decay=blueprint["layer_lr_decay"], pooling=pooling)
+        return resize_units(net, blueprint.get("units"))
 
     def __getstate__(self):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()

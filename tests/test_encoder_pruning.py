@@ -1,0 +1,202 @@
+"""Structured pruning of a pretrained encoder: whole attention heads and feed-forward neurons.
+
+Every checkpoint is a tiny BERT (4 heads a layer) the tests build and save
+themselves; nothing is downloaded (HF_HUB_OFFLINE=1 for the whole module).
+"""
+
+import io
+import math
+import shutil
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.utils._param_validation import InvalidParameterError
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from skopt_nn import LoRA, NNClassifier, Pruning, Quantization, Transformer, load, make_search, save  # noqa: E402
+from skopt_nn.specs._encoder_units import encoder_units  # noqa: E402
+from skopt_nn.specs._hf_testing import review_texts, tiny_checkpoint  # noqa: E402
+from skopt_nn.specs.pruning import _Holder  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("hf_offline")
+
+TINY = dict(lr_schedule="constant", early_stopping=False, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def four_heads(tmp_path_factory):
+    return tiny_checkpoint(str(tmp_path_factory.mktemp("hf") / "heads4"), num_heads=4)
+
+
+@pytest.fixture(scope="module")
+def pretrained(four_heads, tmp_path_factory):
+    """The 4-head BERT trained on topic-and-mood labels, saved as a pretrained checkpoint."""
+    X, y = review_texts(400, seed=0, label="both")
+    clf = NNClassifier(Transformer(four_heads, max_length=24), lr=3e-3, max_epochs=8, random_state=0,
+                       **TINY).fit(X, y)
+    path = str(tmp_path_factory.mktemp("hf") / "pretrained4")
+    clf.module_.model.save_pretrained(path)
+    clf.module_.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    return review_texts(160, seed=1), review_texts(300, seed=2)
+
+
+def _clf(path, pruning=None, pooling="mean", **kwargs):
+    params = dict(lr=1e-2, max_epochs=4, random_state=0, **TINY)
+    params.update(kwargs)
+    return NNClassifier(Transformer(path, max_length=24, pooling=pooling), pruning=pruning, **params)
+
+
+def _layers(clf):
+    return clf.module_._base().base_model.encoder.layer
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_heads_and_neurons_are_removed_and_the_model_still_predicts(pretrained, reviews, pooling):
+    (X, y), (X_test, y_test) = reviews
+    dense = _clf(pretrained, pooling=pooling).fit(X, y)
+    pruned = _clf(pretrained, Pruning("ln_structured", amount=0.5), pooling=pooling).fit(X, y)
+    for layer in _layers(pruned):
+        attention = layer.attention.self
+        assert attention.num_attention_heads == 2
+        assert attention.query.out_features == attention.key.out_features == attention.value.out_features == 16
+        assert layer.attention.output.dense.in_features == 16
+        assert layer.intermediate.dense.out_features == 32 == layer.output.dense.in_features
+    assert pruned.n_params_ < dense.n_params_
+    assert pruned.sparsity_ == pytest.approx(0.5)
+    kinds = [(row["type"], row["units"], row["units_kept"], row["removed"]) for row in pruned.pruning_summary_]
+    assert kinds == [("heads", 4, 2, True), ("neurons", 64, 32, True)] * 2
+    # half the heads and neurons of a pretrained encoder, fine-tuned after the cut: still accurate
+    assert pruned.score(X_test, y_test) > 0.7
+    assert pruned.predict_proba(X_test).shape == (len(X_test), len(pruned.classes_))
+
+
+def test_each_kind_has_its_own_amount(pretrained, reviews):
+    (X, y), _ = reviews
+    only_neurons = _clf(pretrained, Pruning("ln_structured", amount=0.25, head_amount=0.0), max_epochs=2).fit(X, y)
+    assert [row["units_kept"] for row in only_neurons.pruning_summary_] == [4, 48, 4, 48]
+    assert _layers(only_neurons)[0].attention.self.num_attention_heads == 4
+    gradual = _clf(pretrained, Pruning("ln_structured", amount=0.25, head_amount=0.75, schedule="gradual",
+                                       start=0.0, end=0.5, n_steps=2), max_epochs=4).fit(X, y)
+    assert [row["units_kept"] for row in gradual.pruning_summary_] == [1, 48, 1, 48]
+
+
+def _masked_and_removed(path, pruning):
+    """A built network's outputs with the pruned units masked to zero, and after their removal."""
+    clf = _clf(path, pruning, max_epochs=1)
+    net = clf.module.build(1, 3).eval()
+    callback = pruning._make_callback(net, max_epochs=1, steps_per_epoch=1).initialize()
+    holder = _Holder(net)
+    holder.history = []
+    callback.on_train_begin(holder)
+    callback._advance(math.inf)
+    callback.on_train_end(holder)  # masks made permanent: the pruned rows are zeros
+    X = net.encode(review_texts(40, seed=5)[0])
+    with torch.no_grad():
+        masked = net(X)
+        removed, info = callback.finish(net)
+        after = removed(X)
+    return masked, after, removed, info
+
+
+def test_removal_computes_exactly_what_the_masked_encoder_did(pretrained):
+    masked, after, removed, info = _masked_and_removed(pretrained, Pruning("ln_structured", amount=0.5,
+                                                                           head_amount=0.5))
+    torch.testing.assert_close(after, masked, rtol=1e-5, atol=1e-5)
+    assert [row["final_shape"] for row in info["layers"]] == [(16, 32), (32, 32)] * 2
+    assert removed.model.encoder.layer[1].attention.self.num_attention_heads == 2
+
+
+def test_the_weakest_head_and_neuron_go_first(pretrained):
+    clf = _clf(pretrained)
+    net = clf.module.build(1, 3)
+    layer = net.model.encoder.layer[0]
+    with torch.no_grad():
+        layer.attention.self.value.weight[8:16] *= 1e-3  # head 1 of 4 (head size 8)
+        layer.attention.self.query.weight[8:16] *= 1e-3
+        layer.attention.self.key.weight[8:16] *= 1e-3
+        layer.attention.output.dense.weight[:, 8:16] *= 1e-3
+        layer.intermediate.dense.weight[5] *= 1e-3
+        layer.output.dense.weight[:, 5] *= 1e-3
+    groups = encoder_units(net)
+    weights = {name: module.weight.detach() for name, module in net.named_modules() if hasattr(module, "weight")}
+    head_scores = groups[0].scores(weights.__getitem__, 1)
+    neuron_scores = groups[1].scores(weights.__getitem__, 1)
+    assert int(head_scores.argmin()) == 1
+    assert int(neuron_scores.argmin()) == 5
+    pruned, _ = Pruning("ln_structured", amount=1 / 64, head_amount=0.25)._prune_now(net)
+    attention = pruned.model.encoder.layer[0].attention.self
+    assert attention.num_attention_heads == 3
+    # the weakened head is the one gone: the kept value rows are heads 0, 2 and 3
+    kept = attention.value.weight.detach()
+    expected = torch.cat([layer.attention.self.value.weight[:8], layer.attention.self.value.weight[16:]])
+    torch.testing.assert_close(kept, expected.detach())
+
+
+def test_a_pruned_encoder_round_trips_without_its_checkpoint(four_heads, reviews, tmp_path):
+    (X, y), (X_test, _) = reviews
+    folder = str(tmp_path / "copy")
+    shutil.copytree(four_heads, folder)
+    clf = _clf(folder, Pruning("ln_structured", amount=0.5, head_amount=0.25), max_epochs=2).fit(X, y)
+    proba = clf.predict_proba(X_test)
+    save(clf, tmp_path / "model.skops")
+    buffer = io.BytesIO()
+    joblib.dump(clf, buffer)
+    shutil.rmtree(folder)
+    np.testing.assert_allclose(load(tmp_path / "model.skops").predict_proba(X_test), proba, atol=1e-6)
+    buffer.seek(0)
+    np.testing.assert_allclose(joblib.load(buffer).predict_proba(X_test), proba, atol=1e-6)
+
+
+def test_pruned_then_quantized_encoder(pretrained, reviews):
+    (X, y), (X_test, y_test) = reviews
+    clf = _clf(pretrained, Pruning("ln_structured", amount=0.5),
+               quantization=Quantization("dynamic_int8")).fit(X, y)
+    assert clf.score(X_test, y_test) > 0.7
+
+
+def test_amounts_are_searchable_and_each_candidate_is_its_own_size(pretrained, reviews):
+    (X, y), _ = reviews
+    search = make_search(_clf(pretrained, Pruning("ln_structured"), max_epochs=1),
+                         {"pruning__amount": [0.25, 0.5], "pruning__head_amount": [0.0, 0.5]}, "grid",
+                         cv=2, scoring={"acc": "accuracy", "bytes": "neg_model_bytes"}, refit="acc").fit(X, y)
+    sizes = search.cv_results_["mean_test_bytes"]
+    assert len(set(np.round(sizes))) == 4  # four different encoders
+    assert sizes[np.argmax([p["pruning__amount"] + p["pruning__head_amount"]
+                            for p in search.cv_results_["params"]])] == sizes.max()
+
+
+@pytest.mark.parametrize("bad", [1.0, -0.1, "half"])
+def test_bad_head_amount_gets_sklearns_wording(pretrained, reviews, bad):
+    (X, y), _ = reviews
+    with pytest.raises(InvalidParameterError, match="The 'head_amount' parameter of Pruning must be"):
+        _clf(pretrained, Pruning("ln_structured", head_amount=bad)).fit(X, y)
+
+
+def test_refusals_leave_a_fitted_model_usable(pretrained, reviews):
+    (X, y), (X_test, _) = reviews
+    clf = _clf(pretrained, Pruning("ln_structured", amount=0.5), max_epochs=1).fit(X, y)
+    proba = clf.predict_proba(X_test)
+    clf.set_params(pruning=Pruning("ln_structured", amount=0.5, head_amount=0.9))
+    with pytest.raises(ValueError, match="'head_amount' parameter of Pruning is too large .* all 4 heads"):
+        clf.fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(X_test), proba)
+    clf.set_params(module__lora=LoRA(r=2), pruning=Pruning("ln_structured"))
+    with pytest.raises(ValueError, match="cannot train with LoRA adapters"):
+        clf.fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(X_test), proba)
+
+
+def test_unstructured_pruning_still_masks_every_projection(pretrained, reviews):
+    (X, y), _ = reviews
+    clf = _clf(pretrained, Pruning("l1_unstructured", amount=0.5), max_epochs=1).fit(X, y)
+    assert clf.sparsity_ == pytest.approx(0.5, abs=0.01)
+    assert _layers(clf)[0].attention.self.num_attention_heads == 4
