@@ -11,11 +11,15 @@ every model fine-tuned with the estimator's defaults for a pretrained
 network (nothing chosen but the compression):
 
 - ``float``: the unpruned float32 model;
-- ``pruned``: ``Pruning("ln_structured", amount=a, head_amount=h)`` for each
-  ``--prune a:h`` (the fraction of feed-forward neurons and of attention
-  heads removed in every layer during fine-tuning);
-- ``int8``: ``Quantization("dynamic_int8")`` of the fine-tuned encoder, and
-  the same after the first pruning setting;
+- ``pruned``: ``Pruning(method, amount=a, head_amount=h)`` for each
+  ``--prune method:a:h`` (the fraction of feed-forward neurons and of
+  attention heads removed in every layer during fine-tuning, one-shot at
+  60 % of it, the default schedule): heads and neurons ranked by the
+  first-order Taylor estimate of their effect on the loss
+  (``taylor_structured``) or by their weights' norm (``ln_structured``);
+- ``int8``: ``Quantization("dynamic_int8")`` of the fine-tuned encoder,
+  weights scaled per tensor and per output channel, and per channel after
+  the first pruning setting;
 - ``bf16``: fine-tuning under bfloat16 autocast.
 
 For each: mean accuracy, fine-tuning wall time, predict time on the test
@@ -25,7 +29,7 @@ differences are against the float model of the same fold. The CPU's
 instruction sets are printed beside them: int8 speed depends on VNNI,
 bf16 on AVX512-BF16/AMX.
 
-Run: ``python benchmarks/bench_encoder_compression.py [--folds 1] [--prune 0.5:0.5 0.4:0.33]``
+Run: ``python benchmarks/bench_encoder_compression.py [--folds 1] [--prune taylor_structured:0.5:0.5 ln_structured:0.4:0.33]``
 """
 
 import argparse
@@ -57,13 +61,14 @@ def run(path, X, y, splits, prune):
 
     first = prune[0]
     settings = {"float": {}}
-    for a, h in prune:
-        settings[f"pruned (neurons {a:.0%}, heads {h:.0%})"] = {
-            "pruning": Pruning("ln_structured", amount=a, head_amount=h)}
+    for method, a, h in prune:
+        settings[f"{method} neurons {a:.0%} heads {h:.0%}"] = {
+            "pruning": Pruning(method, amount=a, head_amount=h)}
     settings["int8"] = {"quantization": Quantization("dynamic_int8")}
-    settings[f"pruned {first[0]:.0%}/{first[1]:.0%} + int8"] = {
-        "pruning": Pruning("ln_structured", amount=first[0], head_amount=first[1]),
-        "quantization": Quantization("dynamic_int8")}
+    settings["int8 per channel"] = {"quantization": Quantization("dynamic_int8", per_channel=True)}
+    settings[f"{first[0]} {first[1]:.0%}/{first[2]:.0%} + int8 per channel"] = {
+        "pruning": Pruning(first[0], amount=first[1], head_amount=first[2]),
+        "quantization": Quantization("dynamic_int8", per_channel=True)}
     settings["bf16 fine-tuning"] = {"precision": "bfloat16"}
     rows = {name: {"acc": [], "fit": [], "predict": [], "params": []} for name in settings}
     for k, (train, test) in enumerate(splits):
@@ -75,7 +80,7 @@ def run(path, X, y, splits, prune):
             rows[name]["acc"].append(clf.score(X[test], y[test]))
             rows[name]["predict"].append(_predict_seconds(clf, X[test]))
             rows[name]["params"].append(clf.n_params_)
-            print(f"fold {k} {name:34s} accuracy {rows[name]['acc'][-1]:.3f} fit {rows[name]['fit'][-1]:6.1f} s "
+            print(f"fold {k} {name:46s} accuracy {rows[name]['acc'][-1]:.3f} fit {rows[name]['fit'][-1]:6.1f} s "
                   f"predict {rows[name]['predict'][-1]:.3f} s", flush=True)
     return rows
 
@@ -83,25 +88,26 @@ def run(path, X, y, splits, prune):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--prune", nargs="+", default=["0.5:0.5", "0.4:0.33"],
-                        help="neuron:head fractions pruned in every layer")
+    parser.add_argument("--prune", nargs="+",
+                        default=["taylor_structured:0.5:0.5", "ln_structured:0.5:0.5"],
+                        help="method:neuron:head fractions pruned in every layer")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    prune = [tuple(float(v) for v in item.split(":")) for item in args.prune]
+    prune = [(item.split(":")[0], *(float(v) for v in item.split(":")[1:])) for item in args.prune]
     path = checkpoint()
     X, y = docstring_task()
     splits = folds(X, y, args.folds)
     print(f"task: {len(X)} docstrings; checkpoint {path}; {len(splits)} of 3 folds; CPU flags: {cpu_flags()}")
     rows = run(path, X, y, splits, prune)
     base = rows["float"]
-    print(f"\n{'model':36s} {'accuracy':>8s} {'vs float':>9s} {'fit s':>7s} {'fit x':>6s} "
+    print(f"\n{'model':48s} {'accuracy':>8s} {'vs float':>9s} {'fit s':>7s} {'fit x':>6s} "
           f"{'predict s':>9s} {'speed-up':>8s} {'weights':>11s}")
     for name, r in rows.items():
         acc = float(np.mean(r["acc"]))
         d = 100 * (acc - float(np.mean(base["acc"])))
         fit_x = float(np.mean(base["fit"])) / float(np.mean(r["fit"]))
         speed = statistics.median(b / p for b, p in zip(base["predict"], r["predict"]))
-        print(f"{name:36s} {acc:8.3f} {d:+8.1f}p {np.mean(r['fit']):7.1f} {fit_x:5.2f}x "
+        print(f"{name:48s} {acc:8.3f} {d:+8.1f}p {np.mean(r['fit']):7.1f} {fit_x:5.2f}x "
               f"{np.mean(r['predict']):9.3f} {speed:7.2f}x {int(np.mean(r['params'])):11,d}")
     print("targets: pruned >= 1.5x faster predict at <= 1 point; int8 >= 1.5x at <= 1 point; "
           "bf16 fine-tuning >= 1.4x where the CPU has bf16 instructions")

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from skopt_nn import LoRA, NNClassifier, Pruning, Quantization, Transformer, load, make_search, save  # noqa: E402
+from skopt_nn import Distillation, LoRA, NNClassifier, Pruning, Quantization, Transformer, load, make_search, save  # noqa: E402
 from skopt_nn.specs._encoder_units import encoder_units  # noqa: E402
 from skopt_nn.specs._hf_testing import review_texts, tiny_checkpoint  # noqa: E402
 from skopt_nn.specs.pruning import _Holder  # noqa: E402
@@ -200,3 +200,89 @@ def test_unstructured_pruning_still_masks_every_projection(pretrained, reviews):
     clf = _clf(pretrained, Pruning("l1_unstructured", amount=0.5), max_epochs=1).fit(X, y)
     assert clf.sparsity_ == pytest.approx(0.5, abs=0.01)
     assert _layers(clf)[0].attention.self.num_attention_heads == 4
+
+
+def test_a_student_keeps_the_bottom_layers_and_learns_from_the_full_model(pretrained, reviews, tmp_path):
+    (X, y), (X_test, y_test) = reviews
+    full = _clf(pretrained).fit(X, y)
+    teacher = _clf(pretrained)  # fitted inside each fit of the student (and shared between fits)
+    student = NNClassifier(Transformer(pretrained, max_length=24, pooling="mean", n_layers=1), lr=1e-2,
+                           max_epochs=4, random_state=0, distillation=Distillation(teacher, alpha=0.5),
+                           **TINY).fit(X, y)
+    assert len(_layers(student)) == 1
+    assert student.n_params_ < full.n_params_
+    assert student.score(X_test, y_test) > 0.7
+    save(student, tmp_path / "student.skops")
+    np.testing.assert_allclose(load(tmp_path / "student.skops").predict_proba(X_test),
+                               student.predict_proba(X_test), atol=1e-6)
+
+
+def test_layers_heads_neurons_and_int8_are_searched_together(pretrained, reviews):
+    (X, y), _ = reviews
+    space = {"module__n_layers": [1, 2], "pruning__amount": [0.0, 0.5],
+             "quantization": [None, Quantization("dynamic_int8")]}
+    search = make_search(_clf(pretrained, Pruning("ln_structured"), max_epochs=1), space, "grid", cv=2,
+                         scoring={"acc": "accuracy", "bytes": "neg_model_bytes"}, refit="acc").fit(X, y)
+    sizes = dict(zip([(p["module__n_layers"], p["pruning__amount"], p["quantization"] is not None)
+                      for p in search.cv_results_["params"]], -search.cv_results_["mean_test_bytes"]))
+    assert sizes[(2, 0.0, False)] == max(sizes.values())
+    assert sizes[(1, 0.5, True)] == min(sizes.values())
+    assert sizes[(1, 0.0, False)] < sizes[(2, 0.0, False)] and sizes[(2, 0.5, False)] < sizes[(2, 0.0, False)]
+
+
+def test_n_layers_is_checked(pretrained, reviews):
+    (X, y), _ = reviews
+    with pytest.raises(ValueError, match="n_layers=3 exceeds the 2 encoder layers"):
+        NNClassifier(Transformer(pretrained, n_layers=3), max_epochs=1).fit(X, y)
+    with pytest.raises(InvalidParameterError, match="The 'n_layers' parameter of Transformer must be"):
+        NNClassifier(Transformer(pretrained, n_layers=0), max_epochs=1).fit(X, y)
+
+
+def _one_head_silenced(path):
+    """A built network whose head 2 of layer 0 has large query/key/value rows but feeds nothing."""
+    net = _clf(path).module.build(1, 3)
+    attention = net.model.encoder.layer[0].attention
+    with torch.no_grad():
+        for proj in (attention.self.query, attention.self.key, attention.self.value):
+            proj.weight[16:24] *= 10
+        attention.output.dense.weight[:, 16:24] = 0
+    return net
+
+
+@pytest.mark.parametrize("method, gone", [("taylor_structured", 2), ("ln_structured", None)])
+def test_taylor_importance_reads_what_a_head_does_to_the_loss(pretrained, method, gone):
+    net = _one_head_silenced(pretrained)
+    value = net.model.encoder.layer[0].attention.self.value.weight.detach().clone()
+    callback = Pruning(method, amount=1 / 64, head_amount=0.25)._make_callback(
+        net, max_epochs=1, steps_per_epoch=1).initialize()
+    holder = _Holder(net)
+    holder.history = []
+    callback.on_train_begin(holder)
+    X, y = review_texts(32, seed=3, label="topic")
+    target = torch.as_tensor(np.unique(y, return_inverse=True)[1])
+    torch.nn.functional.cross_entropy(net(net.encode(X)), target).backward()
+    callback.on_grad_computed(holder, named_parameters=list(net.named_parameters()))
+    callback._advance(math.inf)
+    callback.on_train_end(holder)
+    pruned, _ = callback.finish(net)
+    kept = pruned.model.encoder.layer[0].attention.self.value.weight.detach()
+    heads = [h for h in range(4) if any(torch.equal(kept[8 * k:8 * k + 8], value[8 * h:8 * h + 8])
+                                        for k in range(3))]
+    assert len(heads) == 3
+    assert (gone not in heads) if gone is not None else (2 in heads)
+
+
+def test_taylor_pruning_fine_tunes_a_smaller_encoder(pretrained, reviews):
+    (X, y), (X_test, y_test) = reviews
+    clf = _clf(pretrained, Pruning("taylor_structured", amount=0.5, schedule="gradual", start=0.0, end=0.5,
+                                   n_steps=2)).fit(X, y)
+    assert [row["units_kept"] for row in clf.pruning_summary_] == [2, 32, 2, 32]
+    assert clf.score(X_test, y_test) > 0.7
+
+
+def test_taylor_pruning_needs_a_pretrained_encoder(iris):
+    from skopt_nn import MLP
+
+    X, y = iris
+    with pytest.raises(ValueError, match="taylor_structured.* ranks the attention heads"):
+        NNClassifier(MLP((16,)), max_epochs=1, pruning=Pruning("taylor_structured")).fit(X, y)

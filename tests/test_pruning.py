@@ -329,7 +329,7 @@ def test_bad_values_raise_at_fit_naming_the_parameter(small_data, params, match)
 @pytest.mark.parametrize(
     "params, names",
     [
-        (dict(method="l2"), "['global_l1', 'l1_unstructured', 'ln_structured', 'random_unstructured']"),
+        (dict(method="l2"), "['global_l1', 'l1_unstructured', 'ln_structured', 'random_unstructured', 'taylor_structured']"),
         (dict(schedule="cubic"), "['gradual', 'one_shot']"),
     ],
 )

@@ -40,10 +40,12 @@ class _Method:
     every layer's scores against one threshold.
     """
 
-    def __init__(self, score, *, structured=False, global_=False):
+    def __init__(self, score, *, structured=False, global_=False, gradient=False):
         self.score = score
         self.structured = structured
         self.global_ = global_
+        # ranked by what training's gradients say (pretrained encoders' heads and neurons only)
+        self.gradient = gradient
 
 
 def _l1_score(weight, norm, generator):
@@ -64,6 +66,7 @@ PRUNING_METHODS.register("l1_unstructured", _Method(_l1_score))
 PRUNING_METHODS.register("random_unstructured", _Method(_random_score))
 PRUNING_METHODS.register("global_l1", _Method(_l1_score, global_=True))
 PRUNING_METHODS.register("ln_structured", _Method(_ln_score, structured=True))
+PRUNING_METHODS.register("taylor_structured", _Method(_ln_score, structured=True, gradient=True))
 
 
 # -- schedules ---------------------------------------------------------------
@@ -116,6 +119,10 @@ class Pruning(LeanParams, BaseEstimator):
         - ``ln_structured``: whole neurons of ``Linear`` layers and whole
           output channels of convolutions, smallest L-``norm`` first; the
           output layer's units are never removed.
+        - ``taylor_structured``: for a pretrained ``Transformer`` network,
+          whole attention heads and feed-forward neurons, least important
+          first by the first-order Taylor estimate of the loss change their
+          removal causes, accumulated from the training's gradients.
     amount : float, default=0.5
         Final fraction pruned, in [0, 1): of the weights of every
         ``Linear``/convolution layer before the output layer (per layer, or
@@ -143,10 +150,10 @@ class Pruning(LeanParams, BaseEstimator):
         Order of the norm that ranks units for ``ln_structured`` (1 for L1,
         2 for L2, ``float("inf")`` for the max).
     head_amount : float, default=None
-        For a pretrained ``Transformer`` network with ``ln_structured``: the
-        fraction of attention heads pruned in each encoder layer, while
-        ``amount`` is the fraction of its feed-forward neurons. None: the
-        same as ``amount``. Ignored by other networks.
+        For a pretrained ``Transformer`` network with ``ln_structured`` or
+        ``taylor_structured``: the fraction of attention heads pruned in each
+        encoder layer, while ``amount`` is the fraction of its feed-forward
+        neurons. None: the same as ``amount``. Ignored by other networks.
 
     See Also
     --------
@@ -175,6 +182,12 @@ class Pruning(LeanParams, BaseEstimator):
     ----------
     M. Zhu and S. Gupta, "To prune, or not to prune: exploring the efficacy
     of pruning for model compression", arXiv:1710.01878, 2017.
+
+    P. Michel, O. Levy and G. Neubig, "Are sixteen heads really better than
+    one?", NeurIPS 2019.
+
+    P. Molchanov, A. Mallya, S. Tyree, I. Frosio and J. Kautz, "Importance
+    estimation for neural network pruning", CVPR 2019.
 
     Examples
     --------
@@ -281,6 +294,12 @@ class Pruning(LeanParams, BaseEstimator):
         if groups is not None:
             return self._encoder_callback(groups, p, max_epochs=max_epochs, steps_per_epoch=steps_per_epoch,
                                           start_epoch=start_epoch, generator=generator)
+        if method.gradient:
+            raise ValueError(
+                f"Pruning(method={p['method']!r}) ranks the attention heads and feed-forward neurons of "
+                f"a pretrained Transformer network; {type(module).__name__} is not one. Use "
+                "ln_structured to remove the neurons and channels of other networks."
+            )
         layers, graph = analyse(module)
         # The output layer stays dense: its weights are few and every
         # prediction goes through them (and its units are the outputs).
@@ -325,15 +344,15 @@ class Pruning(LeanParams, BaseEstimator):
                 param = "amount" if group.kind == "neurons" or p["head_amount"] is None else "head_amount"
                 raise ValueError(
                     f"The {param!r} parameter of Pruning is too large for {group.name!r}: "
-                    f"ln_structured with {param}={amount!r} would remove all {group.n} {group.kind}. "
+                    f"{p['method']} with {param}={amount!r} would remove all {group.n} {group.kind}. "
                     f"Use {param} < {(group.n - 0.5) / group.n:.3g}."
                 )
         # One schedule, laid out for the larger amount; each kind follows it in proportion.
         base = max(amounts.values())
         steps = PRUNING_SCHEDULES.get(p["schedule"])(dict(p, amount=base), max_epochs)
         ratios = {kind: (amount / base if base > 0 else 0.0) for kind, amount in amounts.items()}
-        return _EncoderPruningCallback(groups=groups, ratios=ratios, method=p["method"], steps=steps,
-                                       norm=p["norm"], **kwargs)
+        kind = _TaylorPruningCallback if PRUNING_METHODS.get(p["method"]).gradient else _EncoderPruningCallback
+        return kind(groups=groups, ratios=ratios, method=p["method"], steps=steps, norm=p["norm"], **kwargs)
 
     def _prune_now(self, module):
         """``module``, in place, as the schedule would leave it at its end, without more training.
@@ -644,10 +663,12 @@ class _EncoderPruningCallback(_PruningCallback):
             return layer.weight_orig.detach() * layer.weight_mask
         return layer.weight.detach()
 
+    def _scores(self, group):
+        return group.scores(self._layer_weight, self.norm).cpu()
+
     def _select(self, target):
         for group in self.groups:
-            score = group.scores(self._layer_weight, self.norm).cpu()
-            self._alive[group.name] = _prune_lowest(score, self._alive[group.name],
+            self._alive[group.name] = _prune_lowest(self._scores(group), self._alive[group.name],
                                                     target * self.ratios[group.kind])
 
     def finish(self, module):
@@ -674,6 +695,47 @@ class _EncoderPruningCallback(_PruningCallback):
     def release(self):
         super().release()
         self._named = {}
+
+
+class _TaylorPruningCallback(_EncoderPruningCallback):
+    """Heads and neurons ranked by the loss change their removal would cause.
+
+    The first-order Taylor estimate of a unit's importance (Molchanov et al.
+    2019; for heads, the head importance of Michel et al. 2019): the
+    derivative of the loss with respect to a gate on the unit's output,
+    ``sum(W * dL/dW)`` over the unit's columns of the projection reading it,
+    its absolute value summed over the training batches since the last
+    pruning step. Read from the gradients the training computes anyway; a
+    step with no batch behind it (a model pruned before training) ranks by
+    the weights' norm instead.
+    """
+
+    def initialize(self):
+        super().initialize()
+        self.importance_ = {}
+        return self
+
+    def on_grad_computed(self, net, named_parameters=None, **kwargs):
+        if self.complete_:
+            return
+        with torch.no_grad():
+            for group in self.groups:
+                weight = self._named[group.reader].weight
+                if weight.grad is None:
+                    continue
+                gate = (weight * weight.grad).view(weight.shape[0], group.n, group.width).sum(dim=(0, 2))
+                total = self.importance_.get(group.name)
+                self.importance_[group.name] = gate.abs() if total is None else total.add_(gate.abs())
+
+    def _scores(self, group):
+        importance = self.importance_.pop(group.name, None)
+        if importance is None:
+            return super()._scores(group)
+        return importance.float().cpu()
+
+    def release(self):
+        super().release()
+        self.importance_ = {}
 
 
 def _expand_rows(width, alive, mask):

@@ -29,7 +29,7 @@ import warnings
 
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from ._spec import LeanParams
@@ -182,6 +182,11 @@ class Transformer(BaseEstimator):
         checkpoint's own pooling when its folder declares one (a
         sentence-transformers ``modules.json`` and its ``Pooling``
         ``config.json``), else ``"cls"``.
+    n_layers : int, default=None
+        Keep only the bottom ``n_layers`` encoder layers of the checkpoint
+        (the top ones are dropped before training): a smaller, faster
+        student, for instance one distilled from the full model. None keeps
+        every layer.
 
     See Also
     --------
@@ -217,10 +222,11 @@ class Transformer(BaseEstimator):
         "gradient_checkpointing": ["boolean"],
         "local_files_only": ["boolean"],
         "pooling": [StrOptions({"auto", "cls", "mean"})],
+        "n_layers": [None, Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(self, model, *, max_length=128, freeze=0, lora=None, layer_lr_decay=1.0,
-                 gradient_checkpointing=False, local_files_only=True, pooling="auto"):
+                 gradient_checkpointing=False, local_files_only=True, pooling="auto", n_layers=None):
         self.model = model
         self.max_length = max_length
         self.freeze = freeze
@@ -229,6 +235,7 @@ class Transformer(BaseEstimator):
         self.gradient_checkpointing = gradient_checkpointing
         self.local_files_only = local_files_only
         self.pooling = pooling
+        self.n_layers = n_layers
 
     def resolved_pooling(self):
         """``"cls"`` or ``"mean"``: ``pooling``, with ``"auto"`` read from the checkpoint's folder."""
@@ -312,11 +319,29 @@ class Transformer(BaseEstimator):
             raise self._load_error("model", exc) from None
         if hf.config.pad_token_id is None:  # decoder heads find each text's last token by it
             hf.config.pad_token_id = tokenizer.pad_token_id
+        if self.n_layers is not None:
+            _keep_bottom_layers(hf, int(self.n_layers))
         return PretrainedTextNet(
             hf, tokenizer_files(tokenizer), max_length=self.max_length, freeze=self.freeze,
             lora=self.lora, layer_lr_decay=self.layer_lr_decay,
             gradient_checkpointing=self.gradient_checkpointing, pooling=pooling,
         )
+
+
+def _keep_bottom_layers(hf, n):
+    """Drop the encoder layers of ``hf`` above the bottom ``n`` (in place)."""
+    body = hf.base_model
+    total = getattr(hf.config, "num_hidden_layers", None)
+    found = [(name, m) for name, m in body.named_modules() if isinstance(m, nn.ModuleList) and len(m) == total]
+    if not found:
+        raise ValueError(f"Transformer(n_layers=...) found no list of {total} encoder layers in "
+                         f"{type(body).__name__}.")
+    if n > total:
+        raise ValueError(f"n_layers={n} exceeds the {total} encoder layers of the model; use at most {total}.")
+    name, layers = found[0]
+    parent, _, attr = name.rpartition(".")
+    setattr(body.get_submodule(parent) if parent else body, attr, nn.ModuleList(list(layers)[:n]))
+    hf.config.num_hidden_layers = n
 
 
 def pool_states(states, mask, pooling):
