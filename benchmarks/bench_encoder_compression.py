@@ -20,7 +20,11 @@ network (nothing chosen but the compression):
 - ``int8``: ``Quantization("dynamic_int8")`` of the fine-tuned encoder,
   weights scaled per tensor and per output channel, and per channel after
   the first pruning setting;
-- ``bf16``: fine-tuning under bfloat16 autocast.
+- ``bf16``: fine-tuning under bfloat16 autocast;
+- ``student``: the bottom 3 of the 6 layers (``Transformer(n_layers=3)``),
+  fine-tuned alone and distilled from the full model fine-tuned on the same
+  rows (``Distillation(NNClassifier(Transformer(path)))``, its fit counted
+  in the student's fit time).
 
 For each: mean accuracy, fine-tuning wall time, predict time on the test
 fold's texts (``predict_proba`` from raw text, tokenizer included, median of
@@ -54,10 +58,10 @@ def _predict_seconds(model, X, repeats=5):
 
 
 def run(path, X, y, splits, prune):
-    from skopt_nn import NNClassifier, Pruning, Quantization, Transformer
+    from skopt_nn import Distillation, NNClassifier, Pruning, Quantization, Transformer
 
-    def model(**kwargs):
-        return NNClassifier(Transformer(path, max_length=64), random_state=0, **kwargs)
+    def model(n_layers=None, **kwargs):
+        return NNClassifier(Transformer(path, max_length=64, n_layers=n_layers), random_state=0, **kwargs)
 
     first = prune[0]
     settings = {"float": {}}
@@ -70,6 +74,9 @@ def run(path, X, y, splits, prune):
         "pruning": Pruning(first[0], amount=first[1], head_amount=first[2]),
         "quantization": Quantization("dynamic_int8", per_channel=True)}
     settings["bf16 fine-tuning"] = {"precision": "bfloat16"}
+    settings["3 of 6 layers"] = {"n_layers": 3}
+    settings["3 of 6 layers, distilled from the full model"] = {
+        "n_layers": 3, "distillation": Distillation(model(), alpha=0.5)}
     rows = {name: {"acc": [], "fit": [], "predict": [], "params": []} for name in settings}
     for k, (train, test) in enumerate(splits):
         for name, kwargs in settings.items():
