@@ -33,7 +33,8 @@ differences are against the float model of the same fold. The CPU's
 instruction sets are printed beside them: int8 speed depends on VNNI,
 bf16 on AVX512-BF16/AMX.
 
-Run: ``python benchmarks/bench_encoder_compression.py [--folds 1] [--prune taylor_structured:0.5:0.5 ln_structured:0.4:0.33]``
+Run: ``python benchmarks/bench_encoder_compression.py [--folds 1] [--parts pruning int8 bf16 student]
+[--prune taylor_structured:0.5:0.5 ln_structured:0.4:0.33]``
 """
 
 import argparse
@@ -57,7 +58,7 @@ def _predict_seconds(model, X, repeats=5):
     return statistics.median(times)
 
 
-def run(path, X, y, splits, prune):
+def run(path, X, y, splits, prune, parts=("pruning", "int8", "bf16", "student")):
     from skopt_nn import Distillation, NNClassifier, Pruning, Quantization, Transformer
 
     def model(n_layers=None, **kwargs):
@@ -65,18 +66,22 @@ def run(path, X, y, splits, prune):
 
     first = prune[0]
     settings = {"float": {}}
-    for method, a, h in prune:
-        settings[f"{method} neurons {a:.0%} heads {h:.0%}"] = {
-            "pruning": Pruning(method, amount=a, head_amount=h)}
-    settings["int8"] = {"quantization": Quantization("dynamic_int8")}
-    settings["int8 per channel"] = {"quantization": Quantization("dynamic_int8", per_channel=True)}
-    settings[f"{first[0]} {first[1]:.0%}/{first[2]:.0%} + int8 per channel"] = {
-        "pruning": Pruning(first[0], amount=first[1], head_amount=first[2]),
-        "quantization": Quantization("dynamic_int8", per_channel=True)}
-    settings["bf16 fine-tuning"] = {"precision": "bfloat16"}
-    settings["3 of 6 layers"] = {"n_layers": 3}
-    settings["3 of 6 layers, distilled from the full model"] = {
-        "n_layers": 3, "distillation": Distillation(model(), alpha=0.5)}
+    if "pruning" in parts:
+        for method, a, h in prune:
+            settings[f"{method} neurons {a:.0%} heads {h:.0%}"] = {
+                "pruning": Pruning(method, amount=a, head_amount=h)}
+    if "int8" in parts:
+        settings["int8"] = {"quantization": Quantization("dynamic_int8")}
+        settings["int8 per channel"] = {"quantization": Quantization("dynamic_int8", per_channel=True)}
+        settings[f"{first[0]} {first[1]:.0%}/{first[2]:.0%} + int8 per channel"] = {
+            "pruning": Pruning(first[0], amount=first[1], head_amount=first[2]),
+            "quantization": Quantization("dynamic_int8", per_channel=True)}
+    if "bf16" in parts:
+        settings["bf16 fine-tuning"] = {"precision": "bfloat16"}
+    if "student" in parts:
+        settings["3 of 6 layers"] = {"n_layers": 3}
+        settings["3 of 6 layers, distilled from the full model"] = {
+            "n_layers": 3, "distillation": Distillation(model(), alpha=0.5)}
     rows = {name: {"acc": [], "fit": [], "predict": [], "params": []} for name in settings}
     for k, (train, test) in enumerate(splits):
         for name, kwargs in settings.items():
@@ -98,6 +103,9 @@ def main(argv=None):
     parser.add_argument("--prune", nargs="+",
                         default=["taylor_structured:0.5:0.5", "ln_structured:0.5:0.5"],
                         help="method:neuron:head fractions pruned in every layer")
+    parser.add_argument("--parts", nargs="+", default=["pruning", "int8", "bf16", "student"],
+                        choices=["pruning", "int8", "bf16", "student"],
+                        help="what runs beside the float model")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     prune = [(item.split(":")[0], *(float(v) for v in item.split(":")[1:])) for item in args.prune]
@@ -105,7 +113,7 @@ def main(argv=None):
     X, y = docstring_task()
     splits = folds(X, y, args.folds)
     print(f"task: {len(X)} docstrings; checkpoint {path}; {len(splits)} of 3 folds; CPU flags: {cpu_flags()}")
-    rows = run(path, X, y, splits, prune)
+    rows = run(path, X, y, splits, prune, args.parts)
     base = rows["float"]
     print(f"\n{'model':48s} {'accuracy':>8s} {'vs float':>9s} {'fit s':>7s} {'fit x':>6s} "
           f"{'predict s':>9s} {'speed-up':>8s} {'weights':>11s}")
