@@ -101,7 +101,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--prune", nargs="+",
-                        default=["taylor_structured:0.5:0.5", "ln_structured:0.5:0.5"],
+                        default=["taylor_structured:0.4:0.5", "taylor_structured:0.5:0.5", "ln_structured:0.5:0.5"],
                         help="method:neuron:head fractions pruned in every layer")
     parser.add_argument("--parts", nargs="+", default=["pruning", "int8", "bf16", "student"],
                         choices=["pruning", "int8", "bf16", "student"],
