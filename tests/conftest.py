@@ -35,3 +35,22 @@ def tiny_bert(tmp_path_factory):
     from skopt_nn.specs._hf_testing import tiny_checkpoint
 
     return tiny_checkpoint(str(tmp_path_factory.mktemp("hf") / "tiny"))
+
+
+@pytest.fixture(scope="session")
+def pretrain(tmp_path_factory):
+    """``pretrain(checkpoint)``: a tiny checkpoint trained on topic-and-mood labels, saved as a pretrained one."""
+
+    def train(checkpoint):
+        from skopt_nn import NNClassifier, Transformer
+        from skopt_nn.specs._hf_testing import review_texts
+
+        X, y = review_texts(400, seed=0, label="both")
+        clf = NNClassifier(Transformer(checkpoint, max_length=24), lr=3e-3, max_epochs=8, batch_size=32,
+                           random_state=0, lr_schedule="constant", early_stopping=False).fit(X, y)
+        path = str(tmp_path_factory.mktemp("hf") / "pretrained")
+        clf.module_.model.save_pretrained(path)
+        clf.module_.tokenizer.save_pretrained(path)
+        return path
+
+    return train

@@ -33,15 +33,9 @@ def four_heads(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pretrained(four_heads, tmp_path_factory):
+def pretrained(four_heads, pretrain):
     """The 4-head BERT trained on topic-and-mood labels, saved as a pretrained checkpoint."""
-    X, y = review_texts(400, seed=0, label="both")
-    clf = NNClassifier(Transformer(four_heads, max_length=24), lr=3e-3, max_epochs=8, random_state=0,
-                       **TINY).fit(X, y)
-    path = str(tmp_path_factory.mktemp("hf") / "pretrained4")
-    clf.module_.model.save_pretrained(path)
-    clf.module_.tokenizer.save_pretrained(path)
-    return path
+    return pretrain(four_heads)
 
 
 @pytest.fixture(scope="module")

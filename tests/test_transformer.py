@@ -45,15 +45,9 @@ def checkpoint(tiny_bert):
 
 
 @pytest.fixture(scope="module")
-def pretrained(checkpoint, tmp_path_factory):
+def pretrained(checkpoint, pretrain):
     """The tiny BERT trained on topic-and-mood labels, saved as a pretrained checkpoint."""
-    X, y = review_texts(400, seed=0, label="both")
-    clf = NNClassifier(Transformer(checkpoint, max_length=24), lr=3e-3, max_epochs=8, batch_size=32,
-                       random_state=0, **TINY).fit(X, y)
-    path = str(tmp_path_factory.mktemp("hf") / "pretrained")
-    clf.module_.model.save_pretrained(path)
-    clf.module_.tokenizer.save_pretrained(path)
-    return path
+    return pretrain(checkpoint)
 
 
 @pytest.fixture(scope="module")
