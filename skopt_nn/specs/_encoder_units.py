@@ -28,6 +28,8 @@ import copy
 import torch
 from torch import nn
 
+from ._shrink import alive_units
+
 __all__ = ["UnitGroup", "encoder_units", "remove_units", "resize_units", "unit_sizes"]
 
 
@@ -76,11 +78,7 @@ class UnitGroup:
         """Units that still have a non-zero row or bias in the masked projections."""
         alive = torch.zeros(self.n, dtype=torch.bool)
         for name in self.masked:
-            layer = named[name]
-            rows = (layer.weight.detach().flatten(1) != 0).any(1)
-            if layer.bias is not None:
-                rows |= layer.bias.detach() != 0
-            alive |= rows.cpu().view(self.n, self.width).any(1)
+            alive |= alive_units(named[name]).cpu().view(self.n, self.width).any(1)
         return alive
 
 
