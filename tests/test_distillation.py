@@ -150,6 +150,49 @@ def test_frozen_teacher_is_never_refitted(unique_rows):
     np.testing.assert_array_equal(teacher.estimator.model_.coef_, coef)
 
 
+def test_frozen_teacher_is_scored_once_per_set_of_rows_across_fits(unique_rows):
+    X, y = unique_rows
+    teacher = FrozenEstimator(RecordingTeacher().fit(X, y))
+    student = _student(teacher, max_epochs=3)
+    student.fit(X, y)
+    student.fit(X, y)
+    # 2 learning rates x 3 folds and a refit on X: the folds' rows are scored once each
+    GridSearchCV(student, {"lr": [0.01, 0.02]}, cv=3).fit(X, y)
+    folds = sorted(len(train) for train, _ in StratifiedKFold(3).split(X, y))
+    assert sorted(SCORED_ROWS) == sorted([len(X)] + folds)
+
+    _student(teacher, max_epochs=3, reuse_teacher=False).fit(X, y)
+    assert len(SCORED_ROWS) == 5  # reuse off: scored in that fit again
+
+
+def test_frozen_teacher_refitted_in_place_is_scored_again(iris):
+    X, y = iris
+    inner = LogisticRegression(max_iter=1000).fit(X, y)
+    teacher = FrozenEstimator(inner)
+    student = _student(teacher, alpha=1.0, max_epochs=60)
+    assert np.mean(student.fit(X, y).predict(X) == y) >= 0.9
+    inner.fit(X, (y + 1) % 3)  # the model under the frozen wrapper learns shifted labels
+    assert np.mean(student.fit(X, y).predict(X) == (y + 1) % 3) >= 0.9
+
+
+def test_nn_module_teacher_changed_in_place_is_scored_again(iris):
+    X, y = iris
+    module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    spec = Distillation(module, temperature=1.0)
+
+    def scores():
+        return spec._prepare(X, y, task="classification", classes=np.arange(3))[0]
+
+    first = scores()
+    np.testing.assert_array_equal(scores(), first)  # the same module and rows: the kept scores
+    with torch.no_grad():
+        module[2].bias.add_(torch.tensor([5.0, 0.0, 0.0]))  # as an optimizer step would, in place
+    fresh = Distillation(module, temperature=1.0, reuse_teacher=False)._prepare(
+        X, y, task="classification", classes=np.arange(3))[0]
+    np.testing.assert_allclose(scores(), fresh)
+    assert not np.allclose(fresh, first)
+
+
 def test_frozen_teacher_that_is_not_fitted_is_refused(iris):
     X, y = iris
     with pytest.raises(NotFittedError, match="FrozenEstimator teacher wraps an unfitted"):

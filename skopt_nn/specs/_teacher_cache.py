@@ -6,7 +6,9 @@ The teacher, though, learns only from what it is given: the rows, the
 targets, the sample weights it receives, its own parameters and the random
 state the student seeds it with. This module keys a fitted teacher, and its
 scores on those rows, by a fingerprint of exactly those inputs, so a fit
-whose teacher would see the same inputs takes the fitted one instead.
+whose teacher would see the same inputs takes the fitted one instead. A
+teacher used as it is (never fitted here) keeps its scores the same way,
+keyed by the rows and by its state (``TeacherCache.given``).
 
 The fingerprint reads every byte of the rows (SHA-1, about 1.5 GB/s on one
 core): rows changed in place, reordered or resampled give another key, so a
@@ -129,12 +131,15 @@ def _feed_object(h, obj):
 
 
 class _Entry:
-    __slots__ = ("teacher", "outputs", "nbytes")
+    __slots__ = ("teacher", "outputs", "nbytes", "pins")
 
-    def __init__(self, teacher, nbytes):
+    def __init__(self, teacher, nbytes, pins=None):
         self.teacher = teacher
         self.outputs = {}  # task -> the teacher's raw scores on the rows of the key
         self.nbytes = nbytes
+        # what a given teacher's key names by identity, kept alive so that no
+        # other object can take one of those identities while the key is kept
+        self.pins = pins
 
 
 # How long a thread waits for another thread fitting the same teacher.
@@ -217,6 +222,22 @@ class TeacherCache:
                 with self._lock:
                     del self._pending[key]
                 pending.set()
+
+    def given(self, key, teacher, pins):
+        """The entry of a teacher used as it is (never fitted here), made on first use.
+
+        It holds the teacher's scores only: the teacher is the caller's, so
+        its bytes are not counted. ``pins`` are kept with the entry.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry
+            entry = _Entry(teacher, 0, pins)
+            self._store(key, entry)
+            return entry
 
     def outputs(self, entry, task, score):
         """The entry's scores for ``task``, computed by ``score()`` the first time."""

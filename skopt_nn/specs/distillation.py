@@ -157,8 +157,12 @@ class Distillation(LeanParams, BaseEstimator):
         parameters and the random state it gets. A search then fits the
         teacher once per fold and teacher setting rather than once per
         candidate, with the same scores. Never shared across different rows,
-        so cross-validation stays leak-free. False fits a teacher in every
-        fit.
+        so cross-validation stays leak-free. A teacher used as it is
+        (``FrozenEstimator``, ``nn.Module``) is likewise scored once per set
+        of rows for as long as it is not refitted, trained or given new
+        attributes; one whose arrays are changed in place needs
+        ``clear_teacher_cache()``. False fits (and scores) a teacher in
+        every fit.
 
     See Also
     --------
@@ -176,8 +180,8 @@ class Distillation(LeanParams, BaseEstimator):
     student's by label; a student class the teacher lacks gets a logit far
     below the others.
 
-    Teacher outputs for the training rows are computed once per fit, or
-    once per shared teacher with ``reuse_teacher``. With
+    Teacher outputs for the training rows are computed once per fit, or,
+    with ``reuse_teacher``, once per shared teacher and set of rows. With
     ``augment``, the teacher also labels each batch's synthetic rows, one
     pass per batch.
 
@@ -254,10 +258,14 @@ class Distillation(LeanParams, BaseEstimator):
             self._augment_fn()
         teacher, to_fit = self._resolve_teacher(task, random_state)
         if not to_fit:
-            # Used as it is (a FrozenEstimator or an nn.Module), so scored in
-            # every fit: keying its scores would mean fingerprinting a fitted
-            # model, which costs about what scoring digits-sized rows does.
-            return self._targets(_teacher_scores(teacher, X, task=task, classes=classes), task), teacher
+            # Used as it is (a FrozenEstimator or an nn.Module): scored once
+            # per set of rows while its state stays the one it had.
+            key, pins = self._given_key(teacher, X) if self.reuse_teacher else (None, None)
+            if key is None:
+                return self._targets(_teacher_scores(teacher, X, task=task, classes=classes), task), teacher
+            entry = TEACHERS.given(key, teacher, pins)
+            scores = TEACHERS.outputs(entry, task, lambda: _raw_scores(teacher, X, task=task))
+            return self._targets(_scores_for(scores, task=task, classes=classes), task), teacher
         fit_weight = sample_weight if sample_weight is not None and has_fit_parameter(
             teacher, "sample_weight") else None
 
@@ -354,6 +362,19 @@ class Distillation(LeanParams, BaseEstimator):
         return fitted, True
 
     @staticmethod
+    def _given_key(teacher, X):
+        """Key of a teacher used as it is on the rows ``X``, and what it names by identity.
+
+        ``(None, None)`` when it cannot be taken: the teacher is then scored
+        in every fit.
+        """
+        pins = []
+        try:
+            return ("given", _state_stamp(teacher, pins), fingerprint(X)), pins
+        except Exception:  # rows that cannot be fingerprinted, a state that does not hash
+            return None, None
+
+    @staticmethod
     def _reuse_key(teacher, X, y, sample_weight):
         """Fingerprint of all a teacher learns from, or None when it cannot be taken."""
         try:
@@ -392,6 +413,44 @@ def _seed_unset_random_states(estimator, random_state):
     )
     if unset:
         estimator.set_params(**{key: int(rng.randint(np.iinfo(np.int32).max)) for key in unset})
+
+
+# How deep _state_stamp looks into attributes before it takes an object by
+# identity alone: a FrozenEstimator, its model, that model's fitted parts.
+_STAMP_DEPTH = 3
+
+
+def _state_stamp(obj, pins, depth=0):
+    """The identities (and versions) of the state a fitted model predicts with.
+
+    A tensor is its identity and its in-place version counter, which an
+    optimizer step or ``load_state_dict`` moves on; a module is its
+    parameters and buffers; any other object (an sklearn estimator, a
+    FrozenEstimator, a skorch net) is its identity and, down to
+    ``_STAMP_DEPTH``, those of its attributes and of what lists, tuples and
+    dicts hold: refitting replaces fitted attributes with new objects, so
+    the stamp changes. An array changed in place keeps its identity and is
+    not seen. Every object stamped goes into ``pins``, whose holder keeps
+    them alive, so that no other object can come to have one of their
+    identities while the stamp is in use.
+    """
+    pins.append(obj)
+    if isinstance(obj, torch.Tensor):
+        return id(obj), obj._version
+    if isinstance(obj, nn.Module):
+        tensors = [*obj.parameters(), *obj.buffers()]
+        return id(obj), obj.training, tuple(_state_stamp(t, pins) for t in tensors)
+    if depth >= _STAMP_DEPTH or isinstance(obj, np.ndarray):
+        return id(obj)
+    if isinstance(obj, (list, tuple)):
+        return id(obj), tuple(_state_stamp(v, pins, depth + 1) for v in obj)
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        items = vars(obj).items()
+    else:
+        return id(obj)
+    return id(obj), tuple((k, _state_stamp(v, pins, depth + 1)) for k, v in items if isinstance(k, str))
 
 
 def _unfrozen(model):
