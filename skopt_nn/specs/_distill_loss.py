@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._losses import _TINY, weighted_mean
-from ._task import task_of
+from ._task import log_softmax_classes, task_of
 
 __all__ = ["DistillationLoss"]
 
@@ -182,8 +182,8 @@ class _StackedDistillation:
         T, alpha = self.temperature.to(out.dtype), self.alpha.to(out.dtype)
         if self.task == "classification":
             T3 = T.unsqueeze(-1)
-            log_p = teacher if self.log_target else F.log_softmax(teacher / T3, dim=-1)
-            log_q = F.log_softmax(out / T3, dim=-1)
+            log_p = teacher if self.log_target else log_softmax_classes(teacher / T3)
+            log_q = log_softmax_classes(out / T3)
             soft = (log_p.exp() * (log_p - log_q)).sum(-1) * (T * T)
         elif self.task == "multilabel":
             T3 = T.unsqueeze(-1)
