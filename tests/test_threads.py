@@ -117,6 +117,22 @@ def test_free_cores_subtracts_other_runnable_tasks(monkeypatch):
     assert _runtime.free_cores() == 1
 
 
+def test_the_load_is_sampled_at_most_once_a_second(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    readings = []
+    monkeypatch.setattr(_runtime, "free_cores", lambda: readings.append(1) or 1)
+    monkeypatch.setattr(_runtime, "_reading", (-float("inf"), 1))
+    clock = [100.0]
+    monkeypatch.setattr(_runtime.time, "monotonic", lambda: clock[0])
+    big = PARALLEL_GRAIN * 100
+    assert auto_threads(big) == 1 and auto_threads(big) == 1
+    assert len(readings) == 1  # the second decision takes the first reading
+    clock[0] += _runtime.FREE_CORES_TTL
+    monkeypatch.setattr(_runtime, "free_cores", lambda: readings.append(2) or 2)
+    assert auto_threads(big) == 2  # a reading a second old is taken again
+    assert readings == [1, 2]
+
+
 def test_work_is_counted_in_multiply_adds_per_row():
     net = MLP((16, 8)).build(5, 3)
     assert row_cost(net, 5) == 5 * 16 + 16 * 8 + 8 * 3

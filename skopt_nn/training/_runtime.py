@@ -228,6 +228,25 @@ def free_cores():
     return max(1, cores - busy_cores())
 
 
+# How long auto_threads keeps a reading of the free cores: taking one costs
+# about a millisecond (three reads of the run queue half a millisecond
+# apart), which is half of predicting 600 rows of a small network, and a
+# search asks again for every fold's scoring.
+FREE_CORES_TTL = 1.0
+_reading = (-math.inf, 1)  # (time.monotonic() when read, free cores)
+
+
+def _recent_free_cores():
+    """``free_cores()``, read again only when the last reading is ``FREE_CORES_TTL`` seconds old."""
+    global _reading
+    at, cores = _reading
+    now = time.monotonic()
+    if now - at >= FREE_CORES_TTL:
+        cores = free_cores()
+        _reading = (now, cores)  # one assignment: a thread sees the old reading or the new one
+    return cores
+
+
 # Forward multiply-adds of one row, per module (weakly held: a module that
 # goes away takes its entry with it).
 _ROW_COST = weakref.WeakKeyDictionary()
@@ -329,7 +348,7 @@ def auto_threads(work=None):
         work = math.inf
     if share is None and work < 2 * PARALLEL_GRAIN:
         return 1  # one thread whatever the load: no need to look
-    return threads_for(work, free_cores() if share is None else 1, share)
+    return threads_for(work, _recent_free_cores() if share is None else 1, share)
 
 
 class _Threads:
