@@ -189,10 +189,8 @@ class TeacherCache:
         """The entry for ``key``, calling ``fit()`` for its teacher if there is none."""
         while True:
             with self._lock:
-                entry = self._entries.get(key)
+                entry = self._hit(key)
                 if entry is not None:
-                    self._entries.move_to_end(key)
-                    self.hits += 1
                     return entry
                 pending = self._pending.get(key)
                 owner = pending is None
@@ -230,14 +228,19 @@ class TeacherCache:
         its bytes are not counted. ``pins`` are kept with the entry.
         """
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return entry
-            entry = _Entry(teacher, 0, pins)
-            self._store(key, entry)
+            entry = self._hit(key)
+            if entry is None:
+                entry = _Entry(teacher, 0, pins)
+                self._store(key, entry)
             return entry
+
+    def _hit(self, key):
+        """The entry kept for ``key``, now the most recently used, or None; under the lock."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return entry
 
     def outputs(self, entry, task, score):
         """The entry's scores for ``task``, computed by ``score()`` the first time."""
