@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._losses import _TINY, weighted_mean
-from ._task import log_softmax_classes, task_of
+from ._task import rows_inner, task_of
 
 __all__ = ["DistillationLoss"]
 
@@ -180,10 +180,22 @@ class _StackedDistillation:
 
     def __call__(self, out, y, teacher):
         T, alpha = self.temperature.to(out.dtype), self.alpha.to(out.dtype)
+        if self.task == "classification" and rows_inner(out):
+            # Every term laid out (K, classes, rows), from one copy of the
+            # outputs: the gradients flowing back keep that layout, so both
+            # softmax backward passes take torch's fast kernel too.
+            T3 = T.unsqueeze(-1)
+            ot = out.transpose(-1, -2).contiguous()
+            log_p = teacher.transpose(-1, -2)
+            log_p = log_p.contiguous() if self.log_target else torch.log_softmax(log_p / T3, -2)
+            log_q = torch.log_softmax(ot / T3, -2)
+            soft = (log_p.exp() * (log_p - log_q)).sum(-2) * (T * T)
+            hard = -torch.log_softmax(ot, -2).gather(-2, y.unsqueeze(-2)).squeeze(-2)
+            return alpha * soft + (1 - alpha) * hard
         if self.task == "classification":
             T3 = T.unsqueeze(-1)
-            log_p = teacher if self.log_target else log_softmax_classes(teacher / T3)
-            log_q = log_softmax_classes(out / T3)
+            log_p = teacher if self.log_target else torch.log_softmax(teacher / T3, -1)
+            log_q = torch.log_softmax(out / T3, -1)
             soft = (log_p.exp() * (log_p - log_q)).sum(-1) * (T * T)
         elif self.task == "multilabel":
             T3 = T.unsqueeze(-1)

@@ -13,7 +13,7 @@ the second-to-last of the outputs (``(..., rows, outputs)``).
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Task", "task_of", "log_softmax_classes"]
+__all__ = ["Task", "task_of", "log_softmax_classes", "rows_inner"]
 
 _TINY = 1e-12
 
@@ -27,7 +27,7 @@ _ROWS_INNER_MIN = 5000
 _VECTOR = 16
 
 
-def _rows_inner(out):
+def rows_inner(out):
     """Whether a softmax over ``out``'s last axis is faster with the rows laid out innermost."""
     return out.device.type == "cpu" and out.dim() >= 2 and out.shape[-1] < _VECTOR and out.numel() >= _ROWS_INNER_MIN
 
@@ -48,7 +48,7 @@ def log_softmax_classes(out):
     >>> bool(torch.allclose(log_softmax_classes(out), torch.log_softmax(out, -1), atol=1e-6))
     True
     """
-    if not _rows_inner(out):
+    if not rows_inner(out):
         return torch.log_softmax(out, -1)
     return torch.log_softmax(out.transpose(-1, -2).contiguous(), -2).transpose(-1, -2)
 
@@ -76,7 +76,7 @@ class Task:
     def row_loss(self, out, y):
         """Each row's loss, ``(..., rows)``: cross-entropy, mean binary cross-entropy, mean squared error."""
         if self.name == "classification":
-            if _rows_inner(out):
+            if rows_inner(out):
                 return -log_softmax_classes(out).gather(-1, y.reshape(out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
             lead = out.shape[:-1]
             return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="none").view(lead)
