@@ -193,6 +193,20 @@ def test_nn_module_teacher_changed_in_place_is_scored_again(iris):
     assert not np.allclose(fresh, first)
 
 
+def test_frozen_pipeline_teacher_trained_further_in_place_is_scored_again(iris):
+    X, y = iris
+    pipe = make_pipeline(StandardScaler(), NNClassifier(MLP((8,)), max_epochs=3, random_state=0)).fit(X, y)
+    spec = Distillation(FrozenEstimator(pipe), temperature=1.0)
+
+    def scores(reuse=True):
+        return spec.set_params(reuse_teacher=reuse)._prepare(X, y, task="classification", classes=np.arange(3))[0]
+
+    first = scores()
+    pipe[-1].partial_fit(pipe[0].transform(X), y)  # one more epoch of the network inside the pipeline
+    np.testing.assert_allclose(scores(), scores(reuse=False))
+    assert not np.allclose(scores(), first)
+
+
 def test_frozen_teacher_that_is_not_fitted_is_refused(iris):
     X, y = iris
     with pytest.raises(NotFittedError, match="FrozenEstimator teacher wraps an unfitted"):

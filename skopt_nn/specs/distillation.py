@@ -415,42 +415,50 @@ def _seed_unset_random_states(estimator, random_state):
         estimator.set_params(**{key: int(rng.randint(np.iinfo(np.int32).max)) for key in unset})
 
 
-# How deep _state_stamp looks into attributes before it takes an object by
-# identity alone: a FrozenEstimator, its model, that model's fitted parts.
+# How deep _state_stamp looks into the attributes of an object that is not an
+# estimator (an estimator's own attributes are always looked into).
 _STAMP_DEPTH = 3
 
 
-def _state_stamp(obj, pins, depth=0):
+def _state_stamp(obj, pins, depth=0, seen=None):
     """The identities (and versions) of the state a fitted model predicts with.
 
     A tensor is its identity and its in-place version counter, which an
     optimizer step or ``load_state_dict`` moves on; a module is its
-    parameters and buffers; any other object (an sklearn estimator, a
-    FrozenEstimator, a skorch net) is its identity and, down to
-    ``_STAMP_DEPTH``, those of its attributes and of what lists, tuples and
-    dicts hold: refitting replaces fitted attributes with new objects, so
-    the stamp changes. An array changed in place keeps its identity and is
-    not seen. Every object stamped goes into ``pins``, whose holder keeps
-    them alive, so that no other object can come to have one of their
-    identities while the stamp is in use.
+    parameters and buffers; an estimator (anything with ``get_params``: an
+    sklearn estimator, a FrozenEstimator, a Pipeline's steps, a skorch net)
+    is its identity and those of its attributes, and any other object down
+    to ``_STAMP_DEPTH`` levels, through lists, tuples and dicts: refitting
+    replaces fitted attributes with new objects, and training a network
+    moves its tensors' versions, so the stamp changes. An array changed in
+    place keeps its identity and is not seen. Every object stamped goes into
+    ``pins``, whose holder keeps them alive, so that no other object can
+    come to have one of their identities while the stamp is in use.
     """
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return "seen", id(obj)
+    seen.add(id(obj))
     pins.append(obj)
     if isinstance(obj, torch.Tensor):
         return id(obj), obj._version
     if isinstance(obj, nn.Module):
         tensors = [*obj.parameters(), *obj.buffers()]
-        return id(obj), obj.training, tuple(_state_stamp(t, pins) for t in tensors)
-    if depth >= _STAMP_DEPTH or isinstance(obj, np.ndarray):
+        return id(obj), obj.training, tuple(_state_stamp(t, pins, 0, seen) for t in tensors)
+    estimator = hasattr(obj, "get_params") and not isinstance(obj, type)
+    if estimator:
+        depth = 0
+    elif depth >= _STAMP_DEPTH or isinstance(obj, np.ndarray):
         return id(obj)
     if isinstance(obj, (list, tuple)):
-        return id(obj), tuple(_state_stamp(v, pins, depth + 1) for v in obj)
+        return id(obj), tuple(_state_stamp(v, pins, depth + 1, seen) for v in obj)
     if isinstance(obj, dict):
         items = obj.items()
     elif hasattr(obj, "__dict__") and not isinstance(obj, type):
         items = vars(obj).items()
     else:
         return id(obj)
-    return id(obj), tuple((k, _state_stamp(v, pins, depth + 1)) for k, v in items if isinstance(k, str))
+    return id(obj), tuple((k, _state_stamp(v, pins, depth + 1, seen)) for k, v in items if isinstance(k, str))
 
 
 def _unfrozen(model):
