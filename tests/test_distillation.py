@@ -681,6 +681,35 @@ def test_no_engine_fits_a_teacher_twice_on_the_same_rows(unique_rows, method, op
     assert len(fitted_on) == len(set(fitted_on)) > 0
 
 
+class ScoredRowsTeacher(RecordingTeacher):
+    """A RecordingTeacher that records which rows it scores, byte for byte."""
+
+    def predict_proba(self, X):
+        SCORED_BYTES.append(np.asarray(X).tobytes())
+        return super().predict_proba(X)
+
+
+SCORED_BYTES = []
+
+
+@pytest.mark.parametrize("method, options", [
+    ("random", {"n_iter": 3, "random_state": 0}),
+    ("halving", {"random_state": 0, "factor": 2, "min_resources": 1}),
+    ("asha", {"n_iter": 4, "random_state": 0, "min_epochs": 1}),
+    ("bayes", {"n_iter": 3, "random_state": 0}),
+    ("grid", {"fuse": True}),
+])
+def test_no_engine_scores_a_frozen_teacher_twice_on_the_same_rows(unique_rows, method, options):
+    X, y = unique_rows
+    SCORED_BYTES.clear()
+    student = _student(FrozenEstimator(ScoredRowsTeacher().fit(X, y)), max_epochs=4)
+    space = {"lr": [0.01, 0.02, 0.03, 0.05], "distillation__alpha": [0.2, 0.8]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        make_search(student, space, method, cv=2, **options).fit(X, y)
+    assert len(SCORED_BYTES) == len(set(SCORED_BYTES)) > 0
+
+
 def test_threads_of_one_search_share_their_teachers(unique_rows):
     from joblib import parallel_config
 
