@@ -98,7 +98,7 @@ class LoRA(LeanParams, BaseEstimator):
     target_modules : list of str, "all-linear" or None, default="all-linear"
         Names of the linear layers to adapt. ``"all-linear"``: every linear
         layer of the pretrained model but the head, which trains in full
-        (Dettmers et al. 2023 find LoRA needs all of them to match full
+        (Dettmers et al. 2023, QLoRA, find LoRA needs all of them to match full
         fine-tuning; on the docstring task of ``benchmarks/bench_pretrained.py``
         it scored 3.0 points above ``query`` and ``value`` alone, for 1.3x
         the time). None: ``peft``'s default for the architecture (``query``
