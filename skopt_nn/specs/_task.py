@@ -13,7 +13,7 @@ the second-to-last of the outputs (``(..., rows, outputs)``).
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Task", "task_of", "log_softmax_classes", "rows_inner"]
+__all__ = ["Task", "task_of", "rows_inner"]
 
 _TINY = 1e-12
 
@@ -30,27 +30,6 @@ _VECTOR = 16
 def rows_inner(out):
     """Whether a softmax over ``out``'s last axis is faster with the rows laid out innermost."""
     return out.device.type == "cpu" and out.dim() >= 2 and out.shape[-1] < _VECTOR and out.numel() >= _ROWS_INNER_MIN
-
-
-def log_softmax_classes(out):
-    """``torch.log_softmax(out, -1)``, the same values, computed in the faster layout.
-
-    A many-row, few-class ``out`` on the CPU is copied with its rows
-    innermost, where torch's kernel vectorises over them, and the result is
-    a view of that copy with ``out``'s shape; anything else goes straight
-    to ``torch.log_softmax``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skopt_nn.specs._task import log_softmax_classes
-    >>> out = torch.randn(12, 512, 10)
-    >>> bool(torch.allclose(log_softmax_classes(out), torch.log_softmax(out, -1), atol=1e-6))
-    True
-    """
-    if not rows_inner(out):
-        return torch.log_softmax(out, -1)
-    return torch.log_softmax(out.transpose(-1, -2).contiguous(), -2).transpose(-1, -2)
 
 
 class Task:
@@ -76,8 +55,9 @@ class Task:
     def row_loss(self, out, y):
         """Each row's loss, ``(..., rows)``: cross-entropy, mean binary cross-entropy, mean squared error."""
         if self.name == "classification":
-            if rows_inner(out):
-                return -log_softmax_classes(out).gather(-1, y.reshape(out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+            if rows_inner(out):  # laid out (..., classes, rows), gradients included
+                log_p = torch.log_softmax(out.transpose(-1, -2).contiguous(), -2)
+                return -log_p.gather(-2, y.reshape(out.shape[:-1]).unsqueeze(-2)).squeeze(-2)
             lead = out.shape[:-1]
             return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="none").view(lead)
         y = y.reshape(out.shape)
