@@ -30,7 +30,10 @@ trains, all folds and rungs counted, for the others as whole fits of
   drawn (47 keeps it under a quarter of the grid's epochs); its points are
   the candidates that reached the top rung (trained as long as the
   grid's), its front as reported (``cv_results_`` at the rung each
-  candidate reached) beside it;
+  candidate reached) beside it; within a Pareto layer it promotes by the
+  epsilon-net (``tie_break="epsilon_net"``, the default);
+- ``mo-asha crowding``: the same waves, ``tie_break="crowding"`` (NSGA-II's
+  crowding distance within each layer);
 - ``mo-asha async``: the same, asynchronous (``n_jobs=1``, promotions as
   soon as a rung's best third grows), which trains more epochs;
 - ``asha (accuracy)``: the waves promoting by accuracy alone;
@@ -148,6 +151,7 @@ def run(X, y, seed, epochs, grid, n_iter_asha, search_seeds):
             # fuse=True runs the rungs in waves (successive halving with ASHA's promotion rule): a rung
             # is complete before it promotes; pruned candidates train as ordinary fits there
             ("mo-asha", dict(fuse=True, **rungs, **common)),
+            ("mo-asha crowding", dict(fuse=True, tie_break="crowding", **rungs, **common)),
             ("mo-asha async", dict(n_jobs=1, **rungs, **common)),
             ("asha (accuracy)", dict(fuse=True, **rungs, cv=3, scoring=OBJECTIVES, refit="accuracy")),
         ]

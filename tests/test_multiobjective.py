@@ -1,4 +1,4 @@
-"""Multi-objective searches: non-dominated sorting, crowding, promotions and ``objectives=``."""
+"""Multi-objective searches: non-dominated sorting, crowding, epsilon-nets, promotions and ``objectives=``."""
 
 import warnings
 
@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 from skopt_nn import MLP, Categorical, NNClassifier, make_search, within
 from skopt_nn.search import ASHASearchCV
 from skopt_nn.search._rungs import Scores, _ASHAState
-from skopt_nn.search.pareto import crowding_distance, non_dominated_sort, pareto_order
+from skopt_nn.search.pareto import crowding_distance, epsilon_net_order, non_dominated_sort, pareto_order
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,34 @@ def _brute_crowding(points):
     return d
 
 
-def _brute_order(points):
+def _brute_epsilon_net(points):
+    """Layer by layer; the front's best on objective 0 first, then the farthest from all taken."""
+    layers = _brute_layers(points)
+    finite = [i for i in range(len(points)) if layers[i] >= 0]
+    low = [min(points[i][k] for i in finite) for k in range(points.shape[1])]
+    high = [max(points[i][k] for i in finite) for k in range(points.shape[1])]
+    scaled = [[(points[i][k] - low[k]) / ((high[k] - low[k]) or 1.0) for k in range(points.shape[1])]
+              for i in range(len(points))]
+
+    def distance(i, j):
+        return float(np.sqrt(np.sum((np.array(scaled[i]) - np.array(scaled[j])) ** 2)))
+
+    taken = []
+    for k in range(max(layers) + 1):
+        rows = [i for i in range(len(points)) if layers[i] == k]
+        while rows:
+            if not taken:
+                pick = max(rows, key=lambda i: (points[i][0], -i))
+            else:
+                pick = max(rows, key=lambda i: (min(distance(i, j) for j in taken), -i))
+            taken.append(pick)
+            rows.remove(pick)
+    return taken + [i for i in range(len(points)) if layers[i] < 0]
+
+
+def _brute_order(points, tie_break="epsilon_net"):
+    if tie_break == "epsilon_net":
+        return _brute_epsilon_net(points)
     layers = _brute_layers(points)
     crowd = np.zeros(len(points))
     for k in set(layers) - {-1}:
@@ -94,10 +121,44 @@ def test_crowding_distance_by_hand():
     assert np.all(np.isinf(crowding_distance(points[:2])))
 
 
+@pytest.mark.parametrize("tie_break", ["epsilon_net", "crowding"])
 @pytest.mark.parametrize("seed", range(6))
-def test_pareto_order_matches_brute_force(seed):
+def test_pareto_order_matches_brute_force(seed, tie_break):
     points = _random_points(seed, n=20, m=2 + seed % 2)
-    assert pareto_order(points).tolist() == _brute_order(points)
+    assert pareto_order(points, tie_break=tie_break).tolist() == _brute_order(points, tie_break)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_epsilon_net_is_the_default_order_and_spreads_each_pick(seed):
+    rng = np.random.default_rng(seed)
+    points = np.column_stack([rng.uniform(0.6, 1.0, 30), -rng.choice([1e3, 4e3, 16e3, 64e3], 30)])
+    order = pareto_order(points)
+    assert order.tolist() == epsilon_net_order(points).tolist() == _brute_epsilon_net(points)
+    # within the front, each pick is at least as far from those before it as every later front pick
+    layers = non_dominated_sort(points)
+    scaled = (points - points.min(0)) / (points.max(0) - points.min(0))
+    front = [i for i in order if layers[i] == 0]
+    for n in range(1, len(front) - 1):
+        gaps = [np.min(np.linalg.norm(scaled[front[:n]] - scaled[i], axis=1)) for i in front[n:]]
+        assert gaps[0] == max(gaps)
+
+
+def test_epsilon_net_by_hand():
+    # a front of four and one dominated point: the most accurate first, then the far end
+    # (small and less accurate), then what lies between, the dominated point last
+    points = [[0.8, -9], [0.9, -2], [0.95, -9], [0.93, -5], [0.94, -8]]
+    assert epsilon_net_order(points).tolist() == [2, 1, 3, 4, 0]
+    # crowding takes both ends before the middle too, but ranks the middle by its own layer alone
+    assert pareto_order(points, tie_break="crowding").tolist() == [1, 2, 3, 4, 0]
+
+
+def test_an_unknown_tie_break_is_refused(digits):
+    with pytest.raises(ValueError, match="tie_break must be one of"):
+        pareto_order([[0.9, 0.8]], tie_break="hypervolume")
+    search = make_search(_pipe(), SPACE, method="asha", n_iter=2, cv=2, tie_break="nsga",
+                         objectives=["accuracy", "neg_model_bytes"])
+    with pytest.raises(ValueError, match="tie_break must be one of"):
+        search.fit(*digits)
 
 
 def test_pareto_order_refuses_a_table_that_is_not_two_dimensional():
@@ -110,17 +171,18 @@ def _report(state, cand, rung, accuracy, size, folds=2):
     state.report(cand, rung, [Scores(accuracy, {"accuracy": accuracy, "bytes": -size})] * folds, None)
 
 
+@pytest.mark.parametrize("tie_break", ["epsilon_net", "crowding"])
 @pytest.mark.parametrize("seed", range(4))
-def test_promotions_follow_the_pareto_order_of_a_hand_made_rung(seed):
+def test_promotions_follow_the_pareto_order_of_a_hand_made_rung(seed, tie_break):
     rng = np.random.default_rng(seed)
     n, eta = 18, 3
-    state = _ASHAState(n, [1, 3, 9], eta, objectives=["accuracy", "bytes"])
+    state = _ASHAState(n, [1, 3, 9], eta, objectives=["accuracy", "bytes"], tie_break=tie_break)
     points = np.column_stack([rng.integers(60, 100, n) / 100, -rng.choice([1e3, 4e3, 16e3, 64e3], n)])
     assert state.next_jobs(n) == [(c, 0) for c in range(n)]
     for c in range(n):
         _report(state, c, 0, points[c, 0], -points[c, 1])
     promoted = [cand for cand, rung in state.next_jobs(n)]
-    assert promoted == _brute_order(points)[: n // eta]
+    assert promoted == _brute_order(points, tie_break)[: n // eta]
     # one objective alone promotes by that score, as single-objective ASHA does
     single = _ASHAState(n, [1, 3, 9], eta)
     single.next_jobs(n)
@@ -151,8 +213,18 @@ def _pipe(max_epochs=4):
 SPACE = {"module__hidden_layer_sizes": [(4,), (8,), (16,), (32,), (64,), (128,)], "lr": [1e-2, 3e-3]}
 
 
-def test_multi_objective_asha_promotes_the_front_of_each_rung(digits):
+def test_multi_objective_asha_promotes_the_front_of_each_rung(digits, monkeypatch):
     X, y = digits
+    # the points each candidate had at rung 0 (cv_results_ holds its bytes at its last rung only)
+    first = {}
+    report = _ASHAState.report
+
+    def recording(state, cand, rung, fold_scores, error):
+        report(state, cand, rung, fold_scores, error)
+        if rung == 0:
+            first[cand] = state.vectors[0][cand]
+
+    monkeypatch.setattr(_ASHAState, "report", recording)
     search = make_search(_pipe(), SPACE, method="asha", fuse=True, n_iter=12, min_epochs=1,
                          reduction_factor=2, cv=2, random_state=0,
                          objectives=["accuracy", "neg_model_bytes"])
@@ -161,7 +233,8 @@ def test_multi_objective_asha_promotes_the_front_of_each_rung(digits):
         search.fit(X, y)
     results = search.cv_results_
     # fused, rung 0 is complete before any promotion: rung 1 takes its best half in Pareto order
-    first = np.array([[h[0][1] for h in results["score_history"]], results["mean_test_neg_model_bytes"]]).T
+    first = np.array([first[c] for c in range(len(first))])
+    np.testing.assert_allclose(first[:, 0], [h[0][1] for h in results["score_history"]])
     expected = _brute_order(first)[: len(first) // 2]
     assert sorted(np.flatnonzero(results["rung"] >= 1).tolist()) == sorted(expected)
     # a cost among the objectives: the cheapest model within one point of the best
@@ -180,8 +253,12 @@ def test_promotion_by_objectives_differs_from_promotion_by_accuracy(digits):
         multi = make_search(_pipe(), SPACE, objectives=["accuracy", "neg_model_bytes"], **kw).fit(X, y)
         single = make_search(_pipe(), SPACE, scoring=["accuracy", "neg_model_bytes"], refit="accuracy",
                              **kw).fit(X, y)
-    smallest = int(np.argmax(multi.cv_results_["mean_test_neg_model_bytes"]))
-    assert multi.cv_results_["rung"][smallest] >= 1  # the front's end at the small side goes on
+    # the front's end at the small side goes on: the best at rung 0 of the narrowest network
+    # (the saved bytes of one width differ by a few bytes between rungs, so the width says which)
+    results = multi.cv_results_
+    narrow = [i for i, p in enumerate(results["params"]) if p["nnclassifier__module__hidden_layer_sizes"] == (4,)]
+    smallest = max(narrow, key=lambda i: results["score_history"][i][0][1])
+    assert results["rung"][smallest] >= 1
     top_multi = set(np.flatnonzero(multi.cv_results_["rung"] == 2))
     top_single = set(np.flatnonzero(single.cv_results_["rung"] == 2))
     assert top_multi != top_single

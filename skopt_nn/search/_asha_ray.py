@@ -240,7 +240,9 @@ def run_ray(search, X, y, candidates, rungs, splits, scorer, progress, fit_param
         pool = _Pool(ray, ray.put(data), local, n_workers)
 
         n_splits = len(splits)
-        state = _ASHAState(len(candidates), rungs, search.reduction_factor, search._objectives)
+        state = _ASHAState(
+            len(candidates), rungs, search.reduction_factor, search._objectives, search.tie_break
+        )
         owner, reached, fallbacks = {}, {}, []
         while True:
             # The joblib backend's waves for as many workers: the same

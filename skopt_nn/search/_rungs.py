@@ -229,12 +229,13 @@ class _ASHAState:
     With ``objectives`` (scoring entries of a multi-metric search), a rung's
     best ``1 / eta`` are taken in :func:`~skopt_nn.search.pareto.pareto_order`
     of the candidates' mean scores on those entries (non-dominated sorting,
-    then crowding distance) instead of by the one promotion metric.
+    then ``tie_break``) instead of by the one promotion metric.
     """
 
-    def __init__(self, n_candidates, rungs, eta, objectives=None):
+    def __init__(self, n_candidates, rungs, eta, objectives=None, tie_break="epsilon_net"):
         self.n, self.rungs, self.eta = n_candidates, rungs, eta
         self.objectives = list(objectives) if objectives else None
+        self.tie_break = tie_break
         self.next_new = 0
         # per rung: {candidate: mean score} of those that finished it; with objectives also
         # {candidate: mean score on each objective}
@@ -263,7 +264,7 @@ class _ASHAState:
         finite = [c for c in finite if np.all(np.isfinite(vectors[c]))]
         if not finite:
             return []
-        order = pareto_order(np.array([vectors[c] for c in finite]))
+        order = pareto_order(np.array([vectors[c] for c in finite]), self.tie_break)
         return [finite[i] for i in order]
 
     def _promotion(self):

@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, indexable
 from ..training._base import DivergenceError
 from ._asha_progress import RungProgress
 from ._refit import refit_in_rank_order
-from .pareto import ParetoFrontMixin, check_objectives, default_refit
+from .pareto import TIE_BREAKS, ParetoFrontMixin, check_objectives, default_refit
 from .scoring import resolve_scoring
 from ._rungs import (
     Scores, _ASHAState, _Fold, _Promoting, _advance, _advance_fused, _split_target, _warn_fallbacks,
@@ -99,13 +99,19 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         "neg_model_bytes"]``): multi-objective ASHA. A rung's best ``1 / eta``
         are then its first candidates in
         :func:`~skopt_nn.search.pareto.pareto_order` of their mean scores on
-        the objectives (non-dominated sorting, ties by crowding distance), so
-        that the promotions follow the whole trade-off rather than one score.
+        the objectives (non-dominated sorting, then ``tie_break``), so that
+        the promotions follow the whole trade-off rather than one score.
         ``scoring`` ``None`` scores the objectives themselves; otherwise it
         must hold them. ``refit=True`` then refits
         ``within(score, tol=0.01, minimize=cost)`` when a cost is among the
         objectives (see :func:`~skopt_nn.search.pareto.default_refit`), else
         the best on the first objective.
+    tie_break : {"epsilon_net", "crowding"}, default="epsilon_net"
+        With ``objectives``: the order within a Pareto layer of a rung.
+        ``"epsilon_net"`` takes each next candidate farthest from all those
+        already taken, so that the promotions cover the trade-off
+        (:func:`~skopt_nn.search.pareto.epsilon_net_order`); ``"crowding"``
+        is NSGA-II's crowding distance within the layer.
     ray_address : str, default=None
         Ray cluster to join when ``backend="ray"`` and Ray is not running;
         ``None`` starts a local Ray.
@@ -170,6 +176,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         fuse=False,
         fuse_max_members=None,
         objectives=None,
+        tie_break="epsilon_net",
     ):
         self.estimator = estimator
         self.param_distributions = param_distributions
@@ -188,6 +195,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         self.fuse = fuse
         self.fuse_max_members = fuse_max_members
         self.objectives = objectives
+        self.tie_break = tie_break
 
     # -- setup shared by both backends
     def _scorer(self):
@@ -237,6 +245,8 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
                                  ("reduction_factor", self.reduction_factor, 2)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+        if self.tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break must be one of {list(TIE_BREAKS)}; got {self.tie_break!r}.")
         if self.backend not in (None, "ray"):
             raise ValueError(f"backend must be None or 'ray'; got {self.backend!r}.")
         if self.min_epochs > net._setting("max_epochs"):
@@ -359,7 +369,7 @@ class ASHASearchCV(ParetoFrontMixin, MetaEstimatorMixin, BaseEstimator):
         n_workers = effective_n_jobs(self.n_jobs)
         # One torch thread per worker when fits run side by side.
         threads = 1 if n_workers > 1 else None
-        state = _ASHAState(len(candidates), rungs, self.reduction_factor, self._objectives)
+        state = _ASHAState(len(candidates), rungs, self.reduction_factor, self._objectives, self.tie_break)
         folds = {}
         fallbacks = []
         with Parallel(n_jobs=1 if self.fuse else self.n_jobs) as parallel:

@@ -11,9 +11,10 @@ negated, see :mod:`skopt_nn.search.scoring`), so one rule serves them all:
 - :func:`within` is a ``refit=`` callable, for the searches of
   :func:`~skopt_nn.make_search` and sklearn's own: the cheapest candidate
   whose score is within a tolerance of the best, under hard limits;
-- :func:`non_dominated_sort` and :func:`crowding_distance` order candidates
-  on several objectives at once, the rule by which a multi-objective search
-  (``make_search(..., objectives=[...])``) promotes them.
+- :func:`non_dominated_sort`, :func:`epsilon_net_order` and
+  :func:`crowding_distance` order candidates on several objectives at once,
+  the rule by which a multi-objective search (``make_search(...,
+  objectives=[...])``) promotes them (:func:`pareto_order`).
 """
 
 from collections.abc import Mapping
@@ -24,7 +25,12 @@ from sklearn.utils._param_validation import InvalidParameterError
 
 from .scoring import COST_SCORERS, CostScorer, resolve_scoring
 
-__all__ = ["pareto_front", "within", "Within", "non_dominated_sort", "crowding_distance", "pareto_order"]
+__all__ = [
+    "pareto_front", "within", "Within", "non_dominated_sort", "crowding_distance", "epsilon_net_order",
+    "pareto_order",
+]
+
+TIE_BREAKS = ("epsilon_net", "crowding")
 
 
 def _metric_names(cv_results):
@@ -124,19 +130,81 @@ def crowding_distance(points):
     return distance
 
 
-def pareto_order(points):
-    """Candidates best first: by Pareto layer, then by crowding distance, then by index.
+def epsilon_net_order(points, layers=None):
+    """Candidates layer by layer, each layer farthest point first (an epsilon-net).
 
-    The order in which a multi-objective search promotes (NSGA-II's rule):
-    the whole front before anything it dominates, and within a layer the
-    candidates that stand alone before those in a crowd, so that what goes
-    on spreads over the trade-off instead of bunching at one end. Rows with
-    a NaN come last.
+    Every objective is scaled to [0, 1] by its smallest and largest finite
+    value. The first candidate is the best on the first objective among the
+    front (ties by index); then, layer after layer, the next is always the
+    one of the current layer farthest (Euclidean, scaled) from every
+    candidate already taken, from this layer or an earlier one, ties by
+    index. So each pick covers the part of the trade-off that those before
+    it left most open, and a candidate close to one already taken waits,
+    even in an earlier layer's shadow. Rows with a NaN come last, by index.
 
     Parameters
     ----------
     points : array-like of shape (n_candidates, n_objectives)
         Scores, every objective greater-is-better.
+    layers : array-like of int, default=None
+        Their :func:`non_dominated_sort` layers, when already known.
+
+    Returns
+    -------
+    order : ndarray of int
+        Indices into ``points``, first taken first.
+
+    Examples
+    --------
+    >>> from skopt_nn.search.pareto import epsilon_net_order
+    >>> epsilon_net_order([[0.8, -9], [0.9, -2], [0.95, -9], [0.93, -5], [0.94, -8]]).tolist()
+    [2, 1, 3, 4, 0]
+    """
+    points = _points(points)
+    layers = non_dominated_sort(points) if layers is None else np.asarray(layers)
+    finite = np.flatnonzero(layers >= 0)
+    order = []
+    if len(finite):
+        low, high = points[finite].min(axis=0), points[finite].max(axis=0)
+        scaled = (points - low) / np.where(high > low, high - low, 1.0)
+        # distance of every candidate to its nearest one taken so far
+        gap = np.full(len(points), np.inf)
+        for layer in range(layers.max() + 1):
+            rows = np.flatnonzero(layers == layer)
+            if not order:  # the front's best on the first objective starts
+                first = rows[np.argmax(points[rows, 0])]
+            else:
+                first = rows[np.argmax(gap[rows])]
+            left = np.ones(len(rows), dtype=bool)
+            pick = first
+            for _ in range(len(rows)):
+                order.append(pick)
+                left[np.searchsorted(rows, pick)] = False
+                gap = np.minimum(gap, np.sqrt(((scaled - scaled[pick]) ** 2).sum(axis=1)))
+                if not left.any():
+                    break
+                candidates = rows[left]
+                pick = candidates[np.argmax(gap[candidates])]  # argmax: the lowest index of a tie
+    return np.concatenate([np.asarray(order, dtype=int), np.flatnonzero(layers < 0)])
+
+
+def pareto_order(points, tie_break="epsilon_net"):
+    """Candidates best first: by Pareto layer, then by a tie-break within the layer.
+
+    The order in which a multi-objective search promotes: the whole front
+    before anything it dominates, and within a layer what spreads over the
+    trade-off before what bunches at one spot. Rows with a NaN come last.
+
+    Parameters
+    ----------
+    points : array-like of shape (n_candidates, n_objectives)
+        Scores, every objective greater-is-better.
+    tie_break : {"epsilon_net", "crowding"}, default="epsilon_net"
+        ``"epsilon_net"``: :func:`epsilon_net_order`, each next candidate
+        the farthest from all those before it, earlier layers included
+        (MO-ASHA's epsilon-net, Schmucker et al. 2021). ``"crowding"``:
+        NSGA-II's rule, a layer's candidates by :func:`crowding_distance`
+        within that layer alone (extremes first), then by index.
 
     Returns
     -------
@@ -146,11 +214,15 @@ def pareto_order(points):
     Examples
     --------
     >>> from skopt_nn.search.pareto import pareto_order
-    >>> pareto_order([[0.8, -9], [0.9, -2], [0.95, -9], [0.93, -5]]).tolist()
+    >>> pareto_order([[0.8, -9], [0.9, -2], [0.95, -9], [0.93, -5]], tie_break="crowding").tolist()
     [1, 2, 3, 0]
     """
     points = _points(points)
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break must be one of {list(TIE_BREAKS)}; got {tie_break!r}.")
     layers = non_dominated_sort(points)
+    if tie_break == "epsilon_net":
+        return epsilon_net_order(points, layers)
     crowd = np.zeros(len(points))
     for layer in np.unique(layers[layers >= 0]):
         rows = np.flatnonzero(layers == layer)
