@@ -170,21 +170,16 @@ def epsilon_net_order(points, layers=None):
         # distance of every candidate to its nearest one taken so far
         gap = np.full(len(points), np.inf)
         for layer in range(layers.max() + 1):
-            rows = np.flatnonzero(layers == layer)
-            if not order:  # the front's best on the first objective starts
-                first = rows[np.argmax(points[rows, 0])]
-            else:
-                first = rows[np.argmax(gap[rows])]
-            left = np.ones(len(rows), dtype=bool)
-            pick = first
-            for _ in range(len(rows)):
+            left = np.flatnonzero(layers == layer)
+            while len(left):
+                if order:
+                    at = np.argmax(gap[left])  # argmax: the lowest index of a tie
+                else:  # the front's best on the first objective starts
+                    at = np.argmax(points[left, 0])
+                pick = left[at]
                 order.append(pick)
-                left[np.searchsorted(rows, pick)] = False
+                left = np.delete(left, at)
                 gap = np.minimum(gap, np.sqrt(((scaled - scaled[pick]) ** 2).sum(axis=1)))
-                if not left.any():
-                    break
-                candidates = rows[left]
-                pick = candidates[np.argmax(gap[candidates])]  # argmax: the lowest index of a tie
     return np.concatenate([np.asarray(order, dtype=int), np.flatnonzero(layers < 0)])
 
 
