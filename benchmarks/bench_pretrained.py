@@ -21,7 +21,9 @@ fewer of the three):
 - ``defaults``: ``NNClassifier(Transformer(path))`` with nothing chosen: the
   "auto" training parameters stand for the fine-tuning recipe (full, LoRA
   r=8, head only); full fine-tuning and LoRA must beat the frozen
-  embeddings + LogisticRegression by >= 2 points.
+  embeddings + LogisticRegression by >= 2 points. Beside them, full
+  fine-tuning with ``early_stopping=True`` (a held-out split, the best
+  epoch kept).
 - ``setfit``: SetFit's recipe written out by hand (contrastive pairs
   fine-tune the body, then LogisticRegression on its embeddings).
 - ``finetune``: ``NNClassifier(Transformer(path))`` fine-tuned with the
@@ -244,11 +246,14 @@ def defaults(path, X, y, splits):
     """The estimator's own defaults: nothing chosen but the network ("auto": the fine-tuning recipe)."""
     from skopt_nn import LoRA, NNClassifier, Transformer
 
-    def model(**module):
-        return lambda: NNClassifier(Transformer(path, max_length=64, **module), random_state=0)
+    def model(settings=None, **module):
+        return lambda: NNClassifier(Transformer(path, max_length=64, **module), random_state=0,
+                                    **(settings or {}))
 
     return {
         "full, defaults": cv_score(model(), X, y, splits),
+        # what a held-out split (10 % of the rows, the best epoch kept) does to the same recipe
+        "full, defaults, early_stopping=True": cv_score(model({"early_stopping": True}), X, y, splits),
         "LoRA r=8, defaults": cv_score(model(lora=LoRA(r=8)), X, y, splits),
         'head only (freeze="all"), defaults': cv_score(model(freeze="all"), X, y, splits),
     }

@@ -41,7 +41,7 @@ _PARAMS_DOC = """
         Rows per training batch. "auto": 128; 16 for a ``Transformer``.
     max_epochs : int or "auto", default="auto"
         Upper bound on training epochs. "auto": 200 for NNClassifier, 50 for
-        NNRegressor; 10 for a ``Transformer``.
+        NNRegressor; 20 for a ``Transformer``.
     lr_schedule : str, LRSchedule or "auto", default="auto"
         Learning-rate schedule: a name or an ``LRSchedule`` spec whose
         options are searchable as ``lr_schedule__<option>``. Step counts
@@ -53,8 +53,7 @@ _PARAMS_DOC = """
         classifiers), stop when the validation loss has not improved by
         ``tol`` for ``n_iter_no_change`` epochs, and keep the best weights.
         When False, training stops the same way on the training loss, as
-        sklearn's ``MLPClassifier`` does. "auto": False; True for a
-        ``Transformer``.
+        sklearn's ``MLPClassifier`` does. "auto": False.
     validation_fraction : float, default=0.1
         Share of the data held out when ``early_stopping=True``.
     n_iter_no_change : int or None, default=10
