@@ -273,16 +273,16 @@ def main(argv=None):
     print(f"task: {len(X)} docstrings, classes {sorted(set(y))}; checkpoint {path}; CPU flags: {cpu_flags()}; "
           f"{len(splits)} of 3 folds")
     rows = {}
-    if "frozen" in args.parts:
-        rows.update(frozen(path, X, y, splits))
-    if "defaults" in args.parts:
-        rows.update(defaults(path, X, y, splits))
-    if "setfit" in args.parts:
-        rows.update(setfit(path, X, y, splits))
-    if "finetune" in args.parts:
-        rows.update(finetune(path, X, y, splits, args.epochs))
-    for name, (mean, per_fold, seconds) in rows.items():
-        print(f"{name:40s} accuracy {mean:.3f} {per_fold}  {seconds:7.1f} s", flush=True)
+    parts = {"frozen": lambda: frozen(path, X, y, splits), "defaults": lambda: defaults(path, X, y, splits),
+             "setfit": lambda: setfit(path, X, y, splits),
+             "finetune": lambda: finetune(path, X, y, splits, args.epochs)}
+    for part, run in parts.items():
+        if part not in args.parts:
+            continue
+        found = run()
+        for name, (mean, per_fold, seconds) in found.items():  # each part printed as it ends
+            print(f"{name:40s} accuracy {mean:.3f} {per_fold}  {seconds:7.1f} s", flush=True)
+        rows.update(found)
     if "frozen" in args.parts:
         gap = abs(rows["TextEmbedder + logreg"][0] - rows["by hand mean pooling + logreg"][0])
         print(f"TextEmbedder against the hand-written pooling: |difference| {gap:.4f} (target <= 0.005)")
