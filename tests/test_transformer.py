@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from skorch.callbacks import Callback
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -141,7 +142,7 @@ def test_frozen_weights_stay_bit_identical(checkpoint, reviews, freeze, lora):
 
 def test_layer_lr_decay_scales_rates_under_a_schedule(checkpoint, reviews):
     (X, y), _ = reviews
-    clf = _clf(checkpoint, layer_lr_decay=0.5).set_params(
+    clf = _clf(checkpoint, layer_lr_decay=0.5, head_lr=None).set_params(
         lr_schedule=LRSchedule("exponential", gamma=0.5), max_epochs=2).fit(X[:64], y[:64])
     groups = clf.net_.optimizer_.param_groups
     top = groups[-1]["lr"]  # head and pooler: the unscaled rate, after the schedule's decay
@@ -343,6 +344,65 @@ def test_a_transformer_fine_tunes_with_the_recipe_by_default(pretrained, reviews
     # a warm-up through the first epoch to the mode's rate, then linear decay to 0
     assert rates[0] < 0.2 * peak
     np.testing.assert_allclose(rates[1:], peak * (1 - np.arange(1, 20) / 20), rtol=1e-6)
+
+
+class _HeadRates(Callback):
+    """The rate of the optimizer groups holding the head's weights, and the others', after training.
+
+    A fit trains a copy of its callbacks: what it finds goes to the class.
+    """
+
+    found = None
+
+    def __init__(self, pooling):
+        self.pooling = pooling
+
+    def on_train_end(self, net, **kwargs):
+        module = net.module_
+        head = module.head if self.pooling == "mean" else module._base().classifier
+        ids = {id(p) for p in head.parameters()}
+        head_rates, other = set(), set()
+        for group in net.optimizer_.param_groups:
+            (head_rates if ids & {id(p) for p in group["params"]} else other).add(group["lr"])
+        type(self).found = head_rates, other
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("module, lr, head_rate", [
+    ({}, "auto", 3e-3),  # the body at 3e-5, the fresh head at the head-only rate
+    ({"lora": LoRA(r=2)}, "auto", 3e-3),
+    ({"head_lr": 1e-2}, 1e-3, 1e-2),
+    ({"head_lr": None}, "auto", None),  # one rate for all
+    ({"freeze": "all"}, "auto", None),  # the head is all that trains, at lr
+], ids=["full", "lora", "set", "none", "head-only"])
+def test_the_fresh_head_trains_at_its_own_rate(pretrained, reviews, tmp_path, pooling, module, lr,
+                                               head_rate):
+    (X, y), _ = reviews
+    # a schedule that ends above 0: the rates' ratio is read after the last step
+    _HeadRates.found = None
+    clf = NNClassifier(Transformer(pretrained, max_length=24, pooling=pooling, **module), lr=lr,
+                       lr_schedule=LRSchedule("exponential", gamma=0.5), max_epochs=2,
+                       callbacks=[_HeadRates(pooling)], random_state=0).fit(X[:64], y[:64])
+    net = clf.module_
+    # with freeze="all" the head is all the optimizer holds
+    head_rates, other = _HeadRates.found
+    (body_rate,) = other or head_rates
+    # the schedule scales both alike: the ratio holds at every step
+    body_lr = clf._setting("lr")
+    expected = body_lr if head_rate is None else head_rate
+    assert 0 < body_rate < body_lr
+    np.testing.assert_allclose(sorted(head_rates), [body_rate * expected / body_lr], rtol=1e-6)
+    assert clf.predict(X[:5]).shape == (5,)
+    # saved and loaded, the network keeps its head's rate for a continued fit
+    save(clf.set_params(callbacks=None), tmp_path / "m.safetensors")
+    assert load(tmp_path / "m.safetensors").module_.head_lr == net.head_lr
+
+
+def test_head_lr_is_validated(pretrained, reviews):
+    (X, y), _ = reviews
+    for bad in (0.0, -1e-3, "fast"):
+        with pytest.raises(InvalidParameterError, match="head_lr"):
+            NNClassifier(Transformer(pretrained, head_lr=bad), max_epochs=1).fit(X[:8], y[:8])
 
 
 def test_set_values_win_over_the_recipe(pretrained, reviews):

@@ -39,6 +39,9 @@ from .schedules import LRSchedule
 __all__ = ["pool_states", "Transformer", "LoRA", "PretrainedTextNet"]
 
 _INSTALL = 'pip install "skopt-nn[transformers]"'
+# The learning rate of a fresh head: the head-only recipe's, and the head's
+# own rate beside a body that trains (``head_lr="auto"``).
+_HEAD_LR = 3e-3
 
 
 def _hf():
@@ -172,11 +175,20 @@ class Transformer(BaseEstimator):
         Train low-rank adapters instead of the pretrained weights (searchable
         as ``module__lora__r``, ``module__lora__alpha``, ...).
     layer_lr_decay : float, default=1.0
-        Layer-wise learning-rate decay: the head, the layers above the
-        encoder (a pooler) and the top encoder layer train at ``lr``, the
-        layer below at ``lr * layer_lr_decay``, and so on down to the
-        embeddings at ``lr * layer_lr_decay ** n_layers``. Learning-rate
-        schedules scale every layer's rate alike.
+        Layer-wise learning-rate decay: the layers above the encoder (a
+        pooler) and the top encoder layer train at ``lr`` (the head at
+        ``head_lr``), the layer below at ``lr * layer_lr_decay``, and so on
+        down to the embeddings at ``lr * layer_lr_decay ** n_layers``.
+        Learning-rate schedules scale every layer's rate alike.
+    head_lr : float, None or "auto", default="auto"
+        The learning rate of the fresh head (the linear layer on the pooled
+        state, or the architecture's classifier) while the body trains at
+        ``lr``; the schedule scales it as it scales ``lr``. None trains the
+        head at ``lr``. ``"auto"``: 3e-3, the rate of the head trained alone,
+        when the body trains too (full fine-tuning or LoRA), else None (with
+        ``freeze="all"`` the head is all that trains, at ``lr``). A head
+        initialised at random needs far larger steps than pretrained weights
+        that should move little.
     gradient_checkpointing : bool, default=False
         Recompute activations in the backward pass instead of storing them:
         less memory, about a third more compute.
@@ -229,6 +241,7 @@ class Transformer(BaseEstimator):
         "freeze": [Interval(numbers.Integral, 0, None, closed="left"), StrOptions({"all"})],
         "lora": [None, LoRA],
         "layer_lr_decay": [Interval(numbers.Real, 0, 1, closed="right")],
+        "head_lr": [None, Interval(numbers.Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "gradient_checkpointing": ["boolean"],
         "local_files_only": ["boolean"],
         "pooling": [StrOptions({"auto", "cls", "mean"})],
@@ -236,12 +249,14 @@ class Transformer(BaseEstimator):
     }
 
     def __init__(self, model, *, max_length=128, freeze=0, lora=None, layer_lr_decay=1.0,
-                 gradient_checkpointing=False, local_files_only=True, pooling="auto", n_layers=None):
+                 head_lr="auto", gradient_checkpointing=False, local_files_only=True, pooling="auto",
+                 n_layers=None):
         self.model = model
         self.max_length = max_length
         self.freeze = freeze
         self.lora = lora
         self.layer_lr_decay = layer_lr_decay
+        self.head_lr = head_lr
         self.gradient_checkpointing = gradient_checkpointing
         self.local_files_only = local_files_only
         self.pooling = pooling
@@ -254,6 +269,13 @@ class Transformer(BaseEstimator):
             return self.pooling
         return declared_pooling(os.fspath(self.model)) or "cls"
 
+    def resolved_head_lr(self):
+        """The head's own learning rate, or None (it trains at ``lr``): ``head_lr`` with "auto" resolved."""
+        self._validate_params()
+        if self.head_lr != "auto":
+            return self.head_lr
+        return None if self.freeze == "all" else _HEAD_LR
+
     def fit_defaults(self):
         """The fine-tuning recipe an estimator's "auto" training parameters take.
 
@@ -265,13 +287,15 @@ class Transformer(BaseEstimator):
         row trained on (no held-out split: the decay ends the training, and
         a small task cannot spare 10 % of its rows), and a learning rate per
         mode: 3e-5 for full fine-tuning (``freeze`` an int), 1e-3 for LoRA
-        adapters (``lora``) and 3e-3 for the head alone (``freeze="all"``).
-        Each is a parameter of the estimator, set or searched like any
-        other (``early_stopping=True`` keeps the best epoch on a held-out
-        split instead).
+        adapters (``lora``) and 3e-3 for the head alone (``freeze="all"``);
+        beside a body that trains, the fresh head keeps the head-only rate
+        (``head_lr="auto"``). Each is a parameter of the estimator (the
+        head's of the spec), set or searched like any other
+        (``early_stopping=True`` keeps the best epoch on a held-out split
+        instead).
         """
         if self.freeze == "all":
-            lr = 3e-3
+            lr = _HEAD_LR
         elif self.lora is not None:
             lr = 1e-3
         else:
@@ -337,7 +361,7 @@ class Transformer(BaseEstimator):
             _keep_bottom_layers(hf, int(self.n_layers))
         return PretrainedTextNet(
             hf, tokenizer_files(tokenizer), max_length=self.max_length, freeze=self.freeze,
-            lora=self.lora, layer_lr_decay=self.layer_lr_decay,
+            lora=self.lora, layer_lr_decay=self.layer_lr_decay, head_lr=self.resolved_head_lr(),
             gradient_checkpointing=self.gradient_checkpointing, pooling=pooling,
         )
 
@@ -475,13 +499,14 @@ class PretrainedTextNet(nn.Module):
     """
 
     def __init__(self, hf, tokenizer_files, *, max_length=128, freeze=0, lora=None,
-                 layer_lr_decay=1.0, gradient_checkpointing=False, pooling="cls"):
+                 layer_lr_decay=1.0, head_lr=None, gradient_checkpointing=False, pooling="cls"):
         super().__init__()
         self.model = hf
         self.tokenizer_files = dict(tokenizer_files)
         self.max_length = int(max_length)
         self.freeze = freeze
         self.layer_lr_decay = float(layer_lr_decay)
+        self.head_lr = None if head_lr is None else float(head_lr)
         self.pooling = pooling
         self._tokenizer = None
         self.lora_ = None
@@ -550,19 +575,36 @@ class PretrainedTextNet(nn.Module):
         """The encoder's layers, bottom to top (what structured pruning cuts into)."""
         return _layout(self._base())[1]
 
+    def _head_modules(self):
+        """The fresh head: ours on the pooled state, or the architecture's classifier."""
+        if self.pooling == "mean":
+            return [self.head]
+        base = self._base()
+        *_, body = _layout(base)
+        # peft wraps a classifier it trains in full; the wrapper holds its parameters
+        return [child for child in base.children()
+                if child is not body and any(True for _ in child.parameters())]
+
     def optimizer_groups(self, lr):
-        """skorch ``param_groups`` for layer-wise learning-rate decay, or None.
+        """skorch ``param_groups`` for the head's own rate and layer-wise decay, or None.
 
         Each group carries ``lr_scale``, the factor the learning-rate
-        schedule multiplies its rate by.
+        schedule multiplies its rate by. skorch puts a parameter in the first
+        group whose pattern matches it: the head's come first.
         """
+        pnames = {id(p): name for name, p in self.named_parameters()}
+        groups = []
+        head_lr = getattr(self, "head_lr", None)  # pickles from before head_lr have none
+        if head_lr is not None and head_lr != lr:
+            scale = head_lr / lr
+            groups += [(glob.escape(pnames[id(p)]), {"lr": head_lr, "lr_scale": scale})
+                       for m in self._head_modules() for p in m.parameters() if id(p) in pnames]
         decay = self.layer_lr_decay
         if decay == 1.0:
-            return None
+            return groups or None
         embeddings, layers, _, _ = _layout(self._base())
         names = {id(m): name for name, m in self.named_modules()}
-        pnames = {id(p): name for name, p in self.named_parameters()}
-        groups, n = [], len(layers)
+        n = len(layers)
         for depth, layer in enumerate(reversed(layers)):
             scale = decay ** depth
             groups.append((glob.escape(names[id(layer)]) + ".*", {"lr": lr * scale, "lr_scale": scale}))
@@ -629,6 +671,7 @@ class PretrainedTextNet(nn.Module):
             "max_length": self.max_length,
             "freeze": self.freeze,
             "layer_lr_decay": self.layer_lr_decay,
+            "head_lr": getattr(self, "head_lr", None),
             "pooling": getattr(self, "pooling", "cls"),
             # heads and neurons left by structured pruning, where fewer than the config's
             "units": unit_sizes(self, self._base().config),
@@ -646,7 +689,8 @@ class PretrainedTextNet(nn.Module):
         with _quiet():
             hf = loader.from_config(config_obj, **_float32())
         net = cls(hf, blueprint["tokenizer"], max_length=blueprint["max_length"],
-                  freeze=blueprint["freeze"], layer_lr_decay=blueprint["layer_lr_decay"], pooling=pooling)
+                  freeze=blueprint["freeze"], layer_lr_decay=blueprint["layer_lr_decay"],
+                  head_lr=blueprint.get("head_lr"), pooling=pooling)
         return resize_units(net, blueprint.get("units"))
 
     def __getstate__(self):

@@ -27,7 +27,9 @@ class DivergenceGuard(Callback):
         # second device synchronisation per batch on a GPU.
         loss = last_batch_value(net.history, "train_loss")
         if not math.isfinite(loss):
-            raise loss_diverged(len(net.history), loss, net.optimizer_.param_groups[0]["lr"])
+            group = net.optimizer_.param_groups[0]
+            # the estimator's rate: a group with its own share (a head's, a layer's) says it apart
+            raise loss_diverged(len(net.history), loss, group["lr"] / group.get("lr_scale", 1.0))
 
 
 class ValidScore(Callback):
