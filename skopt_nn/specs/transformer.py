@@ -488,6 +488,15 @@ def _layout(hf):
     return embeddings, layers, top, body
 
 
+def _classifier_children(hf):
+    """``(name, module)`` of what a ``*ForSequenceClassification`` model adds to its body: the head."""
+    *_, body = _layout(hf)
+    if body is hf:  # a bare encoder has none
+        return []
+    return [(name, child) for name, child in hf.named_children()
+            if child is not body and any(True for _ in child.parameters())]
+
+
 class PretrainedTextNet(nn.Module):
     """A sequence-classification model that takes ``[input_ids | attention_mask]`` rows.
 
@@ -552,10 +561,8 @@ class PretrainedTextNet(nn.Module):
         import peft
 
         hf = self.model
-        _, _, _, body = _layout(hf)
         # the architecture's own head trains in full; a mean-pooled net's head is outside hf
-        head = [] if body is hf else [name for name, child in hf.named_children()
-                                      if child is not body and any(True for _ in child.parameters())]
+        head = [name for name, _ in _classifier_children(hf)]
         _, frozen_layers = self._frozen_parts(hf)
         with _quiet(), warnings.catch_warnings():
             # peft reads an attribute transformers 5 renamed: noise, not news
@@ -579,11 +586,8 @@ class PretrainedTextNet(nn.Module):
         """The fresh head: ours on the pooled state, or the architecture's classifier."""
         if self.pooling == "mean":
             return [self.head]
-        base = self._base()
-        *_, body = _layout(base)
         # peft wraps a classifier it trains in full; the wrapper holds its parameters
-        return [child for child in base.children()
-                if child is not body and any(True for _ in child.parameters())]
+        return [child for _, child in _classifier_children(self._base())]
 
     def optimizer_groups(self, lr):
         """skorch ``param_groups`` for the head's own rate and layer-wise decay, or None.
