@@ -602,7 +602,7 @@ class PretrainedTextNet(nn.Module):
         if head_lr is not None and head_lr != lr:
             scale = head_lr / lr
             groups += [(glob.escape(pnames[id(p)]), {"lr": head_lr, "lr_scale": scale})
-                       for m in self._head_modules() for p in m.parameters() if id(p) in pnames]
+                       for m in self._head_modules() for p in m.parameters()]
         decay = self.layer_lr_decay
         if decay == 1.0:
             return groups or None
